@@ -1,0 +1,1 @@
+"""The ``asynq-aio`` command line (typer)."""

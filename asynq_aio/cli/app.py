@@ -1,0 +1,19 @@
+"""The root ``asynq-aio`` command: mounts each command group and owns error formatting."""
+
+from __future__ import annotations
+
+import typer
+
+from asynq_aio.cli.dev import dev_app
+
+app = typer.Typer(
+    name="asynq-aio",
+    help="asynq-aio: an asyncio task queue on Redis Cluster, wire-compatible with Go Asynq.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(dev_app, name="dev")
+
+
+def main() -> None:
+    app()

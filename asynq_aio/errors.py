@@ -1,0 +1,71 @@
+"""Every exception asynq-aio raises on purpose, in one place so callers can catch by kind."""
+
+from __future__ import annotations
+
+
+class AsynqError(Exception):
+    """Base class of asynq-aio's own errors."""
+
+
+class InvalidQueueName(AsynqError, ValueError):
+    """A queue name that would break the ``{queue}`` hash tag or is empty."""
+
+
+class InvalidTaskError(AsynqError, ValueError):
+    """A task that cannot be stored: empty type, payload over the limit, bad option."""
+
+
+class TaskIDConflictError(AsynqError):
+    """A task with the requested ID already exists in the queue (in any state)."""
+
+
+class DuplicateTaskError(AsynqError):
+    """The unique lock for this task type and payload is held by another task."""
+
+
+class TaskNotFoundError(AsynqError):
+    """No task with this ID exists in the queue."""
+
+
+class QueueNotFoundError(AsynqError):
+    """The queue is not known to Redis (not in ``asynq:queues``)."""
+
+
+class RedisUnavailableError(AsynqError, ConnectionError):
+    """Redis could not be reached (or stayed unavailable) within the retry budget; names the address."""
+
+
+class ClusterNotReadyError(AsynqError):
+    """The Redis Cluster does not report ``cluster_state:ok``."""
+
+
+class MalformedTaskError(AsynqError):
+    """A stored task record that cannot be decoded (a buggy producer wrote it)."""
+
+
+class HandlerNotFoundError(AsynqError):
+    """No handler is registered for the task's type; the attempt fails and is retried."""
+
+
+class SkipRetry(AsynqError):  # noqa: N818 - Asynq's name, kept for familiarity
+    """Raise from a handler to archive the task now instead of retrying it."""
+
+
+class RevokeTask(AsynqError):  # noqa: N818 - Asynq's name, kept for familiarity
+    """Raise from a handler to drop the task: neither retried nor archived."""
+
+
+class PayloadValidationError(AsynqError):
+    """The payload does not match the handler's pydantic model; the task is archived, never retried."""
+
+
+class TaskTimeoutError(AsynqError, TimeoutError):
+    """The handler ran past the task's timeout or deadline and was cancelled."""
+
+
+class TaskCanceledError(AsynqError):
+    """The task was cancelled through ``asynq:cancel`` while it ran."""
+
+
+class LeaseExpiredError(AsynqError):
+    """The task's lease expired (its worker died or stalled); another server recovered it."""

@@ -1,0 +1,229 @@
+"""Protobuf encoding of the records Asynq stores, and their conversion to asynq-aio's types.
+
+The generated ``asynq_pb2`` messages are used directly as the internal task message: they are the
+wire contract, and upb's parser is faster than copying into a Python object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from asynq_aio.errors import MalformedTaskError
+from asynq_aio.protocol.asynq_pb2 import (
+    SchedulerEnqueueEvent,
+    SchedulerEntry,
+    ServerInfo,
+    TaskMessage,
+    WorkerInfo,
+)
+from asynq_aio.task import TaskInfo, TaskState
+
+__all__ = [
+    "SchedulerEnqueueEvent",
+    "SchedulerEntry",
+    "ServerInfo",
+    "ServerRecord",
+    "TaskMessage",
+    "WorkerInfo",
+    "WorkerRecord",
+    "decode_server_info",
+    "decode_task_message",
+    "decode_worker_info",
+    "encode_server_info",
+    "encode_worker_info",
+    "from_unix",
+    "new_task_message",
+    "task_info",
+]
+
+
+def decode_task_message(data: bytes) -> TaskMessage:
+    """Parse a stored ``msg`` field; a record a buggy producer wrote raises MalformedTaskError."""
+    msg = TaskMessage()
+    try:
+        msg.ParseFromString(data)
+    except (DecodeError, RuntimeWarning, ValueError) as exc:
+        raise MalformedTaskError(f"task message is not a valid asynq TaskMessage: {exc}") from exc
+    return msg
+
+
+def new_task_message(
+    *,
+    task_id: str,
+    task_type: str,
+    payload: bytes,
+    queue: str,
+    max_retry: int,
+    timeout_s: int,
+    deadline_unix: int,
+    unique_key: str = "",
+    retention_s: int = 0,
+    group: str = "",
+    headers: Mapping[str, str] | None = None,
+) -> TaskMessage:
+    msg = TaskMessage(
+        type=task_type,
+        payload=payload,
+        id=task_id,
+        queue=queue,
+        retry=max_retry,
+        timeout=timeout_s,
+        deadline=deadline_unix,
+        unique_key=unique_key,
+        retention=retention_s,
+        group_key=group,
+    )
+    if headers:
+        msg.headers.update(headers)
+    return msg
+
+
+def from_unix(seconds: int | float) -> datetime | None:
+    """A unix time as an aware UTC datetime; 0 (proto3's "unset") is None."""
+    if not seconds:
+        return None
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def task_info(
+    msg: TaskMessage,
+    state: TaskState,
+    *,
+    next_process_at: datetime | None = None,
+    result: bytes | None = None,
+    is_orphaned: bool = False,
+) -> TaskInfo:
+    return TaskInfo.model_construct(
+        id=msg.id,
+        queue=msg.queue,
+        type=msg.type,
+        payload=msg.payload,
+        headers=dict(msg.headers),
+        state=state,
+        max_retry=msg.retry,
+        retried=msg.retried,
+        last_err=msg.error_msg,
+        last_failed_at=from_unix(msg.last_failed_at),
+        timeout=timedelta(seconds=msg.timeout) if msg.timeout else None,
+        deadline=from_unix(msg.deadline),
+        group=msg.group_key,
+        next_process_at=next_process_at,
+        is_orphaned=is_orphaned,
+        retention=timedelta(seconds=msg.retention) if msg.retention else None,
+        completed_at=from_unix(msg.completed_at),
+        result=result,
+        unique_key=msg.unique_key,
+    )
+
+
+def _timestamp(when: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(when.astimezone(UTC))
+    return ts
+
+
+def _datetime(ts: Timestamp) -> datetime:
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerRecord:
+    """One server's heartbeat record (``asynq:servers:{host:pid:id}``)."""
+
+    host: str
+    pid: int
+    server_id: str
+    concurrency: int
+    queues: dict[str, int]
+    strict_priority: bool
+    status: str
+    started: datetime
+    active_worker_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """One running task as a worker heartbeat reports it (a field of ``asynq:workers:{...}``)."""
+
+    host: str
+    pid: int
+    server_id: str
+    task_id: str
+    task_type: str
+    task_payload: bytes
+    queue: str
+    started: datetime
+    deadline: datetime
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def encode_server_info(rec: ServerRecord) -> bytes:
+    msg = ServerInfo(
+        host=rec.host,
+        pid=rec.pid,
+        server_id=rec.server_id,
+        concurrency=rec.concurrency,
+        strict_priority=rec.strict_priority,
+        status=rec.status,
+        start_time=_timestamp(rec.started),
+        active_worker_count=rec.active_worker_count,
+    )
+    msg.queues.update(rec.queues)
+    return msg.SerializeToString()
+
+
+def decode_server_info(data: bytes) -> ServerRecord:
+    msg = ServerInfo()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError as exc:
+        raise MalformedTaskError(f"server info is not a valid asynq ServerInfo: {exc}") from exc
+    return ServerRecord(
+        host=msg.host,
+        pid=msg.pid,
+        server_id=msg.server_id,
+        concurrency=msg.concurrency,
+        queues=dict(msg.queues),
+        strict_priority=msg.strict_priority,
+        status=msg.status,
+        started=_datetime(msg.start_time),
+        active_worker_count=msg.active_worker_count,
+    )
+
+
+def encode_worker_info(rec: WorkerRecord) -> bytes:
+    return WorkerInfo(
+        host=rec.host,
+        pid=rec.pid,
+        server_id=rec.server_id,
+        task_id=rec.task_id,
+        task_type=rec.task_type,
+        task_payload=rec.task_payload,
+        queue=rec.queue,
+        start_time=_timestamp(rec.started),
+        deadline=_timestamp(rec.deadline),
+    ).SerializeToString()
+
+
+def decode_worker_info(data: bytes) -> WorkerRecord:
+    msg = WorkerInfo()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError as exc:
+        raise MalformedTaskError(f"worker info is not a valid asynq WorkerInfo: {exc}") from exc
+    return WorkerRecord(
+        host=msg.host,
+        pid=msg.pid,
+        server_id=msg.server_id,
+        task_id=msg.task_id,
+        task_type=msg.task_type,
+        task_payload=msg.task_payload,
+        queue=msg.queue,
+        started=_datetime(msg.start_time),
+        deadline=_datetime(msg.deadline),
+    )

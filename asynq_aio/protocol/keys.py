@@ -1,0 +1,145 @@
+"""Every Redis key name of the Asynq v0.26 layout is built here and nowhere else.
+
+Per-queue keys share the ``{queue}`` hash tag so that a queue's keys live in one cluster slot and
+multi-key scripts run on one node; the global keys (``asynq:queues``, ``asynq:servers`` ...) each hash
+on their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from asynq_aio.errors import InvalidQueueName
+
+PREFIX = "asynq:"
+
+ALL_QUEUES = "asynq:queues"
+ALL_SERVERS = "asynq:servers"
+ALL_WORKERS = "asynq:workers"
+ALL_SCHEDULERS = "asynq:schedulers"
+CANCEL_CHANNEL = "asynq:cancel"
+
+_FORBIDDEN = frozenset("{}")
+
+
+def validate_queue_name(queue: str) -> str:
+    """Reject names that would break the hash tag (and so the one-slot-per-queue guarantee)."""
+    if not isinstance(queue, str) or not queue or not queue.strip():
+        raise InvalidQueueName(f"invalid queue name {queue!r}: a queue name must be a non-empty string")
+    bad = _FORBIDDEN.intersection(queue)
+    if bad:
+        raise InvalidQueueName(
+            f"invalid queue name {queue!r}: it must not contain {' or '.join(sorted(bad))} "
+            "(the braces form the Redis Cluster hash tag)"
+        )
+    return queue
+
+
+class QueueKeys:
+    """Key names of one queue, computed once: queue keys are on every hot path."""
+
+    __slots__ = (
+        "aggregation_sets",
+        "active",
+        "archived",
+        "completed",
+        "failed",
+        "groups",
+        "lease",
+        "name",
+        "paused",
+        "pending",
+        "prefix",
+        "processed",
+        "retry",
+        "scheduled",
+        "task_prefix",
+    )
+
+    def __init__(self, queue: str) -> None:
+        validate_queue_name(queue)
+        self.name = queue
+        self.prefix = f"asynq:{{{queue}}}:"
+        p = self.prefix
+        self.pending = p + "pending"
+        self.active = p + "active"
+        self.lease = p + "lease"
+        self.scheduled = p + "scheduled"
+        self.retry = p + "retry"
+        self.archived = p + "archived"
+        self.completed = p + "completed"
+        self.paused = p + "paused"
+        self.processed = p + "processed"
+        self.failed = p + "failed"
+        self.groups = p + "groups"
+        self.aggregation_sets = p + "aggregation_sets"
+        self.task_prefix = p + "t:"
+
+    def task(self, task_id: str) -> str:
+        return self.task_prefix + task_id
+
+    def task_id_of(self, key: str) -> str:
+        """Inverse of :meth:`task` (used when scanning keys)."""
+        if not key.startswith(self.task_prefix):
+            raise ValueError(f"{key!r} is not a task key of queue {self.name!r}")
+        return key[len(self.task_prefix) :]
+
+    def processed_on(self, day: datetime) -> str:
+        return f"{self.processed}:{_utc_date(day)}"
+
+    def failed_on(self, day: datetime) -> str:
+        return f"{self.failed}:{_utc_date(day)}"
+
+    def unique(self, task_type: str, payload: bytes) -> str:
+        """Unique lock name: ``Q unique:<type>:<md5 hex>``, no digest part for an empty payload."""
+        if not payload:
+            return f"{self.prefix}unique:{task_type}"
+        return f"{self.prefix}unique:{task_type}:{hashlib.md5(payload).hexdigest()}"
+
+    def group(self, group: str) -> str:
+        return f"{self.prefix}g:{group}"
+
+    def aggregation_set(self, group: str, set_id: str) -> str:
+        return f"{self.prefix}g:{group}:{set_id}"
+
+    def hash_tag(self) -> str:
+        """The string Redis Cluster hashes for every key of this queue."""
+        return self.name
+
+
+@lru_cache(maxsize=4096)
+def queue_keys(queue: str) -> QueueKeys:
+    """Cached :class:`QueueKeys` (queue names are few and reused on every call)."""
+    return QueueKeys(queue)
+
+
+def _utc_date(day: datetime) -> str:
+    if day.tzinfo is not None:
+        day = day.astimezone(UTC)
+    return day.strftime("%Y-%m-%d")
+
+
+def server_info_key(host: str, pid: int, server_id: str) -> str:
+    return f"asynq:servers:{{{host}:{pid}:{server_id}}}"
+
+
+def workers_key(host: str, pid: int, server_id: str) -> str:
+    return f"asynq:workers:{{{host}:{pid}:{server_id}}}"
+
+
+def scheduler_entries_key(scheduler_id: str) -> str:
+    return f"asynq:schedulers:{{{scheduler_id}}}"
+
+
+def scheduler_history_key(entry_id: str) -> str:
+    return f"asynq:scheduler_history:{entry_id}"
+
+
+def queue_from_key(key: str) -> str | None:
+    """The queue name inside a per-queue key, or None for a global key."""
+    if not key.startswith("asynq:{"):
+        return None
+    end = key.find("}", 7)
+    return key[7:end] if end > 0 else None
