@@ -1,0 +1,69 @@
+"""asynq-aio: an asyncio-native task queue on Redis Cluster, wire-compatible with Go Asynq v0.26."""
+
+from asynq_aio.client import Client
+from asynq_aio.connection import (
+    RedisClientOpt,
+    RedisClusterClientOpt,
+    RedisSentinelOpt,
+    TLSOptions,
+    parse_redis_url,
+)
+from asynq_aio.context import TaskContext, current_task
+from asynq_aio.errors import (
+    AsynqError,
+    ClusterNotReadyError,
+    DuplicateTaskError,
+    HandlerNotFoundError,
+    InvalidQueueName,
+    InvalidTaskError,
+    MalformedTaskError,
+    PayloadValidationError,
+    QueueNotFoundError,
+    RedisUnavailableError,
+    RevokeTask,
+    SkipRetry,
+    TaskCanceledError,
+    TaskIDConflictError,
+    TaskNotFoundError,
+    TaskTimeoutError,
+)
+from asynq_aio.mux import ServeMux
+from asynq_aio.server.config import Config, default_retry_delay
+from asynq_aio.server.server import Server
+from asynq_aio.task import Task, TaskInfo, TaskState
+from asynq_aio.transport import RetryPolicy
+
+__all__ = [
+    "AsynqError",
+    "Client",
+    "ClusterNotReadyError",
+    "Config",
+    "DuplicateTaskError",
+    "HandlerNotFoundError",
+    "InvalidQueueName",
+    "InvalidTaskError",
+    "MalformedTaskError",
+    "PayloadValidationError",
+    "QueueNotFoundError",
+    "RedisClientOpt",
+    "RedisClusterClientOpt",
+    "RedisSentinelOpt",
+    "RedisUnavailableError",
+    "RetryPolicy",
+    "RevokeTask",
+    "ServeMux",
+    "Server",
+    "SkipRetry",
+    "TLSOptions",
+    "Task",
+    "TaskCanceledError",
+    "TaskContext",
+    "TaskIDConflictError",
+    "TaskInfo",
+    "TaskNotFoundError",
+    "TaskState",
+    "TaskTimeoutError",
+    "current_task",
+    "default_retry_delay",
+    "parse_redis_url",
+]

@@ -1,0 +1,169 @@
+"""Client: enqueue tasks from async code (web handlers, scripts, other workers)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Self
+
+from asynq_aio.connection import RedisConnOpt
+from asynq_aio.errors import InvalidTaskError
+from asynq_aio.options import Duration, resolve
+from asynq_aio.protocol.broker import Broker, EnqueueRequest
+from asynq_aio.protocol.codec import from_unix, new_task_message, task_info
+from asynq_aio.protocol.keys import queue_keys
+from asynq_aio.task import Task, TaskInfo, TaskState
+from asynq_aio.transport import RedisClient, RetryPolicy, Transport
+
+DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
+
+
+class Client:
+    """Enqueues tasks. One per application is enough: it is safe to share between coroutines.
+
+    ``Client(RedisClusterClientOpt(addrs=[...]))`` owns its connections; ``Client(existing_redis)``
+    borrows a caller's ``redis.asyncio`` client and leaves it open on close.
+    """
+
+    def __init__(
+        self,
+        redis: RedisConnOpt | RedisClient,
+        *,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._transport = Transport.connect(redis, retry=retry)
+        self._broker = Broker(self._transport)
+        self._max_payload = max_payload_bytes
+        self._known_queues: dict[str, float] = {}
+
+    @property
+    def broker(self) -> Broker:
+        return self._broker
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+    def _request(
+        self,
+        task: Task,
+        *,
+        queue: str | None,
+        max_retry: int | None,
+        timeout: Duration | None,
+        deadline: datetime | None,
+        process_at: datetime | None,
+        process_in: Duration | None,
+        unique: Duration | None,
+        task_id: str | None,
+        retention: Duration | None,
+        group: str | None,
+    ) -> tuple[EnqueueRequest, TaskInfo]:
+        if not isinstance(task, Task):
+            raise InvalidTaskError(f"enqueue takes a Task, got {type(task).__name__}")
+        if len(task.payload) > self._max_payload:
+            raise InvalidTaskError(
+                f"payload of {len(task.payload)} bytes is over the limit of {self._max_payload} bytes"
+            )
+        now = time.time()
+        opts = resolve(
+            now=now, queue=queue, max_retry=max_retry, timeout=timeout, deadline=deadline,
+            process_at=process_at, process_in=process_in, unique=unique, task_id=task_id,
+            retention=retention, group=group,
+        )
+        qk = queue_keys(opts.queue)
+        msg = new_task_message(
+            task_id=opts.task_id,
+            task_type=task.type,
+            payload=task.payload,
+            queue=opts.queue,
+            max_retry=opts.max_retry,
+            timeout_s=opts.timeout_s,
+            deadline_unix=opts.deadline_unix,
+            unique_key=qk.unique(task.type, task.payload) if opts.unique_ttl_s else "",
+            retention_s=opts.retention_s,
+            group=opts.group,
+            headers=task.headers,
+        )
+        req = EnqueueRequest(msg=msg, process_at=opts.process_at, unique_ttl=opts.unique_ttl_s)
+        if opts.group and opts.process_at is None:
+            state = TaskState.AGGREGATING
+        elif opts.process_at is not None:
+            state = TaskState.SCHEDULED
+        else:
+            state = TaskState.PENDING
+        nxt = from_unix(opts.process_at) if opts.process_at else (from_unix(now) if state == TaskState.PENDING else None)
+        return req, task_info(msg, state, next_process_at=nxt)
+
+    async def _ensure_registered(self, queues: Sequence[str]) -> None:
+        # asynq:queues lives in its own slot, so it cannot join the enqueue script. Re-added at most
+        # once a minute per queue: an operator's `queue rm` is healed by the next enqueue after that.
+        now = time.monotonic()
+        stale = [q for q in set(queues) if now - self._known_queues.get(q, -1e9) > 60]
+        if stale:
+            await self._broker.register_queues(stale)
+            for q in stale:
+                self._known_queues[q] = now
+
+    async def enqueue(
+        self,
+        task: Task,
+        *,
+        queue: str | None = None,
+        max_retry: int | None = None,
+        timeout: Duration | None = None,
+        deadline: datetime | None = None,
+        process_at: datetime | None = None,
+        process_in: Duration | None = None,
+        unique: Duration | None = None,
+        task_id: str | None = None,
+        retention: Duration | None = None,
+        group: str | None = None,
+    ) -> TaskInfo:
+        """Store ``task`` and return its info. Raises TaskIDConflictError, DuplicateTaskError,
+        InvalidTaskError, InvalidQueueName or RedisUnavailableError; on error nothing is stored."""
+        req, info = self._request(
+            task, queue=queue, max_retry=max_retry, timeout=timeout, deadline=deadline,
+            process_at=process_at, process_in=process_in, unique=unique, task_id=task_id,
+            retention=retention, group=group,
+        )
+        await self._ensure_registered([req.msg.queue])
+        await self._broker.enqueue(req)
+        return info
+
+    async def enqueue_many(
+        self,
+        tasks: Sequence[Task],
+        *,
+        queue: str | None = None,
+        max_retry: int | None = None,
+        timeout: Duration | None = None,
+        deadline: datetime | None = None,
+        process_at: datetime | None = None,
+        process_in: Duration | None = None,
+        retention: Duration | None = None,
+        group: str | None = None,
+    ) -> list[TaskInfo | Exception]:
+        """Enqueue many tasks in one pipelined round trip per node; one outcome per task, in order
+        (a TaskInfo, or the error for that task)."""
+        built = [
+            self._request(
+                t, queue=queue, max_retry=max_retry, timeout=timeout, deadline=deadline,
+                process_at=process_at, process_in=process_in, unique=None, task_id=None,
+                retention=retention, group=group,
+            )
+            for t in tasks
+        ]
+        await self._ensure_registered([r.msg.queue for r, _ in built])
+        errors = await self._broker.enqueue_many([r for r, _ in built])
+        return [info if err is None else err for (_, info), err in zip(built, errors, strict=True)]

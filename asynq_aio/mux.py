@@ -1,0 +1,129 @@
+"""ServeMux: routes a task to its handler by type pattern, adapts typed handlers, applies middleware."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from asynq_aio.errors import HandlerNotFoundError, PayloadValidationError
+from asynq_aio.task import Task
+from asynq_aio.types import Handler, Middleware
+
+F = TypeVar("F", bound=Callable[..., Awaitable[None]])
+
+
+def typed_handler(fn: Callable[..., Awaitable[None]]) -> Handler:
+    """Adapt ``async def fn(payload: SomeModel)`` (or ``fn(task: Task)``) to the Handler protocol.
+
+    The model is read from the first parameter's annotation; a payload that does not validate raises
+    PayloadValidationError, which the server archives at once (retrying cannot fix bad data).
+    """
+    if not inspect.iscoroutinefunction(fn):
+        raise TypeError(f"handler {fn!r} must be an async function")
+    params = list(inspect.signature(fn).parameters.values())
+    if len(params) != 1:
+        raise TypeError(f"handler {fn.__qualname__} must take exactly one parameter (a model or a Task)")
+    hints = typing.get_type_hints(fn)
+    annotation = hints.get(params[0].name, Task)
+    if annotation is Task or annotation is inspect.Parameter.empty:
+        return fn
+    if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        raise TypeError(
+            f"handler {fn.__qualname__}: parameter {params[0].name!r} must be annotated with a "
+            f"pydantic model or Task, got {annotation!r}"
+        )
+    model: type[BaseModel] = annotation
+
+    async def adapted(task: Task) -> None:
+        try:
+            payload = model.model_validate_json(task.payload)
+        except ValidationError as exc:
+            raise PayloadValidationError(
+                f"payload of {task.type!r} does not match {model.__name__}: "
+                f"{exc.error_count()} error(s): {_short_errors(exc)}"
+            ) from exc
+        await fn(payload)
+
+    adapted.__qualname__ = fn.__qualname__
+    adapted.__name__ = fn.__name__
+    return adapted
+
+
+def _short_errors(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        loc = ".".join(str(x) for x in err["loc"]) or "<root>"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+class ServeMux:
+    """Matches a task type against registered patterns; the longest matching prefix wins (Asynq's rule),
+    so ``"email:"`` catches ``"email:welcome"`` unless ``"email:welcome"`` is registered itself."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, Handler] = {}
+        self._middleware: list[Middleware] = []
+        self._resolved: dict[str, Handler | None] = {}
+
+    def handle(self, pattern: str, handler: Handler) -> None:
+        if not pattern or not pattern.strip():
+            raise ValueError("pattern must be a non-empty string")
+        if pattern in self._routes:
+            raise ValueError(f"a handler is already registered for {pattern!r}")
+        self._routes[pattern] = handler
+        self._resolved.clear()
+
+    def handle_func(self, pattern: str, fn: Callable[..., Awaitable[None]]) -> None:
+        """Register ``async def fn(task: Task)`` (or a typed ``fn(payload: Model)``)."""
+        self.handle(pattern, typed_handler(fn))
+
+    def task(self, pattern: str) -> Callable[[F], F]:
+        """Decorator form: ``@mux.task("email:send") async def send(p: EmailPayload) -> None``."""
+
+        def register(fn: F) -> F:
+            self.handle_func(pattern, fn)
+            return fn
+
+        return register
+
+    def use(self, *middleware: Middleware) -> None:
+        """Wrap every handler; the first middleware given is the outermost."""
+        self._middleware.extend(middleware)
+        self._resolved.clear()
+
+    @property
+    def patterns(self) -> list[str]:
+        return sorted(self._routes)
+
+    def handler_for(self, task_type: str) -> Handler | None:
+        try:
+            return self._resolved[task_type]
+        except KeyError:
+            pass
+        best = max((p for p in self._routes if task_type.startswith(p)), key=len, default=None)
+        handler: Handler | None = None
+        if best is not None:
+            handler = self._routes[best]
+            for mw in reversed(self._middleware):
+                handler = mw(handler)
+        self._resolved[task_type] = handler
+        return handler
+
+    async def __call__(self, task: Task) -> None:
+        handler = self.handler_for(task.type)
+        if handler is None:
+            raise HandlerNotFoundError(f"no handler registered for task type {task.type!r}")
+        await handler(task)
+
+
+def as_handler(obj: ServeMux | Handler | Any) -> Handler:
+    if isinstance(obj, ServeMux):
+        return obj
+    if callable(obj):
+        return typing.cast(Handler, obj)
+    raise TypeError(f"expected a ServeMux or an async handler, got {type(obj).__name__}")

@@ -1,0 +1,395 @@
+"""Broker: one async method per storage operation, speaking TaskMessage, never raw keys to callers.
+
+Everything above this module (client, server components, inspector) calls these methods; only this
+module and ``keys.py`` know the layout, and only ``scripts/*.lua`` change state in more than one key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from asynq_aio.errors import DuplicateTaskError, TaskIDConflictError
+from asynq_aio.protocol import scripts
+from asynq_aio.protocol.codec import (
+    ServerRecord,
+    TaskMessage,
+    WorkerRecord,
+    decode_task_message,
+    encode_server_info,
+    encode_worker_info,
+)
+from asynq_aio.protocol.keys import (
+    ALL_QUEUES,
+    ALL_SERVERS,
+    ALL_WORKERS,
+    CANCEL_CHANNEL,
+    QueueKeys,
+    queue_keys,
+    server_info_key,
+    workers_key,
+)
+from asynq_aio.transport import Op, Transport
+
+STATS_TTL = timedelta(days=90)
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueRequest:
+    """What the client wants stored: the message plus where it waits."""
+
+    msg: TaskMessage
+    process_at: float | None = None  # unix s; None = pending now
+    unique_ttl: int = 0  # s; 0 = not unique
+
+
+@dataclass(frozen=True, slots=True)
+class Dequeued:
+    """A task handed to this server: its raw message bytes (decoded lazily by the processor)."""
+
+    queue: str
+    task_id: str
+    raw: bytes
+
+
+class Paused:
+    """Sentinel result of a dequeue from a paused queue."""
+
+
+PAUSED = Paused()
+
+
+def _daily_expire_at(now: float) -> int:
+    day = datetime.fromtimestamp(now, tz=UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return int((day + STATS_TTL).timestamp())
+
+
+class Broker:
+    def __init__(self, transport: Transport, *, clock: Clock = time.time) -> None:
+        self.transport = transport
+        self.clock = clock
+        # Expected pending tail per queue, as the last dequeue reply reported it (rightmost first).
+        self._tails: dict[str, list[str]] = {}
+
+    # -- enqueue ------------------------------------------------------------------------------------
+
+    def _enqueue_op(self, req: EnqueueRequest) -> Op:
+        msg = req.msg
+        qk = queue_keys(msg.queue)
+        now = self.clock()
+        keys = [qk.task(msg.id)]
+        if msg.group_key:
+            keys.append(qk.group(msg.group_key))
+            kind, score = "aggregating", now
+            if req.process_at is not None and req.process_at > now:
+                keys[1] = qk.scheduled
+                kind, score = "scheduled", req.process_at
+        elif req.process_at is not None and req.process_at > now:
+            keys.append(qk.scheduled)
+            kind, score = "scheduled", req.process_at
+        else:
+            keys.append(qk.pending)
+            kind, score = "pending", now
+        if req.unique_ttl > 0:
+            keys.append(msg.unique_key)
+        if kind == "aggregating":
+            keys.append(qk.groups)
+        args = (
+            msg.SerializeToString(),
+            msg.id,
+            int(now * 1e9),
+            kind,
+            int(score),
+            req.unique_ttl,
+            msg.group_key if kind == "aggregating" else (msg.group_key if kind == "scheduled" else ""),
+        )
+        return Op.eval(scripts.ENQUEUE, keys, args)
+
+    async def enqueue(self, req: EnqueueRequest) -> None:
+        """Store one task; raises TaskIDConflictError / DuplicateTaskError."""
+        op = self._enqueue_op(req)
+        _check_enqueue(req.msg, await self.transport.script(scripts.ENQUEUE, op.args[: op.nkeys],
+                                                            op.args[op.nkeys :]))
+
+    async def enqueue_many(self, reqs: Sequence[EnqueueRequest]) -> list[Exception | None]:
+        """Store many tasks in one pipeline; one result per request (None = stored)."""
+        replies = await self.transport.batch([self._enqueue_op(r) for r in reqs])
+        out: list[Exception | None] = []
+        for req, reply in zip(reqs, replies, strict=True):
+            if isinstance(reply, Exception):
+                out.append(reply)
+                continue
+            try:
+                _check_enqueue(req.msg, reply)
+                out.append(None)
+            except (TaskIDConflictError, DuplicateTaskError) as exc:
+                out.append(exc)
+        return out
+
+    async def register_queues(self, queues: Sequence[str]) -> None:
+        """Add queue names to ``asynq:queues`` (its own slot, so never inside a queue's script)."""
+        if queues:
+            await self.transport.call("SADD", ALL_QUEUES, *queues)
+
+    # -- dequeue ------------------------------------------------------------------------------------
+
+    async def dequeue(self, queue: str, count: int, lease_until: float) -> list[Dequeued] | Paused:
+        """Take up to ``count`` tasks from the right end of pending into active with a lease.
+
+        Needs the IDs up front so their hashes are declared keys: it names the tail it last saw
+        (or reads it), and the script hands back the new tail for the next call.
+        """
+        qk = queue_keys(queue)
+        out: list[Dequeued] = []
+        for _ in range(4):  # a few rounds when another server moved the tail under us
+            expected = self._tails.get(queue, [])[:count]
+            if not expected:
+                tail = await self.transport.call("LRANGE", qk.pending, -count, -1)
+                expected = [_s(x) for x in reversed(tail)]
+                if not expected:
+                    if await self.transport.call("EXISTS", qk.paused):
+                        return PAUSED
+                    return out
+            keys = [qk.pending, qk.active, qk.lease, qk.paused, *(qk.task(i) for i in expected)]
+            reply = await self.transport.script(scripts.DEQUEUE, keys, [int(lease_until), *expected])
+            if reply[0] == -1:
+                self._tails.pop(queue, None)
+                return PAUSED
+            matched, msgs, newtail = int(reply[0]), reply[1], reply[2]
+            self._tails[queue] = [_s(x) for x in newtail]
+            for i in range(matched):
+                raw = msgs[i]
+                if raw:
+                    out.append(Dequeued(queue, expected[i], bytes(raw)))
+            if matched == len(expected) or len(out) >= count:
+                return out
+            count -= matched
+        return out
+
+    async def wait_for_work(self, queue: str, timeout: float) -> bool:
+        return await self.transport.wait_nonempty(queue_keys(queue).pending, timeout)
+
+    def forget_tail(self, queue: str) -> None:
+        self._tails.pop(queue, None)
+
+    # -- outcomes -----------------------------------------------------------------------------------
+
+    def ack_op(self, msg: TaskMessage, *, now: float | None = None) -> Op:
+        """Success: delete, or keep as completed for ``msg.retention`` seconds."""
+        now = self.clock() if now is None else now
+        qk = queue_keys(msg.queue)
+        day = datetime.fromtimestamp(now, tz=UTC)
+        keys = [qk.active, qk.lease, qk.task(msg.id), qk.completed, qk.processed, qk.processed_on(day)]
+        if msg.unique_key:
+            keys.append(msg.unique_key)
+        stored = b""
+        score = 0
+        if msg.retention > 0:
+            done = TaskMessage()
+            done.CopyFrom(msg)
+            done.completed_at = int(now)
+            stored = done.SerializeToString()
+            score = int(now) + msg.retention
+        return Op.eval(scripts.ACK, keys, [msg.id, stored, score, _daily_expire_at(now)])
+
+    def fail_op(
+        self,
+        msg: TaskMessage,
+        *,
+        error: str,
+        archive: bool,
+        retry_at: float = 0,
+        is_failure: bool = True,
+        only_if_lease_expired_by: float = 0,
+        now: float | None = None,
+    ) -> Op:
+        """A failed attempt: retry at ``retry_at``, or archive."""
+        now = self.clock() if now is None else now
+        qk = queue_keys(msg.queue)
+        day = datetime.fromtimestamp(now, tz=UTC)
+        updated = TaskMessage()
+        updated.CopyFrom(msg)
+        updated.error_msg = error
+        updated.last_failed_at = int(now)
+        if not archive:
+            updated.retried = msg.retried + 1
+        keys = [
+            qk.active,
+            qk.lease,
+            qk.task(msg.id),
+            qk.archived if archive else qk.retry,
+            qk.processed,
+            qk.failed,
+            qk.processed_on(day),
+            qk.failed_on(day),
+        ]
+        args = [
+            msg.id,
+            updated.SerializeToString(),
+            int(now) if archive else int(retry_at),
+            "archived" if archive else "retry",
+            1 if is_failure else 0,
+            _daily_expire_at(now),
+            int(only_if_lease_expired_by),
+        ]
+        return Op.eval(scripts.FAIL, keys, args)
+
+    def requeue_op(self, queue: str, task_id: str) -> Op:
+        qk = queue_keys(queue)
+        return Op.eval(
+            scripts.REQUEUE, [qk.active, qk.lease, qk.pending, qk.task(task_id)],
+            [task_id, int(self.clock() * 1e9)],
+        )
+
+    async def run(self, ops: Sequence[Op]) -> list[Any]:
+        """Send outcome ops in one pipeline (per node in a cluster)."""
+        return await self.transport.batch(ops)
+
+    async def extend_leases(self, queue: str, task_ids: Sequence[str], until: float) -> None:
+        if not task_ids:
+            return
+        args: list[str | int] = []
+        for tid in task_ids:
+            args += [int(until), tid]
+        await self.transport.call("ZADD", queue_keys(queue).lease, "XX", *args)
+
+    # -- time-based moves ---------------------------------------------------------------------------
+
+    async def forward(self, queue: str, *, batch: int = 100) -> int:
+        """Move due scheduled and retry tasks to pending; returns how many moved."""
+        qk = queue_keys(queue)
+        now = self.clock()
+        moved = 0
+        for src in (qk.scheduled, qk.retry):
+            while True:
+                ids = [_s(x) for x in await self.transport.call(
+                    "ZRANGEBYSCORE", src, "-inf", int(now), "LIMIT", 0, batch)]
+                if not ids:
+                    break
+                keys = [src, qk.pending, *(qk.task(i) for i in ids)]
+                moved += int(await self.transport.script(
+                    scripts.FORWARD, keys, [int(now), int(now * 1e9), *ids]))
+                if len(ids) < batch:
+                    break
+        return moved
+
+    async def next_due(self, queue: str) -> float | None:
+        """The earliest score in scheduled or retry (unix s), or None if both are empty."""
+        qk = queue_keys(queue)
+        replies = await self.transport.batch([
+            Op.command("ZRANGE", qk.scheduled, 0, 0, "WITHSCORES"),
+            Op.command("ZRANGE", qk.retry, 0, 0, "WITHSCORES"),
+        ])
+        # redis-py parses WITHSCORES replies into (member, score) pairs
+        scores = [float(r[0][1]) for r in replies if isinstance(r, list) and r]
+        return min(scores) if scores else None
+
+    async def expired_leases(self, queue: str, cutoff: float, *, limit: int = 100) -> list[TaskMessage]:
+        """Active tasks whose lease ran out before ``cutoff`` (their worker died or stalled)."""
+        qk = queue_keys(queue)
+        ids = [_s(x) for x in await self.transport.call(
+            "ZRANGEBYSCORE", qk.lease, "-inf", int(cutoff), "LIMIT", 0, limit)]
+        if not ids:
+            return []
+        raws = await self.transport.batch([Op.command("HGET", qk.task(i), "msg") for i in ids])
+        out = []
+        for tid, raw in zip(ids, raws, strict=True):
+            if isinstance(raw, bytes) and raw:
+                out.append(decode_task_message(raw))
+            else:
+                # lease without a hash: synthesise a minimal message so the fail script clears it
+                out.append(TaskMessage(id=tid, queue=queue))
+        return out
+
+    async def delete_expired_completed(self, queue: str, *, batch: int = 100) -> int:
+        qk = queue_keys(queue)
+        now = int(self.clock())
+        ids = [_s(x) for x in await self.transport.call(
+            "ZRANGEBYSCORE", qk.completed, "-inf", now, "LIMIT", 0, batch)]
+        if not ids:
+            return 0
+        return int(await self.transport.script(
+            scripts.DELETE_EXPIRED, [qk.completed, *(qk.task(i) for i in ids)], [now, *ids]))
+
+    # -- queues -------------------------------------------------------------------------------------
+
+    async def is_paused(self, queue: str) -> bool:
+        return bool(await self.transport.call("EXISTS", queue_keys(queue).paused))
+
+    async def pause(self, queue: str) -> bool:
+        return bool(await self.transport.call("SET", queue_keys(queue).paused, int(self.clock()), "NX"))
+
+    async def unpause(self, queue: str) -> bool:
+        return bool(await self.transport.call("DEL", queue_keys(queue).paused))
+
+    async def all_queues(self) -> list[str]:
+        return sorted(_s(x) for x in await self.transport.call("SMEMBERS", ALL_QUEUES))
+
+    async def task_hash(self, queue: str, task_id: str) -> dict[str, bytes]:
+        raw = await self.transport.call("HGETALL", queue_keys(queue).task(task_id))
+        if isinstance(raw, dict):
+            return {_s(k): bytes(v) for k, v in raw.items()}
+        return {_s(raw[i]): bytes(raw[i + 1]) for i in range(0, len(raw), 2)}
+
+    # -- servers ------------------------------------------------------------------------------------
+
+    async def write_server_state(
+        self, server: ServerRecord, workers: Sequence[WorkerRecord], ttl: float
+    ) -> None:
+        """Heartbeat in Asynq's format, so the Go CLI's ``server ls`` lists this server."""
+        skey = server_info_key(server.host, server.pid, server.server_id)
+        wkey = workers_key(server.host, server.pid, server.server_id)
+        expires = int(self.clock() + ttl)
+        ttl_ms = int(ttl * 1000)
+        ops = [
+            Op.command("SET", skey, encode_server_info(server), "PX", ttl_ms),
+            Op.command("DEL", wkey),
+            Op.command("ZADD", ALL_SERVERS, expires, skey),
+            Op.command("ZADD", ALL_WORKERS, expires, wkey),
+        ]
+        if workers:
+            fields: list[str | bytes] = []
+            for w in workers:
+                fields += [w.task_id, encode_worker_info(w)]
+            ops += [Op.command("HSET", wkey, *fields), Op.command("PEXPIRE", wkey, ttl_ms)]
+        for r in await self.transport.batch(ops):
+            if isinstance(r, Exception):
+                raise r
+
+    async def clear_server_state(self, server: ServerRecord) -> None:
+        skey = server_info_key(server.host, server.pid, server.server_id)
+        wkey = workers_key(server.host, server.pid, server.server_id)
+        await self.transport.batch([
+            Op.command("DEL", skey), Op.command("DEL", wkey),
+            Op.command("ZREM", ALL_SERVERS, skey), Op.command("ZREM", ALL_WORKERS, wkey),
+        ])
+
+    async def write_result(self, queue: str, task_id: str, data: bytes) -> None:
+        """Store a handler's result in the task hash (written while the task is active, before its ack)."""
+        key = queue_keys(queue).task(task_id)
+        await self.transport.call("HSET", key, "result", data)
+
+    async def publish_cancel(self, task_id: str) -> None:
+        await self.transport.publish(CANCEL_CHANNEL, task_id)
+
+    def queue_keys(self, queue: str) -> QueueKeys:
+        return queue_keys(queue)
+
+
+def _check_enqueue(msg: TaskMessage, reply: Any) -> None:
+    code = int(reply)
+    if code == -1:
+        raise TaskIDConflictError(f"task ID {msg.id!r} already exists in queue {msg.queue!r}")
+    if code == -2:
+        raise DuplicateTaskError(
+            f"duplicate task: unique lock {msg.unique_key!r} is held by another task"
+        )
+
+
+def _s(x: bytes | str) -> str:
+    return x.decode() if isinstance(x, bytes) else x

@@ -1,0 +1,13 @@
+"""The Lua scripts, loaded once from ``scripts/*.lua``."""
+
+from __future__ import annotations
+
+from asynq_aio.transport import LuaScript
+
+ENQUEUE = LuaScript.load("enqueue")
+DEQUEUE = LuaScript.load("dequeue")
+ACK = LuaScript.load("ack")
+FAIL = LuaScript.load("fail")
+REQUEUE = LuaScript.load("requeue")
+FORWARD = LuaScript.load("forward")
+DELETE_EXPIRED = LuaScript.load("delete_expired")

@@ -1,0 +1,1 @@
+"""The worker side: Server and its components (processor, forwarder, recoverer, heartbeat, janitor)."""

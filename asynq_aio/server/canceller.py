@@ -1,0 +1,18 @@
+"""Listens on ``asynq:cancel`` (what Go's ``asynq task cancel`` publishes) and cancels the named task."""
+
+from __future__ import annotations
+
+import logging
+
+from asynq_aio.protocol.keys import CANCEL_CHANNEL
+from asynq_aio.server.active import ActiveTasks
+from asynq_aio.transport import Transport
+
+log = logging.getLogger("asynq_aio.server")
+
+
+async def cancel_loop(transport: Transport, active: ActiveTasks) -> None:
+    async for message in transport.subscribe(CANCEL_CHANNEL):
+        task_id = message.decode(errors="replace")
+        if active.cancel(task_id, "cancel"):
+            log.info("cancelling task %s on request", task_id)

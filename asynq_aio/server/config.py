@@ -1,0 +1,65 @@
+"""Server configuration, validated where it enters (a typo in a weight fails at start, not at 3 a.m.)."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from asynq_aio.protocol.keys import validate_queue_name
+from asynq_aio.task import Task
+
+RetryDelayFunc = Callable[[int, BaseException, Task], float]
+IsFailureFunc = Callable[[BaseException], bool]
+ErrorHandler = Callable[[Task, BaseException], Awaitable[None] | None]
+
+
+def default_retry_delay(retried: int, error: BaseException, task: Task) -> float:
+    """Sidekiq's backoff, as Asynq uses it: n^4 + 15 + random(0..29)*(n+1) seconds."""
+    return float(retried**4 + 15 + random.randint(0, 29) * (retried + 1))
+
+
+class Config(BaseModel):
+    """How a server fetches and runs tasks. Durations are seconds."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    concurrency: int = Field(default_factory=lambda: max(os.cpu_count() or 1, 1), ge=1)
+    queues: dict[str, int] = Field(default_factory=lambda: {"default": 1})
+    strict_priority: bool = False
+    shutdown_timeout: float = Field(default=8.0, ge=0)
+    lease_duration: float = Field(default=30.0, gt=0, description="how long a fetched task is held")
+    heartbeat_interval: float = Field(default=5.0, gt=0, description="lease extension and server info")
+    recovery_interval: float = Field(default=5.0, gt=0, description="scan for expired leases")
+    forward_interval: float = Field(default=1.0, gt=0, description="longest sleep of the forwarder")
+    janitor_interval: float = Field(default=8.0, gt=0)
+    dequeue_batch: int = Field(default=32, ge=1, description="most tasks taken in one dequeue call")
+    idle_wait: float = Field(default=1.0, gt=0, description="longest blocking wait on empty queues")
+    retry_delay_func: RetryDelayFunc = default_retry_delay
+    is_failure: IsFailureFunc | None = None
+    error_handler: ErrorHandler | None = None
+    count_cancel_as_failure: bool = False
+    host: str | None = None
+
+    @field_validator("queues")
+    @classmethod
+    def _check_queues(cls, v: dict[str, int]) -> dict[str, int]:
+        if not v:
+            raise ValueError("queues must name at least one queue")
+        for name, weight in v.items():
+            validate_queue_name(name)
+            if not isinstance(weight, int) or weight < 1:
+                raise ValueError(f"queue {name!r}: weight must be a positive integer, got {weight!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _check_timings(self) -> Config:
+        if self.heartbeat_interval >= self.lease_duration:
+            raise ValueError("heartbeat_interval must be shorter than lease_duration")
+        return self
+
+    def with_(self, **changes: Any) -> Config:
+        return self.model_copy(update=changes)

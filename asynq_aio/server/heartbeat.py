@@ -1,0 +1,103 @@
+"""Extends the leases of running tasks and publishes server/worker info in Asynq's format.
+
+A task whose lease could not be extended before it ran out is cancelled here: by then another server
+may have recovered it, and two copies must not both report an outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import anyio
+
+from asynq_aio.protocol.broker import Broker
+from asynq_aio.protocol.codec import ServerRecord, WorkerRecord
+from asynq_aio.server.active import ActiveTasks
+from asynq_aio.server.config import Config
+
+log = logging.getLogger("asynq_aio.server")
+
+
+@dataclass(slots=True)
+class Identity:
+    host: str
+    pid: int
+    server_id: str
+    started: datetime
+
+    @classmethod
+    def new(cls, host: str | None, server_id: str) -> Identity:
+        return cls(host or socket.gethostname(), os.getpid(), server_id, datetime.now(tz=UTC))
+
+
+class Heartbeat:
+    def __init__(self, broker: Broker, config: Config, active: ActiveTasks, ident: Identity) -> None:
+        self._broker = broker
+        self._config = config
+        self._active = active
+        self._ident = ident
+        self.status = "active"
+
+    def server_record(self) -> ServerRecord:
+        return ServerRecord(
+            host=self._ident.host,
+            pid=self._ident.pid,
+            server_id=self._ident.server_id,
+            concurrency=self._config.concurrency,
+            queues=dict(self._config.queues),
+            strict_priority=self._config.strict_priority,
+            status=self.status,
+            started=self._ident.started,
+            active_worker_count=len(self._active),
+        )
+
+    async def beat(self) -> None:
+        await self._extend_leases()
+        await self._write_info()
+
+    async def _extend_leases(self) -> None:
+        now = time.time()
+        until = math.ceil(now + self._config.lease_duration)
+        for queue, tasks in self._active.by_queue().items():
+            try:
+                await self._broker.extend_leases(queue, [t.msg.id for t in tasks], until)
+            except Exception as exc:
+                log.error("could not extend leases in %s: %s", queue, exc)
+                for t in tasks:
+                    if t.lease_expiry <= time.time():
+                        self._active.cancel(t.msg.id, "lease")
+                continue
+            for t in tasks:
+                t.lease_expiry = until
+
+    async def _write_info(self) -> None:
+        workers = [
+            WorkerRecord(
+                host=self._ident.host, pid=self._ident.pid, server_id=self._ident.server_id,
+                task_id=t.msg.id, task_type=t.msg.type, task_payload=t.msg.payload,
+                queue=t.msg.queue, started=t.started, deadline=t.deadline,
+            )
+            for t in self._active.snapshot()
+        ]
+        ttl = max(self._config.heartbeat_interval * 2, 10.0)
+        try:
+            await self._broker.write_server_state(self.server_record(), workers, ttl)
+        except Exception as exc:
+            log.error("could not write server info: %s", exc)
+
+    async def run(self) -> None:
+        while True:
+            await self.beat()
+            await anyio.sleep(self._config.heartbeat_interval)
+
+    async def clear(self) -> None:
+        try:
+            await self._broker.clear_server_state(self.server_record())
+        except Exception as exc:
+            log.error("could not clear server info: %s", exc)

@@ -1,0 +1,278 @@
+"""The processor: keeps up to ``concurrency`` handlers running, fetching in batches, and turns each
+handler's outcome into an ack, retry, archive or requeue."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import time
+from datetime import UTC, datetime, timedelta
+
+import anyio
+from anyio.abc import TaskGroup
+
+from asynq_aio.context import TaskContext, set_current
+from asynq_aio.errors import (
+    MalformedTaskError,
+    PayloadValidationError,
+    RevokeTask,
+    SkipRetry,
+)
+from asynq_aio.protocol.broker import PAUSED, Broker, Dequeued
+from asynq_aio.protocol.codec import TaskMessage, decode_task_message
+from asynq_aio.server.acker import Acker
+from asynq_aio.server.active import ActiveTask, ActiveTasks
+from asynq_aio.server.config import Config
+from asynq_aio.server.queues import QueueSelector
+from asynq_aio.task import Task
+from asynq_aio.transport import Op
+from asynq_aio.types import Handler
+
+log = logging.getLogger("asynq_aio.server")
+
+MALFORMED_TYPE = "asynq-aio:malformed"
+
+
+class Processor:
+    def __init__(
+        self, broker: Broker, config: Config, handler: Handler, active: ActiveTasks, acker: Acker
+    ) -> None:
+        self._broker = broker
+        self._config = config
+        self._handler = handler
+        self._active = active
+        self._acker = acker
+        self._selector = QueueSelector(config.queues, strict=config.strict_priority)
+        self._running = 0
+        self._slot_freed = anyio.Event()
+        self._stopping = anyio.Event()
+        self._all_done = anyio.Event()
+        self._all_done.set()
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    def stop_fetching(self) -> None:
+        self._stopping.set()
+
+    async def wait_idle(self) -> None:
+        await self._all_done.wait()
+
+    # -- fetching -----------------------------------------------------------------------------------
+
+    async def fetch_loop(self, tg: TaskGroup) -> None:
+        """Fill free slots until :meth:`stop_fetching`. Handlers run in ``tg``."""
+        cfg = self._config
+        while not self._stopping.is_set():
+            free = cfg.concurrency - self._running
+            if free <= 0:
+                self._slot_freed = anyio.Event()
+                with anyio.move_on_after(1.0):
+                    await self._slot_freed.wait()
+                continue
+            try:
+                got = await self._fetch(min(free, cfg.dequeue_batch))
+            except Exception as exc:
+                log.error("dequeue failed, retrying in 1s: %s", exc)
+                await anyio.sleep(1.0)
+                continue
+            if got is None:
+                await self._wait_for_work()
+                continue
+            for item in got:
+                self._start(tg, item)
+
+    async def _fetch(self, count: int) -> list[Dequeued] | None:
+        lease_until = math.ceil(time.time() + self._config.lease_duration)
+        for queue in self._selector.order():
+            res = await self._broker.dequeue(queue, count, lease_until)
+            if res is PAUSED or not res:
+                continue
+            assert isinstance(res, list)
+            return res
+        return None
+
+    async def _wait_for_work(self) -> None:
+        """All queues empty: block on every unpaused queue's pending list until one gets a task."""
+        woke = anyio.Event()
+
+        async def watch(queue: str) -> None:
+            if await self._broker.is_paused(queue):
+                await anyio.sleep(self._config.idle_wait)
+            elif await self._broker.wait_for_work(queue, self._config.idle_wait):
+                self._broker.forget_tail(queue)
+            woke.set()
+
+        async def stop_on_shutdown() -> None:
+            await self._stopping.wait()
+            woke.set()
+
+        async with anyio.create_task_group() as tg:
+            for q in self._selector.queues:
+                tg.start_soon(watch, q)
+            tg.start_soon(stop_on_shutdown)
+            await woke.wait()
+            tg.cancel_scope.cancel()
+
+    # -- running ------------------------------------------------------------------------------------
+
+    def _start(self, tg: TaskGroup, item: Dequeued) -> None:
+        self._running += 1
+        self._all_done = anyio.Event() if self._all_done.is_set() else self._all_done
+        tg.start_soon(self._execute, item)
+
+    def _release(self) -> None:
+        self._running -= 1
+        self._slot_freed.set()
+        if self._running == 0:
+            self._all_done.set()
+
+    async def _execute(self, item: Dequeued) -> None:
+        try:
+            try:
+                msg = decode_task_message(item.raw)
+            except MalformedTaskError as exc:
+                await self._archive_malformed(item, exc)
+                return
+            await self._run_one(msg)
+        finally:
+            self._release()
+
+    async def _run_one(self, msg: TaskMessage) -> None:
+        now = time.time()
+        deadline_unix = _deadline_of(msg, now)
+        entry = ActiveTask(
+            msg=msg,
+            started=datetime.fromtimestamp(now, tz=UTC),
+            deadline=datetime.fromtimestamp(deadline_unix, tz=UTC),
+            lease_expiry=math.ceil(now + self._config.lease_duration),
+        )
+        entry.scope = anyio.CancelScope(deadline=anyio.current_time() + (deadline_unix - now))
+        self._active.add(entry)
+        task = Task.__new__(Task)
+        task.type, task.payload, task.headers = msg.type, msg.payload, dict(msg.headers)
+        error: BaseException | None = None
+        try:
+            with entry.scope:
+                set_current(TaskContext(
+                    id=msg.id, type=msg.type, queue=msg.queue, retry_count=msg.retried,
+                    max_retry=msg.retry, headers=task.headers,
+                    _write_result=lambda data: self._write_result(msg, data),
+                ))
+                await self._handler(task)
+            if entry.scope.cancel_called:
+                error = _cancel_error(entry, msg)
+        except Exception as exc:  # the handler's own failure
+            error = exc
+        finally:
+            self._active.remove(msg.id)
+        with anyio.CancelScope(shield=True):
+            await self._finish(msg, task, error, entry)
+
+    async def _finish(
+        self, msg: TaskMessage, task: Task, error: BaseException | None, entry: ActiveTask
+    ) -> None:
+        reason = entry.cancel_reason
+        if reason == "lease":
+            log.warning("task %s lost its lease; another server will recover it", msg.id)
+            return
+        if reason == "shutdown":
+            await self._acker.submit(self._broker.requeue_op(msg.queue, msg.id))
+            return
+        if error is None:
+            await self._acker.submit(self._broker.ack_op(msg))
+            return
+        if isinstance(error, RevokeTask):
+            log.info("task %s revoked: %s", msg.id, error)
+            dropped = TaskMessage()
+            dropped.CopyFrom(msg)
+            dropped.retention = 0
+            await self._acker.submit(self._broker.ack_op(dropped))
+            return
+        await self._report_error(task, error)
+        text = _error_text(error)
+        archive = isinstance(error, SkipRetry | PayloadValidationError) or msg.retried >= msg.retry
+        is_failure = self._is_failure(error) and not (
+            reason == "cancel" and not self._config.count_cancel_as_failure
+        )
+        retry_at = 0.0
+        if not archive:
+            try:
+                delay = self._config.retry_delay_func(msg.retried, error, task)
+            except Exception as exc:  # a user function must not lose the task
+                log.error("retry_delay_func failed, using 60s: %s", exc)
+                delay = 60.0
+            retry_at = time.time() + max(0.0, delay)
+        log.log(
+            logging.WARNING if archive else logging.INFO,
+            "task %s (%s, queue %s, attempt %d) failed%s: %s",
+            msg.id, msg.type, msg.queue, msg.retried + 1, ", archiving" if archive else ", will retry",
+            text,
+        )
+        op: Op = self._broker.fail_op(
+            msg, error=text, archive=archive, retry_at=retry_at, is_failure=is_failure
+        )
+        await self._acker.submit(op)
+
+    def _is_failure(self, error: BaseException) -> bool:
+        fn = self._config.is_failure
+        if fn is None:
+            return True
+        try:
+            return bool(fn(error))
+        except Exception:
+            return True
+
+    async def _report_error(self, task: Task, error: BaseException) -> None:
+        fn = self._config.error_handler
+        if fn is None:
+            return
+        try:
+            res = fn(task, error)
+            if inspect.isawaitable(res):
+                await res
+        except Exception as exc:
+            log.error("error_handler raised: %s", exc)
+
+    async def _write_result(self, msg: TaskMessage, data: bytes) -> None:
+        await self._broker.write_result(msg.queue, msg.id, data)
+
+    async def _archive_malformed(self, item: Dequeued, exc: MalformedTaskError) -> None:
+        """Keep the undecodable bytes (as the payload of a placeholder message) and archive it."""
+        log.error("task %s in queue %s is malformed, archiving: %s", item.task_id, item.queue, exc)
+        placeholder = TaskMessage(id=item.task_id, queue=item.queue, type=MALFORMED_TYPE, payload=item.raw)
+        op = self._broker.fail_op(placeholder, error=f"malformed task message: {exc}", archive=True)
+        with anyio.CancelScope(shield=True):
+            await self._acker.submit(op)
+
+    def cancel_all_for_shutdown(self) -> None:
+        for t in self._active.snapshot():
+            self._active.cancel(t.msg.id, "shutdown")
+
+
+def _deadline_of(msg: TaskMessage, now: float) -> float:
+    candidates = []
+    if msg.timeout > 0:
+        candidates.append(now + msg.timeout)
+    if msg.deadline > 0:
+        candidates.append(float(msg.deadline))
+    return min(candidates) if candidates else now + 30 * 60
+
+
+def _cancel_error(entry: ActiveTask, msg: TaskMessage) -> BaseException:
+    from asynq_aio.errors import TaskCanceledError, TaskTimeoutError
+
+    if entry.cancel_reason == "cancel":
+        return TaskCanceledError("task was cancelled")
+    if entry.cancel_reason in ("shutdown", "lease"):
+        return TaskCanceledError(f"task was stopped ({entry.cancel_reason})")
+    if msg.timeout and (msg.deadline == 0 or entry.started + timedelta(seconds=msg.timeout) <= entry.deadline):
+        return TaskTimeoutError(f"task timed out after {msg.timeout}s")
+    return TaskTimeoutError("task deadline exceeded")
+
+
+def _error_text(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text if isinstance(error, Exception) and str(error) else f"{type(error).__name__}: {text}"

@@ -1,0 +1,420 @@
+"""The one place that talks to redis-py: client construction, retry policy, pipelines, pub/sub.
+
+redis-py 8.1's async cluster client re-sends commands on its own after connection errors, ignores its
+backoff, gives TRYAGAIN ~0.4 s, fails instead of waiting for a pooled connection and leaves classic
+pub/sub pinned to a dead node (see shared/notes/redis-py-cluster.md). So the clients are built with
+their own retries switched off and every call goes through :meth:`Transport._retrying`, which retries
+the transient errors of a cluster (connection loss, failover, MOVED/ASK/TRYAGAIN during resharding)
+with bounded, jittered backoff until a time budget runs out. Every Lua script asynq-aio runs is safe
+to run twice, which is what makes re-sending after an ambiguous failure correct.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from redis import exceptions as rx
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from asynq_aio.connection import (
+    RedisClientOpt,
+    RedisClusterClientOpt,
+    RedisConnOpt,
+    RedisSentinelOpt,
+    split_addr,
+)
+from asynq_aio.errors import ClusterNotReadyError, RedisUnavailableError
+
+log = logging.getLogger("asynq_aio.transport")
+
+T = TypeVar("T")
+EncodableArg = str | bytes | int | float
+RedisClient = Redis | RedisCluster
+
+_SCRIPT_DIR = Path(__file__).parent / "protocol" / "scripts"
+
+
+class LuaScript:
+    """A Lua script with its SHA1, loaded lazily: EVALSHA first, EVAL when the node lacks it."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    @classmethod
+    def load(cls, name: str, directory: Path = _SCRIPT_DIR) -> LuaScript:
+        return cls(name, (directory / f"{name}.lua").read_text())
+
+    def __repr__(self) -> str:
+        return f"LuaScript({self.name!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One command of a batch: a plain command, or a script call (``script`` set, args after the keys)."""
+
+    args: tuple[EncodableArg, ...]
+    script: LuaScript | None = None
+    nkeys: int = 0
+
+    @classmethod
+    def command(cls, *args: EncodableArg) -> Op:
+        return cls(args)
+
+    @classmethod
+    def eval(cls, script: LuaScript, keys: Sequence[str], args: Sequence[EncodableArg]) -> Op:
+        return cls((*keys, *args), script, len(keys))
+
+    def wire(self, *, by_sha: bool = True) -> tuple[EncodableArg, ...]:
+        if self.script is None:
+            return self.args
+        head: tuple[EncodableArg, ...] = (
+            ("EVALSHA", self.script.sha) if by_sha else ("EVAL", self.script.source)
+        )
+        return (*head, self.nkeys, *self.args)
+
+
+_TRANSIENT_REPLY_PREFIXES = ("LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "NOREPLICAS")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors that a cluster produces while it heals; everything else is the caller's problem."""
+    if isinstance(exc, rx.AuthenticationError | rx.AuthorizationError):
+        return False
+    if isinstance(
+        exc,
+        rx.ConnectionError
+        | rx.TimeoutError
+        | rx.ClusterError
+        | rx.ClusterDownError
+        | rx.TryAgainError
+        | rx.AskError
+        | rx.ReadOnlyError
+        | rx.SlotNotCoveredError
+        | OSError
+        | TimeoutError,
+    ):
+        return True
+    if isinstance(exc, rx.ResponseError):
+        return str(exc).startswith(_TRANSIENT_REPLY_PREFIXES)
+    if isinstance(exc, rx.RedisClusterException):
+        # "Redis Cluster cannot be connected", raised while (re)initialising the slot map
+        return "cannot be connected" in str(exc) or "No targets" in str(exc)
+    # redis-py 8.1 race: another coroutine's internal aclose() nulls a connection's writer mid-handshake
+    return isinstance(exc, AttributeError) and "NoneType" in str(exc)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounded exponential backoff with full jitter, capped by a total time budget."""
+
+    budget: float = 30.0
+    base: float = 0.01
+    cap: float = 0.5
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0, min(self.cap, self.base * (2**attempt)))
+
+
+class Transport:
+    """Owns a redis-py client and runs commands, scripts and batches on it with the retry policy."""
+
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        description: str,
+        owns_client: bool = True,
+        retry: RetryPolicy | None = None,
+        max_inflight: int = 128,
+    ) -> None:
+        self.client = client
+        self.is_cluster = isinstance(client, RedisCluster)
+        self.description = description
+        self._owns_client = owns_client
+        self.retry = retry or RetryPolicy()
+        self._inflight = asyncio.Semaphore(max_inflight)
+        self._closed = False
+
+    # -- construction -------------------------------------------------------------------------------
+
+    @classmethod
+    def connect(
+        cls, opt: RedisConnOpt | RedisClient, *, retry: RetryPolicy | None = None
+    ) -> Transport:
+        """Build a transport from options (it owns the client) or wrap a caller's client (it does not)."""
+        if isinstance(opt, Redis | RedisCluster):
+            return cls(opt, description=_describe_client(opt), owns_client=False, retry=retry)
+        no_retry = Retry(NoBackoff(), 0)
+        common: dict[str, Any] = {
+            "username": opt.username,
+            "password": opt.password,
+            "socket_connect_timeout": opt.dial_timeout,
+            "socket_timeout": opt.read_timeout,
+            "socket_keepalive": True,
+            "retry": no_retry,
+        }
+        if opt.tls is not None:
+            common.update(opt.tls.redis_kwargs())
+        # Room beyond the in-flight limit for blocking waits and pub/sub, which hold a connection each.
+        max_conns = opt.pool_size + 64
+        if isinstance(opt, RedisClusterClientOpt):
+            nodes = [ClusterNode(*split_addr(a)) for a in opt.addrs]
+            client: RedisClient = RedisCluster(
+                startup_nodes=nodes, max_connections=max_conns, require_full_coverage=True, **common
+            )
+        elif isinstance(opt, RedisClientOpt):
+            host, port = split_addr(opt.addr)
+            conn_kwargs = {k: v for k, v in common.items() if k != "ssl"}
+            pool_cls: Any = BlockingConnectionPool
+            if opt.tls is not None:
+                from redis.asyncio.connection import SSLConnection
+
+                conn_kwargs.pop("ssl", None)
+                pool = pool_cls(
+                    connection_class=SSLConnection,
+                    host=host,
+                    port=port,
+                    db=opt.db,
+                    max_connections=max_conns,
+                    timeout=None,
+                    **{k: v for k, v in conn_kwargs.items() if k != "retry"},
+                )
+            else:
+                pool = pool_cls(
+                    host=host,
+                    port=port,
+                    db=opt.db,
+                    max_connections=max_conns,
+                    timeout=None,
+                    **{k: v for k, v in conn_kwargs.items() if k != "retry"},
+                )
+            client = Redis(connection_pool=pool, retry=no_retry)
+        elif isinstance(opt, RedisSentinelOpt):
+            sentinel = Sentinel(
+                [split_addr(a) for a in opt.sentinel_addrs],
+                sentinel_kwargs={
+                    "username": opt.sentinel_username,
+                    "password": opt.sentinel_password,
+                    "socket_connect_timeout": opt.dial_timeout,
+                },
+                **{k: v for k, v in common.items()},
+            )
+            client = sentinel.master_for(opt.master_name, db=opt.db)
+        else:  # pragma: no cover - the union is exhaustive
+            raise TypeError(f"unsupported connection option {type(opt).__name__}")
+        return cls(client, description=opt.describe(), owns_client=True, retry=retry,
+                   max_inflight=opt.pool_size)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_client:
+            await self.client.aclose()
+
+    # -- the retry loop -----------------------------------------------------------------------------
+
+    async def _retrying(self, what: str, attempt_fn: Callable[[], Awaitable[T]]) -> T:
+        deadline = time.monotonic() + self.retry.budget
+        attempt = 0
+        while True:
+            try:
+                return await attempt_fn()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                now = time.monotonic()
+                if now >= deadline:
+                    raise RedisUnavailableError(
+                        f"Redis at {self.description} unavailable for {self.retry.budget:.0f}s "
+                        f"({what}): {type(exc).__name__}: {exc or 'no message'}"
+                    ) from exc
+                if attempt == 0 or attempt % 20 == 0:
+                    log.warning(
+                        "transient Redis error on %s, retrying: %s: %s", what, type(exc).__name__, exc
+                    )
+                await asyncio.sleep(min(self.retry.delay(attempt), max(0.0, deadline - now)))
+                attempt += 1
+
+    # -- commands -----------------------------------------------------------------------------------
+
+    async def call(self, *args: EncodableArg) -> Any:
+        """One command, retried on transient errors (use for idempotent commands only)."""
+
+        async def attempt() -> Any:
+            async with self._inflight:
+                return await self.client.execute_command(*args)
+
+        return await self._retrying(str(args[0]), attempt)
+
+    async def call_on_node(self, node: ClusterNode, *args: EncodableArg) -> Any:
+        """A command sent to one named cluster node (CLUSTER INFO, INFO, ...), not retried."""
+        assert isinstance(self.client, RedisCluster)
+        return await self.client.execute_command(*args, target_nodes=node)
+
+    async def script(self, script: LuaScript, keys: Sequence[str], args: Sequence[EncodableArg]) -> Any:
+        """Run a Lua script by SHA, falling back to EVAL on a node whose cache lacks it
+        (a promoted replica, a restarted node, a new node after resharding)."""
+        op = Op.eval(script, keys, args)
+
+        async def attempt() -> Any:
+            async with self._inflight:
+                try:
+                    return await self.client.execute_command(*op.wire())
+                except rx.NoScriptError:
+                    return await self.client.execute_command(*op.wire(by_sha=False))
+
+        return await self._retrying(script.name, attempt)
+
+    async def batch(self, ops: Sequence[Op]) -> list[Any]:
+        """Run many independent ops in one pipeline (split per node by redis-py in a cluster).
+
+        Items that fail transiently (or with NOSCRIPT) are re-run one by one through the retry loop;
+        a permanent error is returned in its slot as the exception, so one bad item does not hide the
+        others' results.
+        """
+        if not ops:
+            return []
+        results: list[Any]
+        try:
+            async with self._inflight:
+                pipe = self.client.pipeline(transaction=False)
+                for op in ops:
+                    pipe.execute_command(*op.wire())
+                results = list(await pipe.execute(raise_on_error=False))
+        except Exception as exc:
+            if not is_transient(exc) and not isinstance(exc, rx.NoScriptError):
+                raise
+            results = [exc] * len(ops)
+        redo = [
+            i
+            for i, r in enumerate(results)
+            if isinstance(r, Exception) and (is_transient(r) or isinstance(r, rx.NoScriptError))
+        ]
+        if redo:
+            again = await asyncio.gather(*(self._one(ops[i]) for i in redo), return_exceptions=True)
+            for i, r in zip(redo, again, strict=True):
+                if isinstance(r, BaseException) and not isinstance(r, Exception):
+                    raise r
+                results[i] = r
+        return results
+
+    async def _one(self, op: Op) -> Any:
+        if op.script is not None:
+            return await self.script(op.script, op.args[: op.nkeys], op.args[op.nkeys :])
+        return await self.call(*op.args)
+
+    async def wait_nonempty(self, list_key: str, timeout: float) -> bool:
+        """Block until ``list_key`` has an element (or ``timeout`` passes) without changing the list.
+
+        ``BLMOVE k k RIGHT RIGHT`` pops the tail and pushes it back onto the tail atomically: an identity
+        rotation, so it is a wake-up on enqueue that Go producers trigger too (they only LPUSH).
+        Not retried: a failed wait simply returns and the caller polls.
+        """
+        try:
+            reply = await self.client.execute_command(
+                "BLMOVE", list_key, list_key, "RIGHT", "RIGHT", timeout
+            )
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            await asyncio.sleep(min(timeout, 0.1))
+            return False
+        return reply is not None
+
+    # -- pub/sub ------------------------------------------------------------------------------------
+
+    async def publish(self, channel: str, message: str) -> None:
+        await self.call("PUBLISH", channel, message)
+
+    async def subscribe(self, channel: str) -> AsyncIterator[bytes]:
+        """Yield messages published on ``channel`` forever, re-subscribing after connection loss.
+
+        In a cluster, classic PUBLISH reaches every node, so after a failure any other live node will
+        do; redis-py would otherwise stay pinned to the dead one.
+        """
+        attempt = 0
+        avoid: set[str] = set()
+        while True:
+            pubsub: Any
+            try:
+                if isinstance(self.client, RedisCluster):
+                    if self.client._initialize:  # noqa: SLF001 - no public "is the slot map loaded"
+                        await self.client.initialize()
+                    nodes = [n for n in self.client.get_nodes() if n.name not in avoid] or list(
+                        self.client.get_nodes()
+                    )
+                    node = random.choice(nodes)
+                    pubsub = self.client.pubsub(node=node)
+                else:
+                    node = None
+                    pubsub = self.client.pubsub()
+                try:
+                    await pubsub.subscribe(channel)
+                    attempt = 0
+                    avoid.clear()
+                    while True:
+                        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                        if msg is not None and msg.get("type") == "message":
+                            data = msg["data"]
+                            yield data if isinstance(data, bytes) else str(data).encode()
+                finally:
+                    with _suppress_all():
+                        await asyncio.shield(pubsub.aclose())
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if node is not None:
+                    avoid.add(node.name)
+                log.warning("subscription to %s lost, re-subscribing: %s", channel, exc)
+                await asyncio.sleep(self.retry.delay(attempt) + 0.05)
+                attempt = min(attempt + 1, 10)
+
+    # -- cluster topology ---------------------------------------------------------------------------
+
+    async def check_ready(self) -> None:
+        """Fail fast with a clear error when Redis is unreachable or a cluster is not ``ok``."""
+        await self.call("PING")
+        if isinstance(self.client, RedisCluster):
+            info = await self.client.cluster_info()
+            state = info.get("cluster_state") if isinstance(info, dict) else None
+            if state not in ("ok", b"ok"):
+                raise ClusterNotReadyError(
+                    f"Redis Cluster at {self.description} reports cluster_state:{state!r}, not ok"
+                )
+
+    def keyslot(self, key: str) -> int:
+        from redis.crc import key_slot
+
+        return cast(int, key_slot(key.encode()))
+
+
+class _suppress_all:  # noqa: N801 - used like contextlib.suppress
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return exc[0] is not None and issubclass(cast(type, exc[0]), Exception)
+
+
+def _describe_client(client: RedisClient) -> str:
+    if isinstance(client, RedisCluster):
+        return "cluster " + ",".join(n.name for n in client.startup_nodes.values())
+    kw = client.connection_pool.connection_kwargs
+    return f"{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
