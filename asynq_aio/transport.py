@@ -399,6 +399,16 @@ class Transport:
                     f"Redis Cluster at {self.description} reports cluster_state:{state!r}, not ok"
                 )
 
+    async def cluster_shards(self) -> list[Any]:
+        """CLUSTER SHARDS from any reachable node (redis-py cannot route it by key)."""
+        assert isinstance(self.client, RedisCluster)
+        client = self.client
+
+        async def attempt() -> list[Any]:
+            return list(await client.execute_command("CLUSTER SHARDS"))
+
+        return await self._retrying("CLUSTER SHARDS", attempt)
+
     def keyslot(self, key: str) -> int:
         from redis.crc import key_slot
 

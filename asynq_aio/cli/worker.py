@@ -1,0 +1,100 @@
+"""``asynq-aio worker module:attr``: run a Server for a ServeMux defined in the user's code."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from asynq_aio.cli.common import (
+    ClusterAddrsOption,
+    PasswordOption,
+    RedisURLOption,
+    UsernameOption,
+    clean_errors,
+    connection_options,
+    fail,
+    run_async,
+)
+from asynq_aio.mux import ServeMux
+from asynq_aio.server.config import Config
+from asynq_aio.server.server import Server
+
+
+def load_object(spec: str) -> Any:
+    """Import ``package.module:attribute`` (the current directory is importable, as with uvicorn)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise fail(f"expected MODULE:ATTRIBUTE (e.g. myapp.tasks:mux), got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise fail(f"cannot import {module_name!r}: {exc}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise fail(f"module {module_name!r} has no attribute {attr!r}") from None
+    if not isinstance(obj, ServeMux) and not callable(obj):
+        raise fail(f"{spec} is a {type(obj).__name__}, not a ServeMux or an async handler")
+    return obj
+
+
+def parse_queues(values: list[str]) -> dict[str, int]:
+    queues: dict[str, int] = {}
+    for item in values:
+        name, sep, weight = item.partition("=")
+        if not name:
+            raise fail(f"--queue takes NAME or NAME=WEIGHT, got {item!r}")
+        try:
+            queues[name] = int(weight) if sep else 1
+        except ValueError:
+            raise fail(f"--queue {item!r}: weight must be a whole number") from None
+    return queues
+
+
+@clean_errors
+def worker(
+    app: Annotated[str, typer.Argument(help="MODULE:ATTRIBUTE of a ServeMux (or an async handler).")],
+    redis_url: RedisURLOption = None,
+    cluster_addrs: ClusterAddrsOption = None,
+    username: UsernameOption = None,
+    password: PasswordOption = None,
+    concurrency: Annotated[
+        int, typer.Option(envvar="ASYNQ_CONCURRENCY", help="Most tasks run at once.")
+    ] = 10,
+    queue: Annotated[
+        list[str] | None,
+        typer.Option("--queue", "-q", help="NAME=WEIGHT, repeat for each queue (default: default=1)."),
+    ] = None,
+    strict_priority: Annotated[
+        bool, typer.Option(help="Always drain higher-weight queues first.")
+    ] = False,
+    shutdown_timeout: Annotated[float, typer.Option(help="Seconds handlers get at shutdown.")] = 8.0,
+    log_level: Annotated[str, typer.Option(envvar="ASYNQ_LOG_LEVEL")] = "INFO",
+) -> None:
+    """Run a worker until SIGINT/SIGTERM (uvloop when available)."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler = load_object(app)
+    config = Config(
+        concurrency=concurrency,
+        queues=parse_queues(queue or []) or {"default": 1},
+        strict_priority=strict_priority,
+        shutdown_timeout=shutdown_timeout,
+    )
+    opt = connection_options(redis_url, cluster_addrs, username, password)
+    server = Server(opt, config)
+    logging.getLogger("asynq_aio.cli").info(
+        "worker %s: %s, concurrency %d, queues %s", app, opt.describe(), concurrency, config.queues
+    )
+    run_async(lambda: server.run(handler))
