@@ -77,9 +77,17 @@ class Client:
             )
         now = time.time()
         opts = resolve(
-            now=now, queue=queue, max_retry=max_retry, timeout=timeout, deadline=deadline,
-            process_at=process_at, process_in=process_in, unique=unique, task_id=task_id,
-            retention=retention, group=group,
+            now=now,
+            queue=queue,
+            max_retry=max_retry,
+            timeout=timeout,
+            deadline=deadline,
+            process_at=process_at,
+            process_in=process_in,
+            unique=unique,
+            task_id=task_id,
+            retention=retention,
+            group=group,
         )
         qk = queue_keys(opts.queue)
         msg = new_task_message(
@@ -102,7 +110,11 @@ class Client:
             state = TaskState.SCHEDULED
         else:
             state = TaskState.PENDING
-        nxt = from_unix(opts.process_at) if opts.process_at else (from_unix(now) if state == TaskState.PENDING else None)
+        nxt = (
+            from_unix(opts.process_at)
+            if opts.process_at
+            else (from_unix(now) if state == TaskState.PENDING else None)
+        )
         return req, task_info(msg, state, next_process_at=nxt)
 
     async def _ensure_registered(self, queues: Sequence[str]) -> None:
@@ -133,9 +145,17 @@ class Client:
         """Store ``task`` and return its info. Raises TaskIDConflictError, DuplicateTaskError,
         InvalidTaskError, InvalidQueueName or RedisUnavailableError; on error nothing is stored."""
         req, info = self._request(
-            task, queue=queue, max_retry=max_retry, timeout=timeout, deadline=deadline,
-            process_at=process_at, process_in=process_in, unique=unique, task_id=task_id,
-            retention=retention, group=group,
+            task,
+            queue=queue,
+            max_retry=max_retry,
+            timeout=timeout,
+            deadline=deadline,
+            process_at=process_at,
+            process_in=process_in,
+            unique=unique,
+            task_id=task_id,
+            retention=retention,
+            group=group,
         )
         await self._ensure_registered([req.msg.queue])
         await self._broker.enqueue(req)
@@ -158,9 +178,17 @@ class Client:
         (a TaskInfo, or the error for that task)."""
         built = [
             self._request(
-                t, queue=queue, max_retry=max_retry, timeout=timeout, deadline=deadline,
-                process_at=process_at, process_in=process_in, unique=None, task_id=None,
-                retention=retention, group=group,
+                t,
+                queue=queue,
+                max_retry=max_retry,
+                timeout=timeout,
+                deadline=deadline,
+                process_at=process_at,
+                process_in=process_in,
+                unique=None,
+                task_id=None,
+                retention=retention,
+                group=group,
             )
             for t in tasks
         ]

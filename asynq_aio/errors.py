@@ -47,11 +47,11 @@ class HandlerNotFoundError(AsynqError):
     """No handler is registered for the task's type; the attempt fails and is retried."""
 
 
-class SkipRetry(AsynqError):  # noqa: N818 - Asynq's name, kept for familiarity
+class SkipRetry(AsynqError):
     """Raise from a handler to archive the task now instead of retrying it."""
 
 
-class RevokeTask(AsynqError):  # noqa: N818 - Asynq's name, kept for familiarity
+class RevokeTask(AsynqError):
     """Raise from a handler to drop the task: neither retried nor archived."""
 
 

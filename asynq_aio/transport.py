@@ -24,9 +24,9 @@ from typing import Any, TypeVar, cast
 from redis import exceptions as rx
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from asynq_aio.connection import (
     RedisClientOpt,
@@ -154,9 +154,7 @@ class Transport:
     # -- construction -------------------------------------------------------------------------------
 
     @classmethod
-    def connect(
-        cls, opt: RedisConnOpt | RedisClient, *, retry: RetryPolicy | None = None
-    ) -> Transport:
+    def connect(cls, opt: RedisConnOpt | RedisClient, *, retry: RetryPolicy | None = None) -> Transport:
         """Build a transport from options (it owns the client) or wrap a caller's client (it does not)."""
         if isinstance(opt, Redis | RedisCluster):
             return cls(opt, description=_describe_client(opt), owns_client=False, retry=retry)
@@ -206,7 +204,7 @@ class Transport:
                 )
             client = Redis(connection_pool=pool, retry=no_retry)
         elif isinstance(opt, RedisSentinelOpt):
-            sentinel = Sentinel(
+            sentinel = Sentinel(  # type: ignore[no-untyped-call]
                 [split_addr(a) for a in opt.sentinel_addrs],
                 sentinel_kwargs={
                     "username": opt.sentinel_username,
@@ -218,8 +216,9 @@ class Transport:
             client = sentinel.master_for(opt.master_name, db=opt.db)
         else:  # pragma: no cover - the union is exhaustive
             raise TypeError(f"unsupported connection option {type(opt).__name__}")
-        return cls(client, description=opt.describe(), owns_client=True, retry=retry,
-                   max_inflight=opt.pool_size)
+        return cls(
+            client, description=opt.describe(), owns_client=True, retry=retry, max_inflight=opt.pool_size
+        )
 
     async def aclose(self) -> None:
         if self._closed:
@@ -271,7 +270,11 @@ class Transport:
     async def script(self, script: LuaScript, keys: Sequence[str], args: Sequence[EncodableArg]) -> Any:
         """Run a Lua script by SHA, falling back to EVAL on a node whose cache lacks it
         (a promoted replica, a restarted node, a new node after resharding)."""
-        op = Op.eval(script, keys, args)
+        return await self._script_op(Op.eval(script, keys, args))
+
+    async def _script_op(self, op: Op) -> Any:
+        assert op.script is not None
+        script = op.script
 
         async def attempt() -> Any:
             async with self._inflight:
@@ -308,16 +311,17 @@ class Transport:
             if isinstance(r, Exception) and (is_transient(r) or isinstance(r, rx.NoScriptError))
         ]
         if redo:
-            again = await asyncio.gather(*(self._one(ops[i]) for i in redo), return_exceptions=True)
+            again = await asyncio.gather(*(self.run_op(ops[i]) for i in redo), return_exceptions=True)
             for i, r in zip(redo, again, strict=True):
                 if isinstance(r, BaseException) and not isinstance(r, Exception):
                     raise r
                 results[i] = r
         return results
 
-    async def _one(self, op: Op) -> Any:
+    async def run_op(self, op: Op) -> Any:
+        """One op through the retry loop."""
         if op.script is not None:
-            return await self.script(op.script, op.args[: op.nkeys], op.args[op.nkeys :])
+            return await self._script_op(op)
         return await self.call(*op.args)
 
     async def wait_nonempty(self, list_key: str, timeout: float) -> bool:
@@ -328,9 +332,7 @@ class Transport:
         Not retried: a failed wait simply returns and the caller polls.
         """
         try:
-            reply = await self.client.execute_command(
-                "BLMOVE", list_key, list_key, "RIGHT", "RIGHT", timeout
-            )
+            reply = await self.client.execute_command("BLMOVE", list_key, list_key, "RIGHT", "RIGHT", timeout)
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -355,7 +357,7 @@ class Transport:
             pubsub: Any
             try:
                 if isinstance(self.client, RedisCluster):
-                    if self.client._initialize:  # noqa: SLF001 - no public "is the slot map loaded"
+                    if self.client._initialize:
                         await self.client.initialize()
                     nodes = [n for n in self.client.get_nodes() if n.name not in avoid] or list(
                         self.client.get_nodes()
@@ -412,10 +414,10 @@ class Transport:
     def keyslot(self, key: str) -> int:
         from redis.crc import key_slot
 
-        return cast(int, key_slot(key.encode()))
+        return int(key_slot(key.encode()))
 
 
-class _suppress_all:  # noqa: N801 - used like contextlib.suppress
+class _suppress_all:
     def __enter__(self) -> None:
         return None
 
@@ -425,6 +427,6 @@ class _suppress_all:  # noqa: N801 - used like contextlib.suppress
 
 def _describe_client(client: RedisClient) -> str:
     if isinstance(client, RedisCluster):
-        return "cluster " + ",".join(n.name for n in client.startup_nodes.values())
+        return "cluster " + ",".join(n.name for n in client.startup_nodes)
     kw = client.connection_pool.connection_kwargs
     return f"{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"

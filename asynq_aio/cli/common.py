@@ -21,14 +21,16 @@ R = TypeVar("R")
 RedisURLOption = Annotated[
     str | None,
     typer.Option(
-        "--redis-url", envvar="ASYNQ_REDIS_URL",
+        "--redis-url",
+        envvar="ASYNQ_REDIS_URL",
         help="redis://[user:pass@]host:port/db, rediss://..., redis-sentinel://h:p/db?master=name",
     ),
 ]
 ClusterAddrsOption = Annotated[
     str | None,
     typer.Option(
-        "--cluster-addrs", envvar="ASYNQ_CLUSTER_ADDRS",
+        "--cluster-addrs",
+        envvar="ASYNQ_CLUSTER_ADDRS",
         help="Comma-separated host:port seed nodes of a Redis Cluster.",
     ),
 ]

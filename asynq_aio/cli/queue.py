@@ -52,11 +52,19 @@ def ls(
     queues, locations = run_async(go, uvloop=False, quiet=True)
     if as_json:
         if cluster:
-            typer.echo(json.dumps([
-                {"queue": loc.queue, "slot": loc.slot,
-                 "nodes": [{"id": n.node_id, "addr": n.addr, "role": n.role} for n in loc.nodes]}
-                for loc in locations
-            ], indent=2))
+            typer.echo(
+                json.dumps(
+                    [
+                        {
+                            "queue": loc.queue,
+                            "slot": loc.slot,
+                            "nodes": [{"id": n.node_id, "addr": n.addr, "role": n.role} for n in loc.nodes],
+                        }
+                        for loc in locations
+                    ],
+                    indent=2,
+                )
+            )
         else:
             typer.echo(json.dumps(queues))
         return

@@ -74,9 +74,7 @@ def worker(
         list[str] | None,
         typer.Option("--queue", "-q", help="NAME=WEIGHT, repeat for each queue (default: default=1)."),
     ] = None,
-    strict_priority: Annotated[
-        bool, typer.Option(help="Always drain higher-weight queues first.")
-    ] = False,
+    strict_priority: Annotated[bool, typer.Option(help="Always drain higher-weight queues first.")] = False,
     shutdown_timeout: Annotated[float, typer.Option(help="Seconds handlers get at shutdown.")] = 8.0,
     log_level: Annotated[str, typer.Option(envvar="ASYNQ_LOG_LEVEL")] = "INFO",
 ) -> None:

@@ -32,7 +32,7 @@ from asynq_aio.protocol.keys import (
     server_info_key,
     workers_key,
 )
-from asynq_aio.transport import Op, Transport
+from asynq_aio.transport import EncodableArg, Op, Transport
 
 STATS_TTL = timedelta(days=90)
 
@@ -112,9 +112,7 @@ class Broker:
 
     async def enqueue(self, req: EnqueueRequest) -> None:
         """Store one task; raises TaskIDConflictError / DuplicateTaskError."""
-        op = self._enqueue_op(req)
-        _check_enqueue(req.msg, await self.transport.script(scripts.ENQUEUE, op.args[: op.nkeys],
-                                                            op.args[op.nkeys :]))
+        _check_enqueue(req.msg, await self.transport.run_op(self._enqueue_op(req)))
 
     async def enqueue_many(self, reqs: Sequence[EnqueueRequest]) -> list[Exception | None]:
         """Store many tasks in one pipeline; one result per request (None = stored)."""
@@ -228,7 +226,7 @@ class Broker:
             qk.processed_on(day),
             qk.failed_on(day),
         ]
-        args = [
+        args: list[EncodableArg] = [
             msg.id,
             updated.SerializeToString(),
             int(now) if archive else int(retry_at),
@@ -242,7 +240,8 @@ class Broker:
     def requeue_op(self, queue: str, task_id: str) -> Op:
         qk = queue_keys(queue)
         return Op.eval(
-            scripts.REQUEUE, [qk.active, qk.lease, qk.pending, qk.task(task_id)],
+            scripts.REQUEUE,
+            [qk.active, qk.lease, qk.pending, qk.task(task_id)],
             [task_id, int(self.clock() * 1e9)],
         )
 
@@ -267,13 +266,18 @@ class Broker:
         moved = 0
         for src in (qk.scheduled, qk.retry):
             while True:
-                ids = [_s(x) for x in await self.transport.call(
-                    "ZRANGEBYSCORE", src, "-inf", int(now), "LIMIT", 0, batch)]
+                ids = [
+                    _s(x)
+                    for x in await self.transport.call(
+                        "ZRANGEBYSCORE", src, "-inf", int(now), "LIMIT", 0, batch
+                    )
+                ]
                 if not ids:
                     break
                 keys = [src, qk.pending, *(qk.task(i) for i in ids)]
-                moved += int(await self.transport.script(
-                    scripts.FORWARD, keys, [int(now), int(now * 1e9), *ids]))
+                moved += int(
+                    await self.transport.script(scripts.FORWARD, keys, [int(now), int(now * 1e9), *ids])
+                )
                 if len(ids) < batch:
                     break
         return moved
@@ -281,10 +285,12 @@ class Broker:
     async def next_due(self, queue: str) -> float | None:
         """The earliest score in scheduled or retry (unix s), or None if both are empty."""
         qk = queue_keys(queue)
-        replies = await self.transport.batch([
-            Op.command("ZRANGE", qk.scheduled, 0, 0, "WITHSCORES"),
-            Op.command("ZRANGE", qk.retry, 0, 0, "WITHSCORES"),
-        ])
+        replies = await self.transport.batch(
+            [
+                Op.command("ZRANGE", qk.scheduled, 0, 0, "WITHSCORES"),
+                Op.command("ZRANGE", qk.retry, 0, 0, "WITHSCORES"),
+            ]
+        )
         # redis-py parses WITHSCORES replies into (member, score) pairs
         scores = [float(r[0][1]) for r in replies if isinstance(r, list) and r]
         return min(scores) if scores else None
@@ -292,8 +298,12 @@ class Broker:
     async def expired_leases(self, queue: str, cutoff: float, *, limit: int = 100) -> list[TaskMessage]:
         """Active tasks whose lease ran out before ``cutoff`` (their worker died or stalled)."""
         qk = queue_keys(queue)
-        ids = [_s(x) for x in await self.transport.call(
-            "ZRANGEBYSCORE", qk.lease, "-inf", int(cutoff), "LIMIT", 0, limit)]
+        ids = [
+            _s(x)
+            for x in await self.transport.call(
+                "ZRANGEBYSCORE", qk.lease, "-inf", int(cutoff), "LIMIT", 0, limit
+            )
+        ]
         if not ids:
             return []
         raws = await self.transport.batch([Op.command("HGET", qk.task(i), "msg") for i in ids])
@@ -309,12 +319,17 @@ class Broker:
     async def delete_expired_completed(self, queue: str, *, batch: int = 100) -> int:
         qk = queue_keys(queue)
         now = int(self.clock())
-        ids = [_s(x) for x in await self.transport.call(
-            "ZRANGEBYSCORE", qk.completed, "-inf", now, "LIMIT", 0, batch)]
+        ids = [
+            _s(x)
+            for x in await self.transport.call("ZRANGEBYSCORE", qk.completed, "-inf", now, "LIMIT", 0, batch)
+        ]
         if not ids:
             return 0
-        return int(await self.transport.script(
-            scripts.DELETE_EXPIRED, [qk.completed, *(qk.task(i) for i in ids)], [now, *ids]))
+        return int(
+            await self.transport.script(
+                scripts.DELETE_EXPIRED, [qk.completed, *(qk.task(i) for i in ids)], [now, *ids]
+            )
+        )
 
     # -- queues -------------------------------------------------------------------------------------
 
@@ -364,10 +379,14 @@ class Broker:
     async def clear_server_state(self, server: ServerRecord) -> None:
         skey = server_info_key(server.host, server.pid, server.server_id)
         wkey = workers_key(server.host, server.pid, server.server_id)
-        await self.transport.batch([
-            Op.command("DEL", skey), Op.command("DEL", wkey),
-            Op.command("ZREM", ALL_SERVERS, skey), Op.command("ZREM", ALL_WORKERS, wkey),
-        ])
+        await self.transport.batch(
+            [
+                Op.command("DEL", skey),
+                Op.command("DEL", wkey),
+                Op.command("ZREM", ALL_SERVERS, skey),
+                Op.command("ZREM", ALL_WORKERS, wkey),
+            ]
+        )
 
     async def write_result(self, queue: str, task_id: str, data: bytes) -> None:
         """Store a handler's result in the task hash (written while the task is active, before its ack)."""
@@ -386,9 +405,7 @@ def _check_enqueue(msg: TaskMessage, reply: Any) -> None:
     if code == -1:
         raise TaskIDConflictError(f"task ID {msg.id!r} already exists in queue {msg.queue!r}")
     if code == -2:
-        raise DuplicateTaskError(
-            f"duplicate task: unique lock {msg.unique_key!r} is held by another task"
-        )
+        raise DuplicateTaskError(f"duplicate task: unique lock {msg.unique_key!r} is held by another task")
 
 
 def _s(x: bytes | str) -> str:

@@ -41,8 +41,8 @@ class QueueKeys:
     """Key names of one queue, computed once: queue keys are on every hot path."""
 
     __slots__ = (
-        "aggregation_sets",
         "active",
+        "aggregation_sets",
         "archived",
         "completed",
         "failed",

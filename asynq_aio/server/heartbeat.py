@@ -79,9 +79,15 @@ class Heartbeat:
     async def _write_info(self) -> None:
         workers = [
             WorkerRecord(
-                host=self._ident.host, pid=self._ident.pid, server_id=self._ident.server_id,
-                task_id=t.msg.id, task_type=t.msg.type, task_payload=t.msg.payload,
-                queue=t.msg.queue, started=t.started, deadline=t.deadline,
+                host=self._ident.host,
+                pid=self._ident.pid,
+                server_id=self._ident.server_id,
+                task_id=t.msg.id,
+                task_type=t.msg.type,
+                task_payload=t.msg.payload,
+                queue=t.msg.queue,
+                started=t.started,
+                deadline=t.deadline,
             )
             for t in self._active.snapshot()
         ]

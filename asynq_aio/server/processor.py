@@ -156,11 +156,17 @@ class Processor:
         error: BaseException | None = None
         try:
             with entry.scope:
-                set_current(TaskContext(
-                    id=msg.id, type=msg.type, queue=msg.queue, retry_count=msg.retried,
-                    max_retry=msg.retry, headers=task.headers,
-                    _write_result=lambda data: self._write_result(msg, data),
-                ))
+                set_current(
+                    TaskContext(
+                        id=msg.id,
+                        type=msg.type,
+                        queue=msg.queue,
+                        retry_count=msg.retried,
+                        max_retry=msg.retry,
+                        headers=task.headers,
+                        _write_result=lambda data: self._write_result(msg, data),
+                    )
+                )
                 await self._handler(task)
             if entry.scope.cancel_called:
                 error = _cancel_error(entry, msg)
@@ -208,7 +214,11 @@ class Processor:
         log.log(
             logging.WARNING if archive else logging.INFO,
             "task %s (%s, queue %s, attempt %d) failed%s: %s",
-            msg.id, msg.type, msg.queue, msg.retried + 1, ", archiving" if archive else ", will retry",
+            msg.id,
+            msg.type,
+            msg.queue,
+            msg.retried + 1,
+            ", archiving" if archive else ", will retry",
             text,
         )
         op: Op = self._broker.fail_op(
@@ -268,7 +278,9 @@ def _cancel_error(entry: ActiveTask, msg: TaskMessage) -> BaseException:
         return TaskCanceledError("task was cancelled")
     if entry.cancel_reason in ("shutdown", "lease"):
         return TaskCanceledError(f"task was stopped ({entry.cancel_reason})")
-    if msg.timeout and (msg.deadline == 0 or entry.started + timedelta(seconds=msg.timeout) <= entry.deadline):
+    if msg.timeout and (
+        msg.deadline == 0 or entry.started + timedelta(seconds=msg.timeout) <= entry.deadline
+    ):
         return TaskTimeoutError(f"task timed out after {msg.timeout}s")
     return TaskTimeoutError("task deadline exceeded")
 

@@ -8,7 +8,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-
 import anyio
 
 from asynq_aio.connection import RedisConnOpt
@@ -130,12 +129,11 @@ class Server:
         if not handlers_done.is_set():
             log.warning(
                 "%d task(s) still running after %.1fs; cancelling and requeueing them",
-                processor.running, self.config.shutdown_timeout,
+                processor.running,
+                self.config.shutdown_timeout,
             )
             processor.cancel_all_for_shutdown()
             await handlers_done.wait()
         acker.close()
         background.cancel()
         await heartbeat.clear()
-
-
