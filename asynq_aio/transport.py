@@ -224,7 +224,12 @@ class Transport:
         if self._closed:
             return
         self._closed = True
-        if self._owns_client:
+        if not self._owns_client:
+            return
+        if isinstance(self.client, Redis):
+            # the pool was passed in explicitly, so Redis would otherwise leave it open
+            await self.client.aclose(close_connection_pool=True)
+        else:
             await self.client.aclose()
 
     # -- the retry loop -----------------------------------------------------------------------------

@@ -1,0 +1,163 @@
+"""The transport against real servers: script cache misses, batches, blocking waits, failover."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+from conftest import RedisTarget, RunningCluster
+from redis import exceptions as rx
+from redis.asyncio.cluster import RedisCluster
+
+from asynq_aio import Client, RedisClusterClientOpt, RetryPolicy, Task, parse_redis_url
+from asynq_aio.connection import RedisConnOpt
+from asynq_aio.protocol.keys import queue_keys
+from asynq_aio.transport import LuaScript, Op, Transport, is_transient
+
+pytestmark = pytest.mark.anyio
+
+ECHO = LuaScript("echo_len", "return {redis.call('LLEN', KEYS[1]), ARGV[1]}")
+
+
+def opt_for(t: RedisTarget) -> RedisConnOpt:
+    if t.kind == "single":
+        assert t.url is not None
+        return parse_redis_url(t.url)
+    assert t.addrs is not None
+    return RedisClusterClientOpt(addrs=t.addrs)
+
+
+async def flush_scripts(tr: Transport) -> None:
+    """SCRIPT FLUSH on every node, as after a failover to a replica or a node restart."""
+    if isinstance(tr.client, RedisCluster):
+        for node in tr.client.get_nodes():
+            await tr.client.execute_command("SCRIPT FLUSH", target_nodes=node)
+    else:
+        await tr.client.execute_command("SCRIPT FLUSH")
+
+
+def test_transient_classification() -> None:
+    assert is_transient(rx.ConnectionError("Error 111 connecting"))
+    assert is_transient(rx.TryAgainError("Multiple keys request during rehashing"))
+    assert is_transient(rx.ClusterDownError("The cluster is down"))
+    assert is_transient(rx.ClusterError("TTL exhausted."))
+    assert is_transient(rx.ResponseError("LOADING Redis is loading the dataset in memory"))
+    assert not is_transient(rx.AuthenticationError("WRONGPASS"))
+    assert not is_transient(rx.ResponseError("value is not an integer or out of range"))
+    assert not is_transient(ValueError("x"))
+
+
+async def test_script_runs_after_script_cache_flush(redis_target: RedisTarget, unique_queue: str) -> None:
+    tr = Transport.connect(opt_for(redis_target))
+    key = queue_keys(unique_queue).pending
+    try:
+        await tr.call("RPUSH", key, "a", "b")
+        assert await tr.script(ECHO, [key], ["x"]) == [2, b"x"]
+        await flush_scripts(tr)
+        # NOSCRIPT on the flushed node: the transport falls back to EVAL, once and transparently
+        assert await tr.script(ECHO, [key], ["y"]) == [2, b"y"]
+        # inside a pipeline too
+        await flush_scripts(tr)
+        res = await tr.batch([Op.eval(ECHO, [key], ["z"]), Op.command("LLEN", key)])
+        assert res == [[2, b"z"], 2]
+    finally:
+        await tr.call("DEL", key)
+        await tr.aclose()
+
+
+async def test_batch_reports_permanent_errors_per_item(redis_target: RedisTarget, unique_queue: str) -> None:
+    tr = Transport.connect(opt_for(redis_target))
+    qk = queue_keys(unique_queue)
+    try:
+        await tr.call("SET", qk.processed, "not-a-number")
+        res = await tr.batch([Op.command("INCR", qk.processed), Op.command("INCR", qk.failed)])
+        assert isinstance(res[0], rx.ResponseError)
+        assert res[1] == 1
+    finally:
+        await tr.call("DEL", qk.processed)
+        await tr.call("DEL", qk.failed)
+        await tr.aclose()
+
+
+async def test_wait_nonempty_wakes_on_push_and_keeps_the_list(
+    redis_target: RedisTarget, unique_queue: str
+) -> None:
+    tr = Transport.connect(opt_for(redis_target))
+    key = queue_keys(unique_queue).pending
+    woke_after: list[float] = []
+    try:
+
+        async def waiter() -> None:
+            t0 = time.monotonic()
+            assert await tr.wait_nonempty(key, 2.0)
+            woke_after.append(time.monotonic() - t0)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await anyio.sleep(0.2)
+            await tr.call("LPUSH", key, "b", "a")
+        assert woke_after and woke_after[0] < 1.5
+        assert await tr.call("LRANGE", key, 0, -1) == [b"a", b"b"]  # identity rotation
+        await tr.call("DEL", key)
+        assert not await tr.wait_nonempty(key, 0.2)  # times out empty
+    finally:
+        await tr.call("DEL", key)
+        await tr.aclose()
+
+
+async def test_unreachable_redis_names_the_address() -> None:
+    tr = Transport.connect(parse_redis_url("redis://127.0.0.1:1/0"), retry=RetryPolicy(budget=0.5))
+    try:
+        with pytest.raises(ConnectionError, match=r"127\.0\.0\.1:1"):
+            await tr.call("PING")
+    finally:
+        await tr.aclose()
+
+
+@pytest.mark.slow
+async def test_enqueues_survive_master_failover(redis_cluster: RunningCluster, unique_queue: str) -> None:
+    """SIGKILL the master of a queue's slot while a producer enqueues: every enqueue succeeds
+    (retried through the failover) and each is stored exactly once."""
+    opt = RedisClusterClientOpt(addrs=redis_cluster.addrs)
+    cluster = redis_cluster.cluster
+    qk = queue_keys(unique_queue)
+    async with Client(opt, retry=RetryPolicy(budget=30)) as client:
+        tr = client.broker.transport
+        assert isinstance(tr.client, RedisCluster)
+        rc = tr.client
+        await client.enqueue(Task("t:failover", {"i": 0}), queue=unique_queue)  # loads the slot map
+        master_port = int(rc.get_node_from_key(qk.pending).port)
+        ok = 1
+        failover_seen = anyio.Event()
+
+        async def produce() -> None:
+            nonlocal ok
+            while not failover_seen.is_set() or ok < 150:
+                await client.enqueue(Task("t:failover", {"i": ok}), queue=unique_queue)
+                ok += 1
+                await anyio.sleep(0.01)
+
+        async def kill_and_watch() -> None:
+            await anyio.sleep(0.5)
+            cluster.kill_node(master_port)
+            t0 = time.monotonic()
+            while True:
+                await anyio.sleep(0.2)
+                try:
+                    if int(rc.get_node_from_key(qk.pending).port) != master_port:
+                        break
+                except rx.SlotNotCoveredError:
+                    pass  # the slot map is being reloaded
+                assert time.monotonic() - t0 < 30, "no failover within 30 s"
+            failover_seen.set()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(produce)
+                tg.start_soon(kill_and_watch)
+            assert await tr.call("LLEN", qk.pending) == ok
+            assert await tr.call("SCARD", "asynq:queues") >= 1
+        finally:
+            await anyio.to_thread.run_sync(cluster.restart_node, master_port)
+            await anyio.to_thread.run_sync(cluster.wait_healthy, 60.0)
