@@ -34,7 +34,13 @@ async def flush_scripts(tr: Transport) -> None:
         for node in tr.client.get_nodes():
             await tr.client.execute_command("SCRIPT FLUSH", target_nodes=node)
     else:
-        await tr.client.execute_command("SCRIPT FLUSH")
+        await tr.call("SCRIPT", "FLUSH")
+
+
+def port_of(rc: RedisCluster, key: str) -> int:
+    node = rc.get_node_from_key(key)
+    assert node is not None
+    return int(node.port)
 
 
 def test_transient_classification() -> None:
@@ -127,7 +133,7 @@ async def test_enqueues_survive_master_failover(redis_cluster: RunningCluster, u
         assert isinstance(tr.client, RedisCluster)
         rc = tr.client
         await client.enqueue(Task("t:failover", {"i": 0}), queue=unique_queue)  # loads the slot map
-        master_port = int(rc.get_node_from_key(qk.pending).port)
+        master_port = port_of(rc, qk.pending)
         ok = 1
         failover_seen = anyio.Event()
 
@@ -145,7 +151,7 @@ async def test_enqueues_survive_master_failover(redis_cluster: RunningCluster, u
             while True:
                 await anyio.sleep(0.2)
                 try:
-                    if int(rc.get_node_from_key(qk.pending).port) != master_port:
+                    if port_of(rc, qk.pending) != master_port:
                         break
                 except rx.SlotNotCoveredError:
                     pass  # the slot map is being reloaded
