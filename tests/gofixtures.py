@@ -153,14 +153,14 @@ def raw_to_field_values(raw: list[RawField], message: type[Message]) -> dict[str
             assert isinstance(value, list), f"message field {fd.name} printed as a scalar"
             sub = fd.message_type
             out[fd.name] = {sub.fields_by_number[n].name: v for n, v in value}
-        elif fd.label == FieldDescriptor.LABEL_REPEATED:
+        elif fd.is_repeated:
             out.setdefault(fd.name, []).append(_scalar(fd, value))
         else:
             out[fd.name] = _scalar(fd, value)
     return out
 
 
-def _scalar(fd: FieldDescriptor, value: RawValue) -> Any:
+def _scalar(fd: Any, value: RawValue) -> Any:  # a python or upb FieldDescriptor
     if fd.type == FieldDescriptor.TYPE_STRING:
         assert isinstance(value, bytes), f"{fd.name}: expected a string, got {value!r}"
         return value.decode("utf-8")
@@ -181,7 +181,7 @@ def message_field_values(msg: Message) -> dict[str, Any]:
             out[fd.name] = dict(value)
         elif fd.message_type is not None:
             out[fd.name] = message_field_values(value)
-        elif fd.label == FieldDescriptor.LABEL_REPEATED:
+        elif fd.is_repeated:
             out[fd.name] = list(value)
         else:
             out[fd.name] = value
