@@ -150,6 +150,7 @@ class Transport:
         self.retry = retry or RetryPolicy()
         self._inflight = asyncio.Semaphore(max_inflight)
         self._closed = False
+        self.subscribed_node: str | None = None  # where the pub/sub connection is, for operators
 
     # -- construction -------------------------------------------------------------------------------
 
@@ -374,6 +375,7 @@ class Transport:
                     pubsub = self.client.pubsub()
                 try:
                     await pubsub.subscribe(channel)
+                    self.subscribed_node = node.name if node is not None else self.description
                     attempt = 0
                     avoid.clear()
                     while True:
@@ -385,6 +387,7 @@ class Transport:
                     with _suppress_all():
                         await asyncio.shield(pubsub.aclose())
             except Exception as exc:
+                self.subscribed_node = None
                 if not is_transient(exc):
                     raise
                 if node is not None:

@@ -167,3 +167,59 @@ async def test_enqueues_survive_master_failover(redis_cluster: RunningCluster, u
         finally:
             await anyio.to_thread.run_sync(cluster.restart_node, master_port)
             await anyio.to_thread.run_sync(cluster.wait_healthy, 60.0)
+
+
+async def test_many_concurrent_calls_wait_for_a_connection(
+    redis_cluster: RunningCluster, unique_queue: str
+) -> None:
+    """redis-py raises MaxConnectionsError past its pool size; the transport makes callers wait."""
+    opt = RedisClusterClientOpt(addrs=redis_cluster.addrs, pool_size=8)
+    async with Client(opt) as client:
+        results: list[str] = []
+
+        async def one(i: int) -> None:
+            info = await client.enqueue(Task("t:burst", {"i": i}), queue=unique_queue)
+            results.append(info.id)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(400):
+                tg.start_soon(one, i)
+        assert len(set(results)) == 400
+        assert await client.broker.transport.call("LLEN", queue_keys(unique_queue).pending) == 400
+
+
+@pytest.mark.slow
+async def test_subscription_moves_to_a_live_node_after_its_node_dies(redis_cluster: RunningCluster) -> None:
+    cluster = redis_cluster.cluster
+    sub = Transport.connect(RedisClusterClientOpt(addrs=redis_cluster.addrs))
+    pub = Transport.connect(RedisClusterClientOpt(addrs=redis_cluster.addrs), retry=RetryPolicy(budget=30))
+    got: list[bytes] = []
+    killed: int | None = None
+
+    async def listen() -> None:
+        async for message in sub.subscribe("asynq:test-channel"):
+            got.append(message)
+
+    async def publish_until(message: bytes, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while message not in got:
+            assert time.monotonic() < deadline, f"{message!r} not received within {timeout}s"
+            await pub.publish("asynq:test-channel", message.decode())
+            await anyio.sleep(0.3)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listen)
+            await publish_until(b"before", 10)
+            assert sub.subscribed_node is not None
+            killed = int(sub.subscribed_node.rsplit(":", 1)[1])
+            cluster.kill_node(killed)
+            await publish_until(b"after", 40)
+            assert sub.subscribed_node is not None and sub.subscribed_node != f"127.0.0.1:{killed}"
+            tg.cancel_scope.cancel()
+    finally:
+        await sub.aclose()
+        await pub.aclose()
+        if killed is not None:
+            await anyio.to_thread.run_sync(cluster.restart_node, killed)
+            await anyio.to_thread.run_sync(cluster.wait_healthy, 60.0)
