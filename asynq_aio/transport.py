@@ -150,6 +150,7 @@ class Transport:
         self.retry = retry or RetryPolicy()
         self._inflight = asyncio.Semaphore(max_inflight)
         self._closed = False
+        self._also_close: list[Redis] = []  # e.g. the Sentinel connections behind a master client
         self.subscribed_node: str | None = None  # where the pub/sub connection is, for operators
 
     # -- construction -------------------------------------------------------------------------------
@@ -215,6 +216,15 @@ class Transport:
                 **{k: v for k, v in common.items()},
             )
             client = sentinel.master_for(opt.master_name, db=opt.db)
+            transport = cls(
+                client,
+                description=opt.describe(),
+                owns_client=True,
+                retry=retry,
+                max_inflight=opt.pool_size,
+            )
+            transport._also_close = list(sentinel.sentinels)
+            return transport
         else:  # pragma: no cover - the union is exhaustive
             raise TypeError(f"unsupported connection option {type(opt).__name__}")
         return cls(
@@ -232,6 +242,8 @@ class Transport:
             await self.client.aclose(close_connection_pool=True)
         else:
             await self.client.aclose()
+        for extra in self._also_close:
+            await extra.aclose(close_connection_pool=True)
 
     # -- the retry loop -----------------------------------------------------------------------------
 
