@@ -15,6 +15,7 @@ from asynq_aio.task import Task
 RetryDelayFunc = Callable[[int, BaseException, Task], float]
 IsFailureFunc = Callable[[BaseException], bool]
 ErrorHandler = Callable[[Task, BaseException], Awaitable[None] | None]
+HealthCheckFunc = Callable[[Exception | None], Awaitable[None] | None]
 
 
 def default_retry_delay(retried: int, error: BaseException, task: Task) -> float:
@@ -42,6 +43,8 @@ class Config(BaseModel):
     is_failure: IsFailureFunc | None = None
     error_handler: ErrorHandler | None = None
     count_cancel_as_failure: bool = False
+    health_check_func: HealthCheckFunc | None = None
+    health_check_interval: float = Field(default=15.0, gt=0)
     host: str | None = None
 
     @field_validator("queues")

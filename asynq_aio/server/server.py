@@ -18,6 +18,7 @@ from asynq_aio.server.active import ActiveTasks
 from asynq_aio.server.canceller import cancel_loop
 from asynq_aio.server.config import Config
 from asynq_aio.server.forwarder import forward_loop
+from asynq_aio.server.healthcheck import health_check_loop
 from asynq_aio.server.heartbeat import Heartbeat, Identity
 from asynq_aio.server.janitor import janitor_loop
 from asynq_aio.server.processor import Processor
@@ -90,6 +91,13 @@ class Server:
                         btg.start_soon(recover_loop, broker, queues, cfg.recovery_interval)
                         btg.start_soon(janitor_loop, broker, queues, cfg.janitor_interval)
                         btg.start_soon(cancel_loop, transport, active)
+                        if cfg.health_check_func is not None:
+                            btg.start_soon(
+                                health_check_loop,
+                                transport,
+                                cfg.health_check_func,
+                                cfg.health_check_interval,
+                            )
 
             async def run_workers() -> None:
                 try:

@@ -1,0 +1,30 @@
+"""Periodically pings Redis and tells the application (``Config.health_check_func``) how it went,
+so a service can report readiness from its worker's view of Redis."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+
+import anyio
+
+from asynq_aio.server.config import HealthCheckFunc
+from asynq_aio.transport import Transport
+
+log = logging.getLogger("asynq_aio.server")
+
+
+async def health_check_loop(transport: Transport, func: HealthCheckFunc, interval: float) -> None:
+    while True:
+        error: Exception | None = None
+        try:
+            await transport.check_ready()
+        except Exception as exc:
+            error = exc
+        try:
+            res = func(error)
+            if inspect.isawaitable(res):
+                await res
+        except Exception as exc:
+            log.error("health_check_func raised: %s", exc)
+        await anyio.sleep(interval)
