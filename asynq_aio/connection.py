@@ -134,7 +134,7 @@ def parse_redis_url(url: str) -> RedisConnOpt:
         reqs = query["ssl_cert_reqs"][0]
         if reqs not in {"required", "optional", "none"}:
             raise InvalidRedisURL(f"invalid Redis URL {url!r}: ssl_cert_reqs must be required|optional|none")
-        tls = TLSOptions(cert_reqs=reqs, ca_certs=query.get("ssl_ca_certs", [None])[0])  # type: ignore[arg-type]
+        tls = TLSOptions(cert_reqs=reqs, ca_certs=query.get("ssl_ca_certs", [None])[0])
     if not hosts:
         raise InvalidRedisURL(f"invalid Redis URL {url!r}: no host")
     try:

@@ -1,0 +1,103 @@
+# asynq-aio developer commands. The two that matter:
+#   make demo   set up, start a local Redis Cluster and run the Redis Cluster tutorial end to end
+#   make test   set up, then ruff, ruff format --check, mypy and pytest (what CI runs)
+# Both create .venv and make sure a redis-server binary exists (installing it with apt-get when
+# run as root or with sudo). Override PYTHON, VENV, CLUSTER_DIR or PORT_BASE on the command line.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+CLUSTER_DIR ?= .devcluster
+PORT_BASE ?= 7000
+PURGE ?=
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help demo test lint format venv redis cluster-up cluster-down cluster-status clean
+
+help:
+	@echo "make demo            set up, start a local Redis Cluster, run the tutorial worker and client"
+	@echo "make test            set up, then ruff check, ruff format --check, mypy, pytest -q"
+	@echo "make venv            only create $(VENV) and install the project with its dev tools"
+	@echo "make lint            ruff check, ruff format --check and mypy only"
+	@echo "make format          ruff format and ruff check --fix"
+	@echo "make cluster-up      start the dev Redis Cluster on 127.0.0.1:$(PORT_BASE)-$$(($(PORT_BASE) + 5))"
+	@echo "make cluster-status  show its nodes"
+	@echo "make cluster-down    stop it (keeps its data in $(CLUSTER_DIR); PURGE=1 deletes it)"
+	@echo "make clean           stop it and delete $(VENV), $(CLUSTER_DIR) and caches"
+
+# -- setup ------------------------------------------------------------------------------------------
+
+# Reinstalled whenever pyproject.toml changes. editable_mode=compat puts the project directory on
+# sys.path with a plain .pth file, so `examples` and the package import the same way everywhere.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "error: asynq-aio needs Python 3.11 or newer; '$(PYTHON)' is $$($(PYTHON) -V 2>&1 || echo missing)." \
+	       "Run e.g. make $(MAKECMDGOALS) PYTHON=python3.12" >&2; exit 1; }
+	@if [ ! -x $(BIN)/python ]; then \
+	  echo "==> creating $(VENV) with $$($(PYTHON) -V)"; \
+	  $(PYTHON) -m venv $(VENV) || { \
+	    rm -rf $(VENV); \
+	    echo "error: '$(PYTHON) -m venv' failed. On Debian/Ubuntu install the venv module" \
+	         "(apt-get install -y python3-venv) and run make again." >&2; \
+	    exit 1; }; \
+	fi
+	@echo "==> installing asynq-aio and its dev tools into $(VENV)"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+	  --config-settings editable_mode=compat -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+redis:
+	@bash scripts/ensure-redis.sh
+
+# -- the two commands of the README -----------------------------------------------------------------
+
+demo: venv redis
+	@VENV=$(VENV) CLUSTER_DIR=$(CLUSTER_DIR) PORT_BASE=$(PORT_BASE) bash scripts/demo.sh
+
+test: venv redis
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+# -- everyday helpers -------------------------------------------------------------------------------
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+cluster-up: venv redis
+	$(BIN)/asynq-aio dev cluster up --dir $(CLUSTER_DIR) --port-base $(PORT_BASE)
+
+cluster-status: venv
+	$(BIN)/asynq-aio dev cluster status --dir $(CLUSTER_DIR)
+
+cluster-down:
+	@if [ -x $(BIN)/asynq-aio ]; then \
+	  $(BIN)/asynq-aio dev cluster down --dir $(CLUSTER_DIR) $(if $(PURGE),--purge); \
+	else \
+	  echo "no $(BIN)/asynq-aio; run make demo or make cluster-up first" >&2; \
+	fi
+
+# Stops the dev cluster first (by the pid files it recorded, if the venv is already gone).
+clean:
+	@if [ -x $(BIN)/asynq-aio ] && [ -f $(CLUSTER_DIR)/cluster.json ]; then \
+	  $(BIN)/asynq-aio dev cluster down --dir $(CLUSTER_DIR) --purge; \
+	elif [ -d $(CLUSTER_DIR) ]; then \
+	  for f in $(CLUSTER_DIR)/*/redis.pid; do [ -f "$$f" ] && kill "$$(cat "$$f")" 2>/dev/null || true; done; \
+	fi
+	rm -rf $(VENV) $(CLUSTER_DIR) .mypy_cache .ruff_cache .pytest_cache build dist *.egg-info
+	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +

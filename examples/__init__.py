@@ -1,0 +1,1 @@
+"""Runnable examples. A regular package, so ``examples.tutorial_worker:mux`` imports from the project root."""
