@@ -1,0 +1,363 @@
+"""Client: what an enqueue stores, byte for byte, on a single Redis and on a Redis Cluster."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import pytest
+from conftest import RedisTarget
+from pydantic import BaseModel, ConfigDict, Field
+from workerproc import RawRedis, conn_opt
+
+import asynq_aio.options
+from asynq_aio import (
+    Client,
+    DuplicateTaskError,
+    InvalidQueueName,
+    InvalidTaskError,
+    RedisClientOpt,
+    RedisUnavailableError,
+    RetryPolicy,
+    Task,
+    TaskIDConflictError,
+    TaskInfo,
+    TaskState,
+)
+from asynq_aio.protocol.broker import EnqueueRequest
+from asynq_aio.protocol.codec import decode_task_message, new_task_message
+
+pytestmark = pytest.mark.anyio
+
+
+class EmailPayload(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    to: int
+    from_: int = Field(alias="from")
+
+
+@pytest.fixture
+async def client(redis_target: RedisTarget) -> AsyncIterator[Client]:
+    async with Client(conn_opt(redis_target.kind, redis_target.url, redis_target.addrs)) as c:
+        yield c
+
+
+@pytest.fixture
+async def raw(redis_target: RedisTarget) -> AsyncIterator[RawRedis]:
+    r = RawRedis(redis_target.kind, redis_target.url, redis_target.addrs)
+    try:
+        yield r
+    finally:
+        await r.aclose()
+
+
+def q(queue: str) -> Callable[[str], str]:
+    """Key builder written out by hand from PROTOCOL.md (not the library's keys module)."""
+    return lambda suffix: f"asynq:{{{queue}}}:{suffix}"
+
+
+async def hgetall(raw: RawRedis, key: str) -> dict[str, bytes]:
+    reply = await raw.cmd("HGETALL", key)
+    if isinstance(reply, dict):
+        return {k.decode(): bytes(v) for k, v in reply.items()}
+    return {reply[i].decode(): bytes(reply[i + 1]) for i in range(0, len(reply), 2)}
+
+
+async def test_enqueue_writes_hash_fields_and_lpushes_id(
+    client: Client, raw: RawRedis, unique_queue: str
+) -> None:
+    k = q(unique_queue)
+    before_ns = time.time_ns()
+    info = await client.enqueue(Task("email:send", b"hello"), queue=unique_queue)
+    after_ns = time.time_ns()
+
+    fields = await hgetall(raw, k(f"t:{info.id}"))
+    assert set(fields) == {"msg", "state", "pending_since"}
+    assert fields["state"] == b"pending"
+    pending_since = int(fields["pending_since"])
+    assert before_ns - 1_000_000_000 <= pending_since <= after_ns + 1_000_000_000
+    msg = decode_task_message(fields["msg"])
+    assert msg.type == "email:send"
+    assert msg.payload == b"hello"
+    assert msg.id == info.id
+    assert msg.queue == unique_queue
+    assert msg.retry == 25  # default max retry
+    assert msg.timeout == 1800  # default timeout when neither timeout nor deadline is given
+    assert msg.deadline == 0
+    assert msg.retried == 0
+    assert msg.error_msg == ""
+    assert msg.unique_key == ""
+    assert await raw.cmd("LRANGE", k("pending"), 0, -1) == [info.id.encode()]
+    assert await raw.cmd("ZCARD", k("scheduled")) == 0
+
+    # a second task goes to the left end: dequeue takes from the right (oldest first)
+    info2 = await client.enqueue(Task("email:send", b"again"), queue=unique_queue)
+    assert await raw.cmd("LRANGE", k("pending"), 0, -1) == [info2.id.encode(), info.id.encode()]
+
+
+async def test_task_info_fields(client: Client, unique_queue: str) -> None:
+    deadline = datetime.now(tz=UTC).replace(microsecond=0) + timedelta(hours=1)
+    info = await client.enqueue(
+        Task("report:build", b"p", headers={"trace": "abc"}),
+        queue=unique_queue,
+        max_retry=3,
+        timeout=timedelta(seconds=90),
+        deadline=deadline,
+        retention=120,
+    )
+    assert isinstance(info, TaskInfo)
+    uuid.UUID(info.id)  # default IDs are UUIDs
+    assert info.queue == unique_queue
+    assert info.type == "report:build"
+    assert info.payload == b"p"
+    assert info.headers == {"trace": "abc"}
+    assert info.state == TaskState.PENDING
+    assert info.max_retry == 3
+    assert info.retried == 0
+    assert info.timeout == timedelta(seconds=90)
+    assert info.deadline == deadline
+    assert info.retention == timedelta(seconds=120)
+    assert info.next_process_at is not None
+    assert abs((info.next_process_at - datetime.now(tz=UTC)).total_seconds()) < 5
+
+    default = await client.enqueue(Task("x"), queue=unique_queue)
+    assert default.max_retry == 25
+    assert default.timeout == timedelta(minutes=30)
+    assert default.deadline is None
+
+
+async def test_process_in_goes_to_scheduled_with_the_right_score(
+    client: Client, raw: RawRedis, unique_queue: str
+) -> None:
+    k = q(unique_queue)
+    t0 = time.time()
+    info = await client.enqueue(Task("later"), queue=unique_queue, process_in=30)
+    t1 = time.time()
+
+    assert info.state == TaskState.SCHEDULED
+    assert info.next_process_at is not None
+    assert t0 + 30 - 1 <= info.next_process_at.timestamp() <= t1 + 30 + 1
+    score = float(await raw.cmd("ZSCORE", k("scheduled"), info.id))
+    assert int(t0 + 30) <= score <= int(t1 + 30)
+    assert await raw.cmd("LLEN", k("pending")) == 0
+    fields = await hgetall(raw, k(f"t:{info.id}"))
+    assert fields["state"] == b"scheduled"
+    assert "pending_since" not in fields
+
+    at = datetime.now(tz=UTC) + timedelta(minutes=5)
+    info2 = await client.enqueue(Task("later"), queue=unique_queue, process_at=at)
+    score2 = float(await raw.cmd("ZSCORE", k("scheduled"), info2.id))
+    assert score2 == int(at.timestamp())
+
+
+async def test_task_id_conflict_raises_and_writes_nothing(
+    client: Client, raw: RawRedis, unique_queue: str
+) -> None:
+    k = q(unique_queue)
+    first = await client.enqueue(Task("a", b"one"), queue=unique_queue, task_id="fixed-id")
+    before = await hgetall(raw, k("t:fixed-id"))
+
+    with pytest.raises(TaskIDConflictError, match="fixed-id"):
+        await client.enqueue(Task("a", b"two"), queue=unique_queue, task_id="fixed-id")
+    with pytest.raises(TaskIDConflictError):
+        await client.enqueue(Task("b", b"one"), queue=unique_queue, task_id="fixed-id", process_in=60)
+    with pytest.raises(TaskIDConflictError):
+        await client.enqueue(Task("a", b"one"), queue=unique_queue, task_id="fixed-id", unique=60)
+
+    assert await hgetall(raw, k("t:fixed-id")) == before
+    assert decode_task_message(before["msg"]).payload == b"one"
+    assert await raw.cmd("LRANGE", k("pending"), 0, -1) == [first.id.encode()]
+    assert await raw.cmd("ZCARD", k("scheduled")) == 0
+    # the unique lock of the rejected third call was not taken
+    lock = k(f"unique:a:{hashlib.md5(b'one').hexdigest()}")
+    assert await raw.cmd("EXISTS", lock) == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: enqueue.lua treats an identical second enqueue with the same task_id as a re-send "
+    "of the first and returns success instead of TaskIDConflictError",
+)
+async def test_repeating_an_identical_enqueue_with_the_same_id_is_a_conflict(
+    client: Client, raw: RawRedis, unique_queue: str
+) -> None:
+    """PROTOCOL.md: enqueue fails with a task-ID conflict while the hash exists, in any state.
+
+    A second, separate call with the same task_id is not a network re-send of the first one, so the
+    caller must learn that the task already existed (Go's ErrTaskIDConflict)."""
+    await client.enqueue(Task("a", b"same"), queue=unique_queue, task_id="again-id")
+    with pytest.raises(TaskIDConflictError):
+        await client.enqueue(Task("a", b"same"), queue=unique_queue, task_id="again-id")
+    assert await raw.cmd("LLEN", q(unique_queue)("pending")) == 1
+
+
+async def test_unique_lock_holds_task_id_with_ttl_and_rejects_duplicates(
+    client: Client, raw: RawRedis, unique_queue: str
+) -> None:
+    k = q(unique_queue)
+    payload = b'{"user":1}'
+    lock = k(f"unique:report:{hashlib.md5(payload).hexdigest()}")
+
+    info = await client.enqueue(Task("report", payload), queue=unique_queue, unique=60)
+
+    assert info.unique_key == lock
+    assert await raw.cmd("GET", lock) == info.id.encode()
+    ttl = int(await raw.cmd("TTL", lock))
+    assert 55 <= ttl <= 60
+    fields = await hgetall(raw, k(f"t:{info.id}"))
+    assert fields["unique_key"] == lock.encode()
+    assert decode_task_message(fields["msg"]).unique_key == lock
+
+    with pytest.raises(DuplicateTaskError):
+        await client.enqueue(Task("report", payload), queue=unique_queue, unique=60, task_id="dup-2")
+    with pytest.raises(DuplicateTaskError):
+        await client.enqueue(
+            Task("report", payload), queue=unique_queue, unique=60, process_in=30, task_id="dup-3"
+        )
+    assert await raw.cmd("EXISTS", k("t:dup-2"), k("t:dup-3")) == 0
+    assert await raw.cmd("LRANGE", k("pending"), 0, -1) == [info.id.encode()]
+    assert await raw.cmd("ZCARD", k("scheduled")) == 0
+    assert await raw.cmd("GET", lock) == info.id.encode()
+
+    # a different payload is a different lock; an empty payload has no digest part
+    other = await client.enqueue(Task("report", b"other"), queue=unique_queue, unique=60)
+    assert other.id != info.id
+    empty = await client.enqueue(Task("report"), queue=unique_queue, unique=60)
+    assert await raw.cmd("GET", k("unique:report")) == empty.id.encode()
+
+    # a scheduled unique task holds its lock for the TTL plus the delay
+    sched = await client.enqueue(Task("sched", b"s"), queue=unique_queue, unique=60, process_in=100)
+    sched_ttl = int(await raw.cmd("TTL", k(f"unique:sched:{hashlib.md5(b's').hexdigest()}")))
+    assert sched.state == TaskState.SCHEDULED
+    assert 150 <= sched_ttl <= 160
+
+
+@pytest.mark.parametrize("bad", ["a{b", "}", "", "{", "   "])
+async def test_invalid_queue_names_are_rejected_before_anything_is_written(
+    client: Client, raw: RawRedis, bad: str
+) -> None:
+    with pytest.raises(InvalidQueueName):
+        await client.enqueue(Task("x"), queue=bad, task_id="bad-queue-task")
+    with pytest.raises(InvalidQueueName):
+        await client.enqueue_many([Task("x"), Task("y")], queue=bad)
+    assert await raw.cmd("SISMEMBER", "asynq:queues", bad) == 0
+    assert await raw.cmd("EXISTS", f"asynq:{{{bad}}}:t:bad-queue-task") == 0
+    assert await raw.cmd("EXISTS", f"asynq:{{{bad}}}:pending") == 0
+
+
+async def test_payload_encodings(client: Client, raw: RawRedis, unique_queue: str) -> None:
+    k = q(unique_queue)
+
+    async def stored(info: TaskInfo) -> bytes:
+        return decode_task_message((await hgetall(raw, k(f"t:{info.id}")))["msg"]).payload
+
+    model = await client.enqueue(
+        Task("email", EmailPayload.model_validate({"to": 123, "from": 456})), queue=unique_queue
+    )
+    assert await stored(model) == b'{"to":123,"from":456}'
+    assert model.payload == b'{"to":123,"from":456}'
+
+    as_dict = await client.enqueue(Task("d", {"a": 1, "b": [1, 2], "s": "é"}), queue=unique_queue)
+    assert await stored(as_dict) == '{"a":1,"b":[1,2],"s":"é"}'.encode()
+    assert json.loads(await stored(as_dict)) == {"a": 1, "b": [1, 2], "s": "é"}
+
+    raw_bytes = bytes(range(256))
+    as_bytes = await client.enqueue(Task("b", raw_bytes), queue=unique_queue)
+    assert await stored(as_bytes) == raw_bytes
+
+    empty = await client.enqueue(Task("e"), queue=unique_queue)
+    assert await stored(empty) == b""
+
+    with pytest.raises(InvalidTaskError):
+        Task("x", {"not": {1, 2}})  # a set is not JSON
+
+
+async def test_enqueue_many_returns_one_outcome_per_task_in_order(
+    client: Client, raw: RawRedis, unique_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    k = q(unique_queue)
+    taken = await client.enqueue(Task("first", b"x"), queue=unique_queue, task_id="taken-id")
+    ids = iter(["many-1", "taken-id", "many-3", "many-4"])
+    monkeypatch.setattr(asynq_aio.options, "uuid", SimpleNamespace(uuid4=lambda: next(ids)))
+
+    outcomes = await client.enqueue_many(
+        [Task("m", b"1"), Task("m", b"2"), Task("m", b"3"), Task("m", b"4")], queue=unique_queue
+    )
+
+    assert len(outcomes) == 4
+    assert isinstance(outcomes[0], TaskInfo)
+    assert isinstance(outcomes[1], TaskIDConflictError)
+    assert isinstance(outcomes[2], TaskInfo)
+    assert isinstance(outcomes[3], TaskInfo)
+    assert [o.id for o in outcomes if isinstance(o, TaskInfo)] == ["many-1", "many-3", "many-4"]
+    assert [o.payload for o in outcomes if isinstance(o, TaskInfo)] == [b"1", b"3", b"4"]
+    assert all(o.state == TaskState.PENDING for o in outcomes if isinstance(o, TaskInfo))
+    assert await raw.cmd("LRANGE", k("pending"), 0, -1) == [
+        b"many-4",
+        b"many-3",
+        b"many-1",
+        taken.id.encode(),
+    ]
+    # the conflicting task did not overwrite the one that held the ID
+    fields = await hgetall(raw, k("t:taken-id"))
+    assert decode_task_message(fields["msg"]).type == "first"
+
+    assert await client.enqueue_many([], queue=unique_queue) == []
+
+
+async def test_enqueue_registers_the_queue(client: Client, raw: RawRedis, unique_queue: str) -> None:
+    assert await raw.cmd("SISMEMBER", "asynq:queues", unique_queue) == 0
+    await client.enqueue(Task("x"), queue=unique_queue)
+    assert await raw.cmd("SISMEMBER", "asynq:queues", unique_queue) == 1
+    other = unique_queue + "_many"
+    await client.enqueue_many([Task("x")], queue=other)
+    assert await raw.cmd("SISMEMBER", "asynq:queues", other) == 1
+
+
+async def test_unreachable_redis_raises_redis_unavailable_naming_the_address() -> None:
+    start = time.monotonic()
+    async with Client(RedisClientOpt(addr="127.0.0.1:1"), retry=RetryPolicy(budget=1)) as c:
+        with pytest.raises(RedisUnavailableError, match=re.escape("127.0.0.1:1")):
+            await c.enqueue(Task("x"), queue="unreachable")
+    assert time.monotonic() - start < 10
+
+
+async def test_enqueue_script_is_safe_to_run_twice(client: Client, raw: RawRedis, unique_queue: str) -> None:
+    """A re-sent enqueue (same script call twice, e.g. after a lost reply) stores one task and
+    both sends report success."""
+    k = q(unique_queue)
+    broker = client.broker
+
+    def request(task_id: str, *, process_at: float | None = None, unique_ttl: int = 0) -> EnqueueRequest:
+        msg = new_task_message(
+            task_id=task_id,
+            task_type="twice",
+            payload=task_id.encode(),
+            queue=unique_queue,
+            max_retry=5,
+            timeout_s=60,
+            deadline_unix=0,
+            unique_key=k(f"unique:twice:{hashlib.md5(task_id.encode()).hexdigest()}") if unique_ttl else "",
+        )
+        return EnqueueRequest(msg=msg, process_at=process_at, unique_ttl=unique_ttl)
+
+    pending_op = broker._enqueue_op(request("twice-pending"))
+    sched_op = broker._enqueue_op(request("twice-sched", process_at=time.time() + 300))
+    unique_op = broker._enqueue_op(request("twice-unique", unique_ttl=60))
+
+    replies = await broker.transport.batch([pending_op, pending_op, sched_op, sched_op, unique_op, unique_op])
+    assert replies == [1, 1, 1, 1, 1, 1]
+    # and once more, as a lone re-send
+    assert await broker.transport.batch([pending_op]) == [1]
+
+    assert sorted(await raw.cmd("LRANGE", k("pending"), 0, -1)) == [b"twice-pending", b"twice-unique"]
+    assert await raw.cmd("ZRANGE", k("scheduled"), 0, -1) == [b"twice-sched"]
+    lock = k(f"unique:twice:{hashlib.md5(b'twice-unique').hexdigest()}")
+    assert await raw.cmd("GET", lock) == b"twice-unique"
