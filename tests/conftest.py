@@ -89,7 +89,9 @@ def _pings(host: str, port: int) -> bool:
 def single_redis_url() -> Iterator[str]:
     """DB 15 of the Redis on 6379 if one answers, else of a throwaway redis-server on a free port.
 
-    DB 15 is flushed once at session start; tests still use their own queue names.
+    DB 15 is never flushed: several pytest sessions (a developer's and CI's, or parallel runs) may
+    share it, and a flush would delete another session's tasks mid-test. Every test uses its own
+    queue names instead.
     """
     proc: subprocess.Popen[bytes] | None = None
     data_dir: str | None = None
@@ -107,13 +109,7 @@ def single_redis_url() -> Iterator[str]:
     try:
         if proc is not None:
             _wait_ping(host, port, proc)
-        url = f"redis://{host}:{port}/{_TEST_DB}"
-        client = redis.Redis.from_url(url)
-        try:
-            client.flushdb()
-        finally:
-            client.close()
-        yield url
+        yield f"redis://{host}:{port}/{_TEST_DB}"
     finally:
         if proc is not None:
             proc.terminate()

@@ -180,11 +180,6 @@ async def test_task_id_conflict_raises_and_writes_nothing(
     assert await raw.cmd("EXISTS", lock) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: enqueue.lua treats an identical second enqueue with the same task_id as a re-send "
-    "of the first and returns success instead of TaskIDConflictError",
-)
 async def test_repeating_an_identical_enqueue_with_the_same_id_is_a_conflict(
     client: Client, raw: RawRedis, unique_queue: str
 ) -> None:

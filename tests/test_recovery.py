@@ -245,11 +245,6 @@ async def test_recoverer_ignores_live_leases_and_clears_a_lease_without_a_hash(
     assert (await hgetall(raw, q(f"t:{info.id}")))["state"] == b"active"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the recoverer only scans the lease zset; a task left in active with no lease "
-    "(DESIGN.md 'Do better' #6) is never healed",
-)
 async def test_orphan_in_active_without_lease_is_healed(single_redis_url: str, unique_queue: str) -> None:
     target = RedisTarget(kind="single", url=single_redis_url, addrs=None)
     q = k(unique_queue)
@@ -289,12 +284,6 @@ async def test_orphan_in_active_without_lease_is_healed(single_redis_url: str, u
         await raw.aclose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a worker whose lease lapsed still acks when its handler returns (processor._finish "
-    "does not check the lease; ack.lua matches any lease for the ID), deleting the record of the "
-    "task another server recovered and is running",
-)
 async def test_stalled_worker_does_not_ack_a_task_another_server_recovered(
     single_redis_url: str, unique_queue: str, tmp_path: Path
 ) -> None:

@@ -46,6 +46,7 @@ class EnqueueRequest:
     msg: TaskMessage
     process_at: float | None = None  # unix s; None = pending now
     unique_ttl: int = 0  # s; 0 = not unique
+    generated_id: bool = True  # the client made the ID (so a matching stored msg means a re-send)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +107,8 @@ class Broker:
             kind,
             int(score),
             req.unique_ttl,
-            msg.group_key if kind == "aggregating" else (msg.group_key if kind == "scheduled" else ""),
+            msg.group_key,
+            "1" if req.generated_id else "0",
         )
         return Op.eval(scripts.ENQUEUE, keys, args)
 
@@ -260,7 +262,8 @@ class Broker:
     # -- time-based moves ---------------------------------------------------------------------------
 
     async def forward(self, queue: str, *, batch: int = 100) -> int:
-        """Move due scheduled and retry tasks to pending; returns how many moved."""
+        """Move due scheduled and retry tasks to pending, or to their group's zset when the task hash
+        names a group (so group + process_in aggregates); returns how many moved."""
         qk = queue_keys(queue)
         now = self.clock()
         moved = 0
@@ -274,10 +277,15 @@ class Broker:
                 ]
                 if not ids:
                     break
-                keys = [src, qk.pending, *(qk.task(i) for i in ids)]
-                moved += int(
-                    await self.transport.script(scripts.FORWARD, keys, [int(now), int(now * 1e9), *ids])
-                )
+                # the destination of each task is a declared key, so read the group fields first
+                groups = await self.transport.batch([Op.command("HGET", qk.task(i), "group") for i in ids])
+                keys = [src, qk.pending, qk.groups]
+                args: list[EncodableArg] = [int(now), int(now * 1e9)]
+                for tid, group in zip(ids, groups, strict=True):
+                    name = _s(group) if isinstance(group, bytes | str) else ""
+                    keys += [qk.task(tid), qk.group(name) if name else qk.pending]
+                    args += [tid, name]
+                moved += int(await self.transport.script(scripts.FORWARD, keys, args))
                 if len(ids) < batch:
                     break
         return moved
@@ -315,6 +323,27 @@ class Broker:
                 # lease without a hash: synthesise a minimal message so the fail script clears it
                 out.append(TaskMessage(id=tid, queue=queue))
         return out
+
+    async def heal_orphans(self, queue: str, *, limit: int = 1000) -> int:
+        """Requeue IDs that sit in active without a lease (left by a buggy or foreign writer).
+
+        The active list holds only running tasks (bounded by the servers' total concurrency), so
+        reading it whole is cheap; ``limit`` guards against a list that grew by mistake.
+        """
+        qk = queue_keys(queue)
+        ids = [_s(x) for x in await self.transport.call("LRANGE", qk.active, 0, limit - 1)]
+        if not ids:
+            return 0
+        scores = await self.transport.call("ZMSCORE", qk.lease, *ids)
+        orphans = [i for i, score in zip(ids, scores, strict=True) if score is None]
+        if not orphans:
+            return 0
+        now_ns = int(self.clock() * 1e9)
+        ops = [
+            Op.eval(scripts.HEAL_ORPHAN, [qk.active, qk.lease, qk.pending, qk.task(i)], [i, now_ns])
+            for i in orphans
+        ]
+        return sum(1 for r in await self.transport.batch(ops) if r == 1)
 
     async def delete_expired_completed(self, queue: str, *, batch: int = 100) -> int:
         qk = queue_keys(queue)

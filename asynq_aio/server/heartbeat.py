@@ -64,7 +64,16 @@ class Heartbeat:
     async def _extend_leases(self) -> None:
         now = time.time()
         until = math.ceil(now + self._config.lease_duration)
-        for queue, tasks in self._active.by_queue().items():
+        for queue, all_tasks in self._active.by_queue().items():
+            # A lease that already ran out may belong to another server by now: never extend it.
+            tasks = []
+            for t in all_tasks:
+                if t.lease_expiry <= now:
+                    self._active.cancel(t.msg.id, "lease")
+                else:
+                    tasks.append(t)
+            if not tasks:
+                continue
             try:
                 await self._broker.extend_leases(queue, [t.msg.id for t in tasks], until)
             except Exception as exc:

@@ -181,6 +181,11 @@ class Processor:
         self, msg: TaskMessage, task: Task, error: BaseException | None, entry: ActiveTask
     ) -> None:
         reason = entry.cancel_reason
+        if not reason and entry.lease_expiry <= time.time():
+            # The lease ran out while the handler ran (the loop stalled, Redis was unreachable for
+            # the heartbeat): another server may already be running this task, so this copy reports
+            # nothing. Go's processor makes the same check.
+            reason = entry.cancel_reason = "lease"
         if reason == "lease":
             log.warning("task %s lost its lease; another server will recover it", msg.id)
             return

@@ -1,4 +1,5 @@
-"""Recovers tasks whose lease expired: their worker died (SIGKILL, OOM, lost host) or stalled.
+"""Recovers tasks whose lease expired: their worker died (SIGKILL, OOM, lost host) or stalled;
+and heals IDs left in active with no lease at all.
 
 Each expired task is claimed by one server atomically: the fail script re-checks that the lease is
 still expired and still there, so two recoverers racing for one task move it once.
@@ -23,6 +24,10 @@ async def recover_once(broker: Broker, queues: list[str]) -> int:
     now = time.time()
     for q in queues:
         try:
+            healed = await broker.heal_orphans(q)
+            if healed:
+                log.warning("requeued %d task(s) found in active without a lease in %s", healed, q)
+            recovered += healed
             msgs = await broker.expired_leases(q, now)
             if not msgs:
                 continue

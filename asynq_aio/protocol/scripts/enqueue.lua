@@ -2,13 +2,19 @@
 -- KEYS[1] task hash  KEYS[2] destination  KEYS[3] unique lock (if ARGV[6] > 0)  KEYS[#KEYS] groups set (if ARGV[7] ~= "")
 -- ARGV[1] msg  ARGV[2] id  ARGV[3] now (unix ns)  ARGV[4] kind: pending|scheduled|aggregating
 -- ARGV[5] score (process-at or added-at, unix s)  ARGV[6] unique TTL (s, 0 = none)  ARGV[7] group name
+-- ARGV[8] "1" when the client generated the ID (a fresh UUID4), "0" when the caller chose it
 -- Returns 1 enqueued (or found already enqueued by this same call re-sent), -1 ID conflict, -2 duplicate.
 local kind = ARGV[4]
 local has_unique = tonumber(ARGV[6]) > 0
 -- checks first: nothing is written unless every check passes
 if redis.call("EXISTS", KEYS[1]) == 1 then
+  -- Is this our own call, re-sent after a lost reply? A client-generated UUID cannot belong to another
+  -- call, so the same msg proves it. A caller-chosen ID can: then only a still-pending task stamped
+  -- with this call's own nanosecond timestamp proves it.
   if redis.call("HGET", KEYS[1], "msg") == ARGV[1] then
-    return 1
+    if ARGV[8] == "1" or redis.call("HGET", KEYS[1], "pending_since") == ARGV[3] then
+      return 1
+    end
   end
   return -1
 end
