@@ -114,7 +114,8 @@ def is_transient(exc: BaseException) -> bool:
         return str(exc).startswith(_TRANSIENT_REPLY_PREFIXES)
     if isinstance(exc, rx.RedisClusterException):
         # "Redis Cluster cannot be connected", raised while (re)initialising the slot map
-        return "cannot be connected" in str(exc) or "No targets" in str(exc)
+        text = str(exc)
+        return "cannot be connected" in text or "No targets" in text or "not covered" in text
     # redis-py 8.1 race: another coroutine's internal aclose() nulls a connection's writer mid-handshake
     return isinstance(exc, AttributeError) and "NoneType" in str(exc)
 
@@ -258,6 +259,11 @@ class Transport:
                     raise
                 now = time.monotonic()
                 if now >= deadline:
+                    if _cluster_not_ok(exc):
+                        raise ClusterNotReadyError(
+                            f"Redis Cluster at {self.description} is not ready (cluster_state is not "
+                            f"ok: slots uncovered or a master down) after {self.retry.budget:.0f}s: {exc}"
+                        ) from exc
                     raise RedisUnavailableError(
                         f"Redis at {self.description} unavailable for {self.retry.budget:.0f}s "
                         f"({what}): {type(exc).__name__}: {exc or 'no message'}"
@@ -443,6 +449,13 @@ class _suppress_all:
 
     def __exit__(self, *exc: object) -> bool:
         return exc[0] is not None and issubclass(cast(type, exc[0]), Exception)
+
+
+def _cluster_not_ok(exc: BaseException) -> bool:
+    if isinstance(exc, rx.ClusterDownError | rx.SlotNotCoveredError):
+        return True
+    text = str(exc)
+    return "not covered" in text or text.startswith("CLUSTERDOWN")
 
 
 def _describe_client(client: RedisClient) -> str:

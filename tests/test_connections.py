@@ -15,10 +15,12 @@ from redis.asyncio import Redis
 
 from asynq_aio import (
     Client,
+    ClusterNotReadyError,
     Config,
     RedisClientOpt,
     RedisClusterClientOpt,
     RedisSentinelOpt,
+    RetryPolicy,
     ServeMux,
     Server,
     Task,
@@ -136,3 +138,41 @@ async def test_sentinel_enqueue_and_process(sentinel: tuple[str, int], unique_qu
                 while not seen:
                     await anyio.sleep(0.05)
     assert seen == [b'{"via":"sentinel"}']
+
+
+@pytest.mark.anyio
+async def test_cluster_that_is_not_ok_gives_a_clear_error(tmp_path: Path) -> None:
+    """A cluster-enabled node with no slots assigned reports cluster_state:fail."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            find_redis_server(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--cluster-enabled",
+            "yes",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_ping(port)
+        server = Server(
+            RedisClusterClientOpt(addrs=[f"127.0.0.1:{port}"]),
+            Config(queues={"q": 1}),
+            retry=RetryPolicy(budget=1),
+        )
+        with pytest.raises(ClusterNotReadyError, match=f"127.0.0.1:{port}.*not ready"):
+            async with server.serve(ServeMux()):
+                pass
+    finally:
+        proc.terminate()
+        proc.wait(10)
