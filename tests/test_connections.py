@@ -27,7 +27,7 @@ from asynq_aio import (
     parse_redis_url,
 )
 from asynq_aio.connection import InvalidRedisURL
-from asynq_aio.devcluster import find_redis_server
+from asynq_aio.devcluster import find_free_port_base, find_redis_server
 from asynq_aio.protocol.keys import queue_keys
 
 
@@ -143,7 +143,7 @@ async def test_sentinel_enqueue_and_process(sentinel: tuple[str, int], unique_qu
 @pytest.mark.anyio
 async def test_cluster_that_is_not_ok_gives_a_clear_error(tmp_path: Path) -> None:
     """A cluster-enabled node with no slots assigned reports cluster_state:fail."""
-    port = _free_port()
+    port = find_free_port_base(1)  # its cluster bus needs port + 10000 free (and below 65536) too
     proc = subprocess.Popen(
         [
             find_redis_server(),
