@@ -4,6 +4,7 @@ processed. Redis answers ASK/TRYAGAIN for the whole migration; nothing may fail 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import anyio
 import pytest
@@ -17,6 +18,10 @@ from asynq_aio.protocol.keys import queue_keys
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
+def _cmd(client: redis.Redis, *args: Any) -> Any:
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
 def _node(addr: str) -> redis.Redis:
     host, port = addr.rsplit(":", 1)
     return redis.Redis(host=host, port=int(port), socket_timeout=10)
@@ -27,7 +32,7 @@ def migrate_slot(addrs: list[str], slot: int, pause: float) -> tuple[str, str, i
     batches with pauses so the migration overlaps the load. Returns (source, target, keys moved)."""
     seed = _node(addrs[0])
     nodes: dict[str, tuple[str, bool, bool]] = {}  # node id -> (addr, is master, owns the slot)
-    for addr, info in seed.execute_command("CLUSTER NODES").items():
+    for addr, info in _cmd(seed, "CLUSTER NODES").items():
         owns = any(int(r[0]) <= slot <= int(r[-1]) for r in info["slots"])
         nodes[info["node_id"]] = (addr, "master" in info["flags"], owns)
     seed.close()
@@ -37,19 +42,19 @@ def migrate_slot(addrs: list[str], slot: int, pause: float) -> tuple[str, str, i
     t_host, t_port = nodes[target_id][0].rsplit(":", 1)
     moved = 0
     try:
-        target.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
-        source.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+        _cmd(target, "CLUSTER SETSLOT", slot, "IMPORTING", source_id)
+        _cmd(source, "CLUSTER SETSLOT", slot, "MIGRATING", target_id)
         while True:
-            keys = source.execute_command("CLUSTER GETKEYSINSLOT", slot, 5)
+            keys = _cmd(source, "CLUSTER GETKEYSINSLOT", slot, 5)
             if not keys:
                 break
-            source.execute_command("MIGRATE", t_host, int(t_port), "", 0, 5000, "KEYS", *keys)
+            _cmd(source, "MIGRATE", t_host, int(t_port), "", 0, 5000, "KEYS", *keys)
             moved += len(keys)
             time.sleep(pause)
         for addr, master, _ in nodes.values():
             if master:
                 c = _node(addr)
-                c.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+                _cmd(c, "CLUSTER SETSLOT", slot, "NODE", target_id)
                 c.close()
     finally:
         source.close()
@@ -131,7 +136,7 @@ async def test_queue_keeps_working_while_its_slot_migrates(
 def _owner_addr(seed_addr: str, slot: int) -> str:
     seed = _node(seed_addr)
     try:
-        for addr, info in seed.execute_command("CLUSTER NODES").items():
+        for addr, info in _cmd(seed, "CLUSTER NODES").items():
             if "master" in info["flags"] and any(int(r[0]) <= slot <= int(r[-1]) for r in info["slots"]):
                 return str(addr)
     finally:
