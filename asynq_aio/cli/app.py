@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import typer
 
+from asynq_aio.cli.dash import dash
 from asynq_aio.cli.dev import dev_app
+from asynq_aio.cli.group import group_app
 from asynq_aio.cli.queue import queue_app
+from asynq_aio.cli.servers import cron_app, server_app
+from asynq_aio.cli.stats import stats
+from asynq_aio.cli.task import task_app
 from asynq_aio.cli.worker import worker
 
 app = typer.Typer(
@@ -16,6 +21,12 @@ app = typer.Typer(
 )
 app.command("worker")(worker)
 app.add_typer(queue_app, name="queue")
+app.add_typer(task_app, name="task")
+app.add_typer(group_app, name="group")
+app.add_typer(server_app, name="server")
+app.add_typer(cron_app, name="cron")
+app.command("stats")(stats)
+app.command("dash")(dash)
 app.add_typer(dev_app, name="dev")
 
 

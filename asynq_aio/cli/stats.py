@@ -1,0 +1,128 @@
+"""``asynq-aio stats``: tasks by state and by queue, today's throughput and error rate, and a
+summary of Redis (or of every Redis Cluster node)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from asynq_aio.cli.common import (
+    ClusterAddrsOption,
+    PasswordOption,
+    RedisURLOption,
+    UsernameOption,
+    clean_errors,
+)
+from asynq_aio.cli.render import (
+    JsonOption,
+    console,
+    echo_json,
+    error_rate,
+    fmt_bytes,
+    jsonable,
+    table,
+    with_inspector,
+)
+from asynq_aio.inspector import Inspector, QueueInfo, RedisNodeInfo
+
+STATES = ("active", "pending", "aggregating", "scheduled", "retry", "archived", "completed")
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    queues: list[QueueInfo]
+    nodes: list[RedisNodeInfo]
+    cluster: dict[str, str]
+    at: datetime
+
+    def totals(self) -> dict[str, int]:
+        return {s: sum(getattr(q, s) for q in self.queues) for s in STATES}
+
+    def processed(self) -> int:
+        return sum(q.processed for q in self.queues)
+
+    def failed(self) -> int:
+        return sum(q.failed for q in self.queues)
+
+
+async def collect(insp: Inspector) -> Stats:
+    infos = await insp.get_queue_infos()
+    nodes, cluster = await insp.redis_info()
+    return Stats(infos, nodes, cluster, datetime.now(tz=UTC))
+
+
+@clean_errors
+def stats(
+    as_json: JsonOption = False,
+    redis_url: RedisURLOption = None,
+    cluster_addrs: ClusterAddrsOption = None,
+    username: UsernameOption = None,
+    password: PasswordOption = None,
+) -> None:
+    """Tasks by state and by queue, today's processed/failed/error rate, and Redis info."""
+    st = with_inspector((redis_url, cluster_addrs, username, password), collect)
+    if as_json:
+        out: dict[str, Any] = {
+            "states": st.totals(),
+            "queues": jsonable(st.queues),
+            "daily": {
+                "date": st.at.date().isoformat(),
+                "processed": st.processed(),
+                "failed": st.failed(),
+                "error_rate": error_rate(st.processed(), st.failed()),
+            },
+            "redis": {"nodes": jsonable(st.nodes), "cluster": st.cluster},
+        }
+        echo_json(out)
+        return
+    c = console()
+    c.print("[bold]Task Count by State[/bold]")
+    t = table(*STATES)
+    totals = st.totals()
+    t.add_row(*(str(totals[s]) for s in STATES))
+    c.print(t)
+    c.print()
+    c.print("[bold]Task Count by Queue[/bold]")
+    if st.queues:
+        t = table("Queue", "Size", *STATES, "Paused")
+        for q in st.queues:
+            t.add_row(
+                q.queue + (" (paused)" if q.paused else ""),
+                str(q.size),
+                *(str(getattr(q, s)) for s in STATES),
+                str(q.paused).lower(),
+            )
+        c.print(t)
+    else:
+        c.print("No queues.")
+    c.print()
+    c.print(f"[bold]Daily Stats {st.at:%Y-%m-%d} UTC[/bold]")
+    t = table("processed", "failed", "error rate")
+    t.add_row(str(st.processed()), str(st.failed()), error_rate(st.processed(), st.failed()))
+    c.print(t)
+    c.print()
+    if st.cluster:
+        c.print("[bold]Redis Cluster Info[/bold]")
+        t = table("cluster state", "known nodes", "size", "slots ok")
+        t.add_row(
+            st.cluster.get("cluster_state", "?"),
+            st.cluster.get("cluster_known_nodes", "?"),
+            st.cluster.get("cluster_size", "?"),
+            st.cluster.get("cluster_slots_ok", "?"),
+        )
+        c.print(t)
+        c.print()
+    c.print("[bold]Redis Info[/bold]")
+    columns = ("version", "uptime", "connections", "memory usage", "peak memory usage")
+    t = table("node", "role", *columns) if st.cluster else table(*columns)
+    for n in st.nodes:
+        row = (
+            n.version,
+            f"{n.uptime_days} days",
+            str(n.connections),
+            fmt_bytes(n.memory_used),
+            fmt_bytes(n.memory_peak),
+        )
+        t.add_row(*((f"{n.addr} {n.node_id}", n.role, *row) if st.cluster else row))
+    c.print(t)

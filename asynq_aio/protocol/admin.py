@@ -1,0 +1,727 @@
+"""Admin I/O for the Inspector: counts, listings, single and bulk task moves, queue deletion, servers,
+schedulers and Redis node info.
+
+Reads are pipelined (one round trip per node for a page of tasks or a set of queues). Writes go
+through ``scripts/admin_*.lua``, which declare every key they touch, check before they write, and are
+safe to run twice. Bulk operations read at most ``BATCH`` IDs, run one script on them and repeat:
+no script ever walks a whole container.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
+
+from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+from asynq_aio.errors import AsynqError, MalformedTaskError, QueueNotFoundError, TaskNotFoundError
+from asynq_aio.protocol import admin_scripts as scripts
+from asynq_aio.protocol.asynq_pb2 import SchedulerEnqueueEvent, SchedulerEntry
+from asynq_aio.protocol.codec import (
+    WorkerRecord,
+    decode_server_info,
+    decode_task_message,
+    decode_worker_info,
+    from_unix,
+    task_info,
+)
+from asynq_aio.protocol.keys import (
+    ALL_QUEUES,
+    ALL_SCHEDULERS,
+    ALL_SERVERS,
+    QueueKeys,
+    queue_keys,
+    scheduler_history_key,
+    workers_key,
+)
+from asynq_aio.task import TaskInfo, TaskState
+from asynq_aio.transport import EncodableArg, Op, Transport
+
+BATCH = 100  # most task IDs one admin script call handles
+MEMORY_SAMPLE = 20  # task hashes sampled for the memory estimate of a queue
+ARCHIVE_MAX = 10_000  # Asynq keeps the newest 10,000 archived tasks ...
+ARCHIVE_TTL = timedelta(days=90)  # ... of the last 90 days
+
+Action = Literal["delete", "run", "archive"]
+
+# Which states each action takes tasks from (active tasks are cancelled, never moved).
+ALLOWED: dict[str, frozenset[TaskState]] = {
+    "delete": frozenset(TaskState) - {TaskState.ACTIVE},
+    "run": frozenset({TaskState.SCHEDULED, TaskState.RETRY, TaskState.ARCHIVED, TaskState.AGGREGATING}),
+    "archive": frozenset({TaskState.PENDING, TaskState.SCHEDULED, TaskState.RETRY, TaskState.AGGREGATING}),
+}
+_DONE_STATE = {"run": "pending", "archive": "archived"}
+
+
+class FailedPreconditionError(AsynqError):
+    """The operation does not apply to the task or queue as it is now (e.g. deleting an active task,
+    removing a non-empty queue without force)."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """A snapshot of one queue, as ``asynq queue inspect`` shows it (Go's ``QueueInfo``)."""
+
+    queue: str
+    size: int  # tasks in every state
+    groups: int
+    latency: timedelta  # age of the oldest pending task
+    memory_usage: int | None  # bytes, estimated from a sample of task hashes (None: not measured)
+    pending: int
+    active: int
+    scheduled: int
+    retry: int
+    archived: int
+    completed: int
+    aggregating: int
+    processed: int  # today (UTC)
+    failed: int  # today (UTC)
+    processed_total: int
+    failed_total: int
+    paused: bool
+    timestamp: datetime
+
+    def count(self, state: TaskState) -> int:
+        return int(getattr(self, state.value))
+
+
+@dataclass(frozen=True, slots=True)
+class DailyStats:
+    queue: str
+    date: date  # UTC day
+    processed: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    group: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """A live server (from its heartbeat) with the tasks its workers are running now."""
+
+    id: str
+    host: str
+    pid: int
+    concurrency: int
+    queues: dict[str, int]
+    strict_priority: bool
+    status: str
+    started: datetime
+    active_workers: list[WorkerRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerEntryInfo:
+    id: str
+    spec: str
+    task_type: str
+    task_payload: bytes
+    options: list[str]
+    next_enqueue_at: datetime | None
+    prev_enqueue_at: datetime | None  # None: not enqueued yet
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerEnqueueEventInfo:
+    task_id: str
+    enqueued_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RedisNodeInfo:
+    """One Redis server's INFO summary (the single server, or each cluster node)."""
+
+    addr: str
+    node_id: str
+    role: str
+    version: str
+    uptime_days: int
+    connections: int
+    memory_used: int  # bytes
+    memory_peak: int  # bytes
+
+
+def container(qk: QueueKeys, state: TaskState, group: str | None = None) -> str:
+    """The list or zset that holds the IDs of ``state`` (aggregating needs the group)."""
+    if state is TaskState.AGGREGATING:
+        if not group:
+            raise ValueError("aggregating tasks are listed per group: give the group name")
+        return qk.group(group)
+    return str(getattr(qk, state.value))
+
+
+class Admin:
+    """All Redis I/O of the Inspector."""
+
+    def __init__(self, transport: Transport, *, clock: Callable[[], float] = time.time) -> None:
+        self.transport = transport
+        self.clock = clock
+
+    # -- queues -------------------------------------------------------------------------------------
+
+    async def require_queue(self, queue: str) -> QueueKeys:
+        qk = queue_keys(queue)
+        if not await self.transport.call("SISMEMBER", ALL_QUEUES, queue):
+            raise QueueNotFoundError(f'queue "{queue}" not found')
+        return qk
+
+    async def queue_infos(self, queues: Sequence[str], *, memory: bool = False) -> list[QueueInfo]:
+        """Counts of many queues in a few pipelined round trips; unknown queues raise."""
+        if not queues:
+            return []
+        now = self.clock()
+        day = datetime.fromtimestamp(now, tz=UTC)
+        per_q = 12
+        ops: list[Op] = [Op.command("SMISMEMBER", ALL_QUEUES, *queues)]
+        for q in queues:
+            qk = queue_keys(q)
+            ops += [
+                Op.command("LLEN", qk.pending),
+                Op.command("LLEN", qk.active),
+                Op.command("ZCARD", qk.scheduled),
+                Op.command("ZCARD", qk.retry),
+                Op.command("ZCARD", qk.archived),
+                Op.command("ZCARD", qk.completed),
+                Op.command("SMEMBERS", qk.groups),
+                Op.command("MGET", qk.processed_on(day), qk.failed_on(day), qk.processed, qk.failed),
+                Op.command("EXISTS", qk.paused),
+                Op.command("LINDEX", qk.pending, -1),
+                Op.command("LRANGE", qk.pending, 0, MEMORY_SAMPLE - 1),
+                Op.command("ZRANGE", qk.scheduled, 0, MEMORY_SAMPLE - 1),
+            ]
+        replies = _raise_errors(await self.transport.batch(ops))
+        known = replies[0]
+        for q, ok in zip(queues, known, strict=True):
+            if not int(ok):
+                raise QueueNotFoundError(f'queue "{q}" not found')
+        # second round: group sizes, the oldest pending task's enqueue time, memory samples
+        ops2: list[Op] = []
+        plans: list[tuple[list[str], str | None, list[str]]] = []
+        for i, q in enumerate(queues):
+            qk = queue_keys(q)
+            r = replies[1 + i * per_q : 1 + (i + 1) * per_q]
+            groups = sorted(_s(g) for g in r[6])
+            oldest = _s(r[9]) if r[9] is not None else None
+            sample = [qk.task(_s(x)) for x in [*r[10], *r[11]]] if memory else []
+            ops2 += [Op.command("ZCARD", qk.group(g)) for g in groups]
+            if oldest is not None:
+                ops2.append(Op.command("HGET", qk.task(oldest), "pending_since"))
+            if memory:
+                ops2 += [Op.command("MEMORY", "USAGE", k) for k in sample]
+                ops2 += [
+                    Op.command("MEMORY", "USAGE", k)
+                    for k in (qk.pending, qk.active, qk.lease, qk.scheduled, qk.retry)
+                ]
+                ops2 += [Op.command("MEMORY", "USAGE", k) for k in (qk.archived, qk.completed)]
+            plans.append((groups, oldest, sample))
+        replies2 = _raise_errors(await self.transport.batch(ops2))
+        out: list[QueueInfo] = []
+        pos = 0
+        for i, q in enumerate(queues):
+            r = replies[1 + i * per_q : 1 + (i + 1) * per_q]
+            groups, oldest, sample = plans[i]
+            aggregating = sum(int(x) for x in replies2[pos : pos + len(groups)])
+            pos += len(groups)
+            latency = timedelta(0)
+            if oldest is not None:
+                since = replies2[pos]
+                pos += 1
+                if since is not None:
+                    latency = timedelta(seconds=max(0.0, now - int(since) / 1e9))
+            counts = [int(x) for x in r[:6]]
+            size = sum(counts) + aggregating
+            mem: int | None = None
+            if memory:
+                sampled = [int(x or 0) for x in replies2[pos : pos + len(sample)]]
+                pos += len(sample)
+                containers = sum(int(x or 0) for x in replies2[pos : pos + 7])
+                pos += 7
+                avg = sum(sampled) / len(sampled) if sampled else 0
+                mem = int(avg * size) + containers
+            daily_p, daily_f, total_p, total_f = (int(x or 0) for x in r[7])
+            out.append(
+                QueueInfo(
+                    queue=q,
+                    size=size,
+                    groups=len(groups),
+                    latency=latency,
+                    memory_usage=mem,
+                    pending=counts[0],
+                    active=counts[1],
+                    scheduled=counts[2],
+                    retry=counts[3],
+                    archived=counts[4],
+                    completed=counts[5],
+                    aggregating=aggregating,
+                    processed=daily_p,
+                    failed=daily_f,
+                    processed_total=total_p,
+                    failed_total=total_f,
+                    paused=bool(int(r[8])),
+                    timestamp=datetime.fromtimestamp(now, tz=UTC),
+                )
+            )
+        return out
+
+    async def history(self, queue: str, days: int) -> list[DailyStats]:
+        qk = await self.require_queue(queue)
+        today = datetime.fromtimestamp(self.clock(), tz=UTC)
+        dates = [today - timedelta(days=i) for i in range(days)]
+        ops = [Op.command("MGET", qk.processed_on(d), qk.failed_on(d)) for d in dates]
+        replies = _raise_errors(await self.transport.batch(ops))
+        return [
+            DailyStats(queue, d.date(), int(p or 0), int(f or 0))
+            for d, (p, f) in zip(dates, replies, strict=True)
+        ]
+
+    async def groups(self, queue: str) -> list[GroupInfo]:
+        qk = await self.require_queue(queue)
+        names = sorted(_s(g) for g in await self.transport.call("SMEMBERS", qk.groups))
+        sizes = _raise_errors(await self.transport.batch([Op.command("ZCARD", qk.group(g)) for g in names]))
+        return [GroupInfo(g, int(n)) for g, n in zip(names, sizes, strict=True)]
+
+    async def delete_queue(self, queue: str, *, force: bool) -> int:
+        """Delete every key of the queue and unregister it; returns how many keys were deleted.
+
+        The queue is paused first, so no server dequeues while it is checked and emptied."""
+        qk = await self.require_queue(queue)
+        paused_by_us = bool(await self.transport.call("SET", qk.paused, int(self.clock()), "NX"))
+        try:
+            (info,) = await self.queue_infos([queue])
+            if info.active:
+                raise FailedPreconditionError(
+                    f'queue "{queue}" has {info.active} active task(s): cancel them or wait for them'
+                )
+            if info.size and not force:
+                raise FailedPreconditionError(
+                    f'queue "{queue}" is not empty ({info.size} task(s)); use force to delete it anyway'
+                )
+        except BaseException:
+            if paused_by_us:
+                await self.transport.call("DEL", qk.paused)
+            raise
+        deleted = 0
+        pattern = _glob_escape(qk.prefix) + "*"
+        for _ in range(5):  # later passes catch keys written while the first one ran
+            found = 0
+            async for keys in self._scan(qk, pattern):
+                keys = [k for k in keys if k != qk.paused]
+                found += len(keys)
+                if keys:
+                    deleted += int(await self.transport.call("UNLINK", *keys))
+            if not found:
+                break
+        unlinked = int(await self.transport.call("UNLINK", qk.paused))
+        deleted += 0 if paused_by_us else unlinked
+        await self.transport.call("SREM", ALL_QUEUES, queue)
+        return deleted
+
+    async def _scan(self, qk: QueueKeys, pattern: str) -> AsyncIterator[list[str]]:
+        """SCAN MATCH on the node that owns the queue's slot, yielding batches of key names."""
+        client = self.transport.client
+        cursor: Any = 0
+        while True:
+            if isinstance(client, RedisCluster):
+                node = client.get_node_from_key(qk.pending)
+                if node is None:
+                    raise AsynqError(f"no cluster node serves the slot of queue {qk.name!r}")
+                reply = await self.transport.call_on_node(
+                    node, "SCAN", cursor, "MATCH", pattern, "COUNT", 500
+                )
+                cursor_map, keys = reply
+                cursor = next(iter(cursor_map.values())) if isinstance(cursor_map, dict) else cursor_map
+            else:
+                cursor, keys = await self.transport.call("SCAN", cursor, "MATCH", pattern, "COUNT", 500)
+            yield [_s(k) for k in keys]
+            if int(cursor) == 0:
+                return
+
+    # -- tasks --------------------------------------------------------------------------------------
+
+    async def task(self, queue: str, task_id: str) -> TaskInfo:
+        qk = await self.require_queue(queue)
+        fields = _hash(await self.transport.call("HGETALL", qk.task(task_id)))
+        if "msg" not in fields:
+            raise TaskNotFoundError(f'task "{task_id}" not found in queue "{queue}"')
+        state = TaskState(fields.get("state", b"pending").decode())
+        score = None
+        if state in (TaskState.SCHEDULED, TaskState.RETRY, TaskState.ACTIVE):
+            zset = qk.lease if state is TaskState.ACTIVE else container(qk, state)
+            score = await self.transport.call("ZSCORE", zset, task_id)
+        return self._info(fields, state, score)
+
+    def _info(self, fields: dict[str, bytes], state: TaskState, score: Any) -> TaskInfo:
+        now = self.clock()
+        msg = decode_task_message(fields["msg"])
+        nxt = None
+        orphaned = False
+        if state is TaskState.PENDING:
+            nxt = from_unix(now)
+        elif state in (TaskState.SCHEDULED, TaskState.RETRY) and score is not None:
+            nxt = from_unix(float(score))
+        elif state is TaskState.ACTIVE:
+            orphaned = score is None or float(score) < now
+        if not msg.group_key and "group" in fields:
+            msg.group_key = fields["group"].decode()
+        return task_info(msg, state, next_process_at=nxt, result=fields.get("result"), is_orphaned=orphaned)
+
+    async def list_tasks(
+        self, queue: str, state: TaskState, start: int, stop: int, *, group: str | None = None
+    ) -> list[TaskInfo]:
+        """Tasks ``start..stop`` (0-based, inclusive) of ``state``; pending in dequeue order (the
+        next one first), zsets by score (the soonest or oldest first)."""
+        qk = await self.require_queue(queue)
+        key = container(qk, state, group)
+        if state is TaskState.PENDING:
+            ids = [_s(x) for x in reversed(await self.transport.call("LRANGE", key, -stop - 1, -start - 1))]
+        elif state is TaskState.ACTIVE:
+            ids = [_s(x) for x in await self.transport.call("LRANGE", key, start, stop)]
+        else:
+            ids = [_s(m) for m, _ in await self.transport.call("ZRANGE", key, start, stop, "WITHSCORES")]
+        if not ids:
+            return []
+        ops = [Op.command("HGETALL", qk.task(i)) for i in ids]
+        if state in (TaskState.SCHEDULED, TaskState.RETRY):
+            ops += [Op.command("ZSCORE", key, i) for i in ids]
+        elif state is TaskState.ACTIVE:
+            ops += [Op.command("ZSCORE", qk.lease, i) for i in ids]
+        replies = _raise_errors(await self.transport.batch(ops))
+        scores = replies[len(ids) :] or [None] * len(ids)
+        out = []
+        for raw, score in zip(replies[: len(ids)], scores, strict=True):
+            fields = _hash(raw)
+            if "msg" in fields:  # an ID whose hash is gone (deleted under us) is skipped
+                out.append(self._info(fields, state, score))
+        return out
+
+    async def apply_one(self, queue: str, task_id: str, action: Action) -> None:
+        """Delete, run or archive one task, refusing what does not apply to its current state."""
+        qk = await self.require_queue(queue)
+        for attempt in range(5):
+            state_b, group_b, lock_b = await self.transport.call(
+                "HMGET", qk.task(task_id), "state", "group", "unique_key"
+            )
+            if state_b is None:
+                if attempt:  # it existed a moment ago: our own (re-sent) call or another admin removed it
+                    return
+                raise TaskNotFoundError(f'task "{task_id}" not found in queue "{queue}"')
+            state = TaskState(_s(state_b))
+            if attempt and _DONE_STATE.get(action) == state.value:
+                return
+            _check_action(action, state, task_id)
+            group = _s(group_b) if group_b else None
+            if state is TaskState.AGGREGATING and not group:
+                msg = decode_task_message(await self.transport.call("HGET", qk.task(task_id), "msg"))
+                group = msg.group_key
+            locks = {task_id: _s(lock_b)} if lock_b else {}
+            moved, _ = await self._apply(action, qk, state, group, [task_id], locks)
+            if moved:
+                return
+        raise AsynqError(f'task "{task_id}" kept changing state; try again')
+
+    async def apply_all(
+        self, queue: str, state: TaskState, action: Action, *, group: str | None = None
+    ) -> int:
+        """Delete, run or archive every task of ``state``, ``BATCH`` IDs per script call.
+
+        Stops after as many tasks as the container held at the start, so it does not chase
+        producers that keep adding; tasks that changed state under it are skipped."""
+        qk = await self.require_queue(queue)
+        if state not in ALLOWED[action]:
+            raise FailedPreconditionError(f"cannot {action} all {state.value} tasks")
+        key = container(qk, state, group)
+        is_list = state is TaskState.PENDING
+        budget = int(await self.transport.call("LLEN" if is_list else "ZCARD", key))
+        done = seen = skip = 0
+        while seen < budget:
+            n = min(BATCH, budget - seen)
+            if is_list:  # from the tail: the script's LREM -1 then finds each ID at once
+                raw = await self.transport.call("LRANGE", key, -skip - n, -skip - 1)
+            else:
+                raw = await self.transport.call("ZRANGE", key, skip, skip + n - 1)
+            ids = [_s(x) for x in raw]
+            if not ids:
+                break
+            locks: dict[str, str] = {}
+            if action == "delete":
+                held = await self.transport.batch([Op.command("HGET", qk.task(i), "unique_key") for i in ids])
+                locks = {i: _s(v) for i, v in zip(ids, held, strict=True) if isinstance(v, bytes) and v}
+            moved, dropped = await self._apply(action, qk, state, group, ids, locks)
+            done += moved
+            seen += len(ids)
+            skip += len(ids) - moved - dropped
+        return done
+
+    async def _apply(
+        self,
+        action: Action,
+        qk: QueueKeys,
+        state: TaskState,
+        group: str | None,
+        ids: list[str],
+        locks: dict[str, str],
+    ) -> tuple[int, int]:
+        src = container(qk, state, group)
+        hashes = [qk.task(i) for i in ids]
+        grp = group if state is TaskState.AGGREGATING and group else ""
+        if action == "delete":
+            lock_keys: list[str] = []
+            lock_idx: list[EncodableArg] = []
+            for i in ids:
+                lock = locks.get(i, "")
+                if lock.startswith(qk.prefix):  # a lock outside the queue's slot cannot be declared
+                    lock_keys.append(lock)
+                    lock_idx.append(len(lock_keys))
+                else:
+                    lock_idx.append(0)
+            reply = await self.transport.script(
+                scripts.DELETE,
+                [src, qk.groups, *hashes, *lock_keys],
+                [state.value, grp, len(ids), *ids, *lock_idx],
+            )
+        elif action == "run":
+            reply = await self.transport.script(
+                scripts.RUN,
+                [src, qk.pending, qk.groups, *hashes],
+                [state.value, grp, int(self.clock() * 1e9), *ids],
+            )
+        else:
+            reply = await self.transport.script(
+                scripts.ARCHIVE,
+                [src, qk.archived, qk.groups, *hashes],
+                [state.value, grp, int(self.clock()), *ids],
+            )
+            if reply[0]:
+                await self.trim_archive(qk)
+        return int(reply[0]), int(reply[1])
+
+    async def trim_archive(self, qk: QueueKeys) -> int:
+        """Drop archived tasks older than 90 days or beyond the newest 10,000, hashes included."""
+        trimmed = 0
+        cutoff = self.clock() - ARCHIVE_TTL.total_seconds()
+        while True:
+            excess = int(await self.transport.call("ZCARD", qk.archived)) - ARCHIVE_MAX
+            pairs = await self.transport.call("ZRANGE", qk.archived, 0, BATCH - 1, "WITHSCORES")
+            ids = [_s(m) for rank, (m, score) in enumerate(pairs) if float(score) < cutoff or rank < excess]
+            if not ids:
+                return trimmed
+            n = int(
+                await self.transport.script(
+                    scripts.TRIM_ARCHIVED,
+                    [qk.archived, *(qk.task(i) for i in ids)],
+                    [int(cutoff), ARCHIVE_MAX, *ids],
+                )
+            )
+            trimmed += n
+            if n < BATCH:
+                return trimmed
+
+    async def update_payload(self, queue: str, task_id: str, payload: bytes) -> TaskInfo:
+        qk = await self.require_queue(queue)
+        for _ in range(5):
+            state_b, raw = await self.transport.call("HMGET", qk.task(task_id), "state", "msg")
+            if raw is None:
+                raise TaskNotFoundError(f'task "{task_id}" not found in queue "{queue}"')
+            if state_b != b"scheduled":
+                raise FailedPreconditionError(
+                    f'task "{task_id}" is {_s(state_b or b"?")}: only a scheduled task\'s payload can change'
+                )
+            msg = decode_task_message(raw)
+            msg.payload = payload
+            new = msg.SerializeToString()
+            if int(
+                await self.transport.script(
+                    scripts.UPDATE_PAYLOAD, [qk.task(task_id), qk.scheduled], [task_id, raw, new]
+                )
+            ):
+                return await self.task(queue, task_id)
+        raise AsynqError(f'task "{task_id}" kept changing; try again')
+
+    # -- servers and schedulers ---------------------------------------------------------------------
+
+    async def servers(self) -> list[ServerInfo]:
+        now = self.clock()
+        keys = [_s(k) for k in await self.transport.call("ZRANGEBYSCORE", ALL_SERVERS, now, "+inf")]
+        raws = await self.transport.batch([Op.command("GET", k) for k in keys])
+        records = []
+        for raw in raws:
+            if isinstance(raw, bytes):  # expired between the two reads: skipped
+                try:
+                    records.append(decode_server_info(raw))
+                except MalformedTaskError:
+                    continue
+        wraws = await self.transport.batch(
+            [Op.command("HVALS", workers_key(r.host, r.pid, r.server_id)) for r in records]
+        )
+        out = []
+        for rec, workers in zip(records, wraws, strict=True):
+            active = []
+            for w in workers if isinstance(workers, list) else []:
+                try:
+                    active.append(decode_worker_info(bytes(w)))
+                except MalformedTaskError:
+                    continue
+            active.sort(key=lambda w: w.started)
+            out.append(
+                ServerInfo(
+                    id=rec.server_id,
+                    host=rec.host,
+                    pid=rec.pid,
+                    concurrency=rec.concurrency,
+                    queues=rec.queues,
+                    strict_priority=rec.strict_priority,
+                    status=rec.status,
+                    started=rec.started,
+                    active_workers=active,
+                )
+            )
+        out.sort(key=lambda s: (s.host, s.pid, s.id))
+        return out
+
+    async def scheduler_entries(self) -> list[SchedulerEntryInfo]:
+        now = self.clock()
+        keys = [_s(k) for k in await self.transport.call("ZRANGEBYSCORE", ALL_SCHEDULERS, now, "+inf")]
+        lists = await self.transport.batch([Op.command("LRANGE", k, 0, -1) for k in keys])
+        out = []
+        for items in lists:
+            for raw in items if isinstance(items, list) else []:
+                entry = SchedulerEntry()
+                try:
+                    entry.ParseFromString(bytes(raw))
+                except DecodeError:
+                    continue
+                out.append(
+                    SchedulerEntryInfo(
+                        id=entry.id,
+                        spec=entry.spec,
+                        task_type=entry.task_type,
+                        task_payload=entry.task_payload,
+                        options=list(entry.enqueue_options),
+                        next_enqueue_at=_ts(entry.next_enqueue_time),
+                        prev_enqueue_at=_ts(entry.prev_enqueue_time),
+                    )
+                )
+        out.sort(key=lambda e: (e.spec, e.id))
+        return out
+
+    async def scheduler_events(self, entry_id: str, start: int, stop: int) -> list[SchedulerEnqueueEventInfo]:
+        """Enqueue events of a scheduler entry, newest first."""
+        pairs = await self.transport.call(
+            "ZREVRANGE", scheduler_history_key(entry_id), start, stop, "WITHSCORES"
+        )
+        out = []
+        for raw, score in pairs:
+            ev = SchedulerEnqueueEvent()
+            try:
+                ev.ParseFromString(bytes(raw))
+            except DecodeError:
+                continue
+            when = _ts(ev.enqueue_time) or datetime.fromtimestamp(float(score), tz=UTC)
+            out.append(SchedulerEnqueueEventInfo(ev.task_id, when))
+        return out
+
+    # -- Redis itself -------------------------------------------------------------------------------
+
+    async def redis_info(self) -> tuple[list[RedisNodeInfo], dict[str, str]]:
+        """INFO of the server (or of every cluster node, masters first) and, for a cluster,
+        CLUSTER INFO."""
+        client = self.transport.client
+        if not isinstance(client, RedisCluster):
+            single = await self.transport.call("INFO")
+            return [_node_info(self.transport.description, "", "master", single)], {}
+        cluster_info = await self.transport.call("CLUSTER INFO")
+        nodes: list[RedisNodeInfo] = []
+        for shard in await self.transport.cluster_shards():
+            sd = {_s(k): v for k, v in shard.items()}
+            for node in sd.get("nodes", []):
+                nd = {_s(k): v for k, v in node.items()}
+                host, port = _s(nd.get("endpoint") or nd.get("ip") or "?"), int(nd.get("port", 0))
+                role = _s(nd.get("role", ""))
+                # replicas that are still syncing are not in redis-py's table yet: reach them directly
+                target = client.get_node(host, port)
+                temp = None
+                if target is None:
+                    kwargs = client.nodes_manager.connection_kwargs
+                    target = temp = ClusterNode(host, port, role, **kwargs)
+                info: dict[str, Any] = {}
+                try:
+                    info = await self.transport.call_on_node(target, "INFO")
+                except Exception:  # a node that fails to answer is shown without figures
+                    info = {}
+                finally:
+                    if temp is not None:
+                        await temp.disconnect()
+                nodes.append(_node_info(f"{host}:{port}", _s(nd.get("id", "")), role, info))
+        nodes.sort(key=lambda n: (n.role != "master", n.addr))
+        return nodes, {str(k): _s(v) for k, v in dict(cluster_info).items()}
+
+
+def _check_action(action: Action, state: TaskState, task_id: str) -> None:
+    if state in ALLOWED[action]:
+        return
+    if state is TaskState.ACTIVE:
+        raise FailedPreconditionError(f'task "{task_id}" is active: cancel it instead')
+    if action == "run" and state is TaskState.PENDING:
+        raise FailedPreconditionError(f'task "{task_id}" is already pending')
+    if action == "archive" and state is TaskState.ARCHIVED:
+        raise FailedPreconditionError(f'task "{task_id}" is already archived')
+    raise FailedPreconditionError(f'cannot {action} task "{task_id}": it is {state.value}')
+
+
+def _node_info(addr: str, node_id: str, role: str, info: dict[str, Any]) -> RedisNodeInfo:
+    def num(name: str) -> int:
+        try:
+            return int(info.get(name, 0))
+        except (TypeError, ValueError):
+            return 0
+
+    return RedisNodeInfo(
+        addr=addr,
+        node_id=node_id,
+        role=role,
+        version=str(info.get("redis_version", "?")),
+        uptime_days=num("uptime_in_days"),
+        connections=num("connected_clients"),
+        memory_used=num("used_memory"),
+        memory_peak=num("used_memory_peak"),
+    )
+
+
+def _raise_errors(replies: list[Any]) -> list[Any]:
+    for r in replies:
+        if isinstance(r, Exception):
+            raise r
+    return replies
+
+
+def _hash(raw: Any) -> dict[str, bytes]:
+    if isinstance(raw, dict):
+        return {_s(k): bytes(v) for k, v in raw.items()}
+    return {_s(raw[i]): bytes(raw[i + 1]) for i in range(0, len(raw), 2)}
+
+
+def _ts(ts: Timestamp) -> datetime | None:
+    if not ts.seconds and not ts.nanos:
+        return None
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+
+
+def _glob_escape(text: str) -> str:
+    return _GLOB_SPECIAL.sub(r"\\\1", text)
+
+
+def _s(x: bytes | str) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
