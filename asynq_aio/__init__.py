@@ -13,6 +13,7 @@ from asynq_aio.errors import (
     AsynqError,
     ClusterNotReadyError,
     DuplicateTaskError,
+    FailedPreconditionError,
     HandlerNotFoundError,
     InvalidQueueName,
     InvalidTaskError,
@@ -27,6 +28,7 @@ from asynq_aio.errors import (
     TaskNotFoundError,
     TaskTimeoutError,
 )
+from asynq_aio.inspector import Inspector
 from asynq_aio.mux import ServeMux
 from asynq_aio.server.config import Config, default_retry_delay
 from asynq_aio.server.server import Server
@@ -39,7 +41,9 @@ __all__ = [
     "ClusterNotReadyError",
     "Config",
     "DuplicateTaskError",
+    "FailedPreconditionError",
     "HandlerNotFoundError",
+    "Inspector",
     "InvalidQueueName",
     "InvalidTaskError",
     "MalformedTaskError",

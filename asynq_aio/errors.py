@@ -31,6 +31,11 @@ class QueueNotFoundError(AsynqError):
     """The queue is not known to Redis (not in ``asynq:queues``)."""
 
 
+class FailedPreconditionError(AsynqError):
+    """The operation does not apply to the task or queue as it is now (e.g. deleting an active task,
+    removing a non-empty queue without force)."""
+
+
 class RedisUnavailableError(AsynqError, ConnectionError):
     """Redis could not be reached (or stayed unavailable) within the retry budget; names the address."""
 

@@ -16,11 +16,11 @@ from typing import Any, Self
 from redis.crc import key_slot
 
 from asynq_aio.connection import RedisConnOpt
+from asynq_aio.errors import FailedPreconditionError
 from asynq_aio.protocol.admin import (
     Action,
     Admin,
     DailyStats,
-    FailedPreconditionError,
     GroupInfo,
     QueueInfo,
     RedisNodeInfo,

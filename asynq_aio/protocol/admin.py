@@ -20,7 +20,13 @@ from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from asynq_aio.errors import AsynqError, MalformedTaskError, QueueNotFoundError, TaskNotFoundError
+from asynq_aio.errors import (
+    AsynqError,
+    FailedPreconditionError,
+    MalformedTaskError,
+    QueueNotFoundError,
+    TaskNotFoundError,
+)
 from asynq_aio.protocol import admin_scripts as scripts
 from asynq_aio.protocol.asynq_pb2 import SchedulerEnqueueEvent, SchedulerEntry
 from asynq_aio.protocol.codec import (
@@ -57,11 +63,6 @@ ALLOWED: dict[str, frozenset[TaskState]] = {
     "archive": frozenset({TaskState.PENDING, TaskState.SCHEDULED, TaskState.RETRY, TaskState.AGGREGATING}),
 }
 _DONE_STATE = {"run": "pending", "archive": "archived"}
-
-
-class FailedPreconditionError(AsynqError):
-    """The operation does not apply to the task or queue as it is now (e.g. deleting an active task,
-    removing a non-empty queue without force)."""
 
 
 @dataclass(frozen=True, slots=True)
