@@ -34,6 +34,7 @@ from asynq_aio.server.config import Config, default_retry_delay
 from asynq_aio.server.server import Server
 from asynq_aio.task import Task, TaskInfo, TaskState
 from asynq_aio.transport import RetryPolicy
+from asynq_aio.typed import TaskDef
 
 __all__ = [
     "AsynqError",
@@ -62,6 +63,7 @@ __all__ = [
     "Task",
     "TaskCanceledError",
     "TaskContext",
+    "TaskDef",
     "TaskIDConflictError",
     "TaskInfo",
     "TaskNotFoundError",

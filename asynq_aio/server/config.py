@@ -16,6 +16,7 @@ RetryDelayFunc = Callable[[int, BaseException, Task], float]
 IsFailureFunc = Callable[[BaseException], bool]
 ErrorHandler = Callable[[Task, BaseException], Awaitable[None] | None]
 HealthCheckFunc = Callable[[Exception | None], Awaitable[None] | None]
+GroupAggregator = Callable[[str, list[Task]], Task | Awaitable[Task]]
 
 
 def default_retry_delay(retried: int, error: BaseException, task: Task) -> float:
@@ -46,6 +47,18 @@ class Config(BaseModel):
     health_check_func: HealthCheckFunc | None = None
     health_check_interval: float = Field(default=15.0, gt=0)
     host: str | None = None
+    group_aggregator: GroupAggregator | None = Field(
+        default=None, description="merges a group's tasks into one: (group, tasks) -> Task, sync or async"
+    )
+    group_grace_period: float = Field(
+        default=60.0, gt=0, description="aggregate a group when no task was added to it for this long"
+    )
+    group_max_delay: float = Field(
+        default=0.0, ge=0, description="aggregate a group when its oldest task waited this long; 0 = none"
+    )
+    group_max_size: int = Field(
+        default=0, ge=0, description="aggregate a group when it has this many tasks; 0 = none"
+    )
 
     @field_validator("queues")
     @classmethod

@@ -15,6 +15,7 @@ from asynq_aio.mux import ServeMux, as_handler
 from asynq_aio.protocol.broker import Broker
 from asynq_aio.server.acker import Acker
 from asynq_aio.server.active import ActiveTasks
+from asynq_aio.server.aggregator import aggregate_loop
 from asynq_aio.server.canceller import cancel_loop
 from asynq_aio.server.config import Config
 from asynq_aio.server.forwarder import forward_loop
@@ -91,6 +92,8 @@ class Server:
                         btg.start_soon(recover_loop, broker, queues, cfg.recovery_interval)
                         btg.start_soon(janitor_loop, broker, queues, cfg.janitor_interval)
                         btg.start_soon(cancel_loop, transport, active)
+                        if cfg.group_aggregator is not None:
+                            btg.start_soon(aggregate_loop, broker, queues, cfg)
                         if cfg.health_check_func is not None:
                             btg.start_soon(
                                 health_check_loop,
