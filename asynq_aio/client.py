@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Self
@@ -20,6 +23,26 @@ from asynq_aio.transport import RedisClient, RetryPolicy, Transport
 DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
 
 
+@dataclass(slots=True)
+class OutgoingTask:
+    """What an enqueue hook sees of one task about to be stored.
+
+    ``headers`` starts as a copy of ``task.headers`` and is what gets stored: a hook adds to it
+    (e.g. a trace context) without changing the caller's Task, which may be enqueued again.
+    """
+
+    task: Task
+    queue: str
+    task_id: str
+    headers: dict[str, str]
+
+
+EnqueueHook = Callable[[OutgoingTask], AbstractContextManager[object]]
+"""Called once per task before it is written; the context it returns is exited after the write,
+with the write's exception if it failed (a tracing span wraps the Redis round trip this way).
+A hook must not suppress that exception."""
+
+
 class Client:
     """Enqueues tasks. One per application is enough: it is safe to share between coroutines.
 
@@ -33,11 +56,17 @@ class Client:
         *,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
         retry: RetryPolicy | None = None,
+        enqueue_hooks: Sequence[EnqueueHook] = (),
     ) -> None:
         self._transport = Transport.connect(redis, retry=retry)
         self._broker = Broker(self._transport)
         self._max_payload = max_payload_bytes
         self._known_queues: dict[str, float] = {}
+        self._enqueue_hooks: list[EnqueueHook] = list(enqueue_hooks)
+
+    def add_enqueue_hook(self, hook: EnqueueHook) -> None:
+        """Run ``hook`` around every later enqueue (after those already added)."""
+        self._enqueue_hooks.append(hook)
 
     @property
     def broker(self) -> Broker:
@@ -119,6 +148,23 @@ class Client:
         )
         return req, task_info(msg, state, next_process_at=nxt)
 
+    def _open_hooks(self, task: Task, req: EnqueueRequest, info: TaskInfo) -> tuple[TaskInfo, ExitStack]:
+        """Enter every enqueue hook for one built task and store the headers they set; the caller
+        exits the returned stack after the write, passing the write's error if any."""
+        stack = ExitStack()
+        if not self._enqueue_hooks:
+            return info, stack
+        out = OutgoingTask(task=task, queue=req.msg.queue, task_id=req.msg.id, headers=dict(req.msg.headers))
+        try:
+            for hook in self._enqueue_hooks:
+                stack.enter_context(hook(out))
+        except BaseException:
+            stack.__exit__(*sys.exc_info())
+            raise
+        req.msg.headers.clear()
+        req.msg.headers.update(out.headers)
+        return info.model_copy(update={"headers": dict(out.headers)}), stack
+
     async def _ensure_registered(self, queues: Sequence[str]) -> None:
         # asynq:queues lives in its own slot, so it cannot join the enqueue script. Re-added at most
         # once a minute per queue: an operator's `queue rm` is healed by the next enqueue after that.
@@ -159,8 +205,10 @@ class Client:
             retention=retention,
             group=group,
         )
-        await self._ensure_registered([req.msg.queue])
-        await self._broker.enqueue(req)
+        info, hooks = self._open_hooks(task, req, info)
+        with hooks:
+            await self._ensure_registered([req.msg.queue])
+            await self._broker.enqueue(req)
         return info
 
     async def enqueue_many(
@@ -194,6 +242,33 @@ class Client:
             )
             for t in tasks
         ]
+        if self._enqueue_hooks:
+            return await self._enqueue_many_hooked(tasks, built)
         await self._ensure_registered([r.msg.queue for r, _ in built])
         errors = await self._broker.enqueue_many([r for r, _ in built])
         return [info if err is None else err for (_, info), err in zip(built, errors, strict=True)]
+
+    async def _enqueue_many_hooked(
+        self, tasks: Sequence[Task], built: list[tuple[EnqueueRequest, TaskInfo]]
+    ) -> list[TaskInfo | Exception]:
+        """enqueue_many with hooks: each task's hooks exit with that task's own outcome."""
+        opened: list[tuple[EnqueueRequest, TaskInfo, ExitStack]] = []
+        try:
+            for t, (req, info) in zip(tasks, built, strict=True):
+                hooked, stack = self._open_hooks(t, req, info)
+                opened.append((req, hooked, stack))
+            await self._ensure_registered([r.msg.queue for r, _, _ in opened])
+            errors = await self._broker.enqueue_many([r for r, _, _ in opened])
+        except BaseException:
+            for _, _, stack in opened:
+                stack.__exit__(*sys.exc_info())
+            raise
+        out: list[TaskInfo | Exception] = []
+        for (_, info, stack), err in zip(opened, errors, strict=True):
+            if err is None:
+                stack.close()
+                out.append(info)
+            else:
+                stack.__exit__(type(err), err, err.__traceback__)
+                out.append(err)
+        return out
