@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +20,8 @@ from asynq_aio.protocol.codec import from_unix, new_task_message, task_info
 from asynq_aio.protocol.keys import queue_keys
 from asynq_aio.task import Task, TaskInfo, TaskState
 from asynq_aio.transport import RedisClient, RetryPolicy, Transport
+
+log = logging.getLogger("asynq_aio.client")
 
 DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
 
@@ -209,6 +212,9 @@ class Client:
         with hooks:
             await self._ensure_registered([req.msg.queue])
             await self._broker.enqueue(req)
+        if log.isEnabledFor(logging.DEBUG):  # no per-enqueue cost unless debugging
+            fields = {"task_id": info.id, "task_type": info.type, "queue": info.queue, "state": info.state}
+            log.debug("enqueued task %s (%s) in %s", info.id, info.type, info.queue, extra=fields)
         return info
 
     async def enqueue_many(

@@ -20,6 +20,7 @@ from asynq_aio.cli.common import (
     fail,
     run_async,
 )
+from asynq_aio.logfmt import configure_logging
 from asynq_aio.mux import ServeMux
 from asynq_aio.server.config import Config
 from asynq_aio.server.server import Server
@@ -77,12 +78,18 @@ def worker(
     strict_priority: Annotated[bool, typer.Option(help="Always drain higher-weight queues first.")] = False,
     shutdown_timeout: Annotated[float, typer.Option(help="Seconds handlers get at shutdown.")] = 8.0,
     log_level: Annotated[str, typer.Option(envvar="ASYNQ_LOG_LEVEL")] = "INFO",
+    log_format: Annotated[
+        str,
+        typer.Option(
+            envvar="ASYNQ_LOG_FORMAT",
+            help="text (a line plus key=value task fields) or json (one object per line).",
+        ),
+    ] = "text",
 ) -> None:
     """Run a worker until SIGINT/SIGTERM (uvloop when available)."""
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    if log_format not in ("text", "json"):
+        raise fail(f"--log-format must be text or json, got {log_format!r}")
+    configure_logging(log_level.upper(), "json" if log_format == "json" else "text")
     handler = load_object(app)
     config = Config(
         concurrency=concurrency,

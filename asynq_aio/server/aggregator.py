@@ -105,14 +105,25 @@ class Aggregator:
                 try:
                     merged += await self.aggregate_group(queue, group)
                 except Exception as exc:
-                    log.error("aggregator: queue %s group %s: %s", queue, group, exc)
+                    log.error(
+                        "aggregator: queue %s group %s: %s",
+                        queue,
+                        group,
+                        exc,
+                        extra={"queue": queue, "group": group},
+                    )
 
         for found in await self.store.scan(self.queues):
             groups = found.groups
             if found.stale_sets:
                 n = await self.store.reclaim(found.queue, found.stale_sets)
                 if n:
-                    log.warning("reclaimed %d stale aggregation set(s) in %s", n, found.queue)
+                    log.warning(
+                        "reclaimed %d stale aggregation set(s) in %s",
+                        n,
+                        found.queue,
+                        extra={"queue": found.queue},
+                    )
                     groups = await self.store.groups(found.queue)  # now with the reclaimed ones
             async with anyio.create_task_group() as tg:
                 for group in groups:
@@ -159,6 +170,7 @@ class Aggregator:
                     len(tasks),
                     type(exc).__name__,
                     exc,
+                    extra={"queue": aset.queue, "group": aset.group},
                 )
                 return False
         if scope.cancelled_caught or result is None:
@@ -166,6 +178,7 @@ class Aggregator:
                 "group_aggregator for group %s of %s ran past the set's deadline or returned None",
                 aset.group,
                 aset.queue,
+                extra={"queue": aset.queue, "group": aset.group},
             )
             return False
         stored = await self.store.finish(aset, merged_message(result, aset.queue, self.store.clock()))

@@ -15,4 +15,4 @@ async def cancel_loop(transport: Transport, active: ActiveTasks) -> None:
     async for message in transport.subscribe(CANCEL_CHANNEL):
         task_id = message.decode(errors="replace")
         if active.cancel(task_id, "cancel"):
-            log.info("cancelling task %s on request", task_id)
+            log.info("cancelling task %s on request", task_id, extra={"task_id": task_id})

@@ -23,10 +23,10 @@ async def forward_loop(broker: Broker, queues: list[str], max_sleep: float) -> N
             try:
                 moved = await broker.forward(q)
                 if moved:
-                    log.debug("forwarded %d task(s) in %s", moved, q)
+                    log.debug("forwarded %d task(s) in %s", moved, q, extra={"queue": q})
                 due = await broker.next_due(q)
             except Exception as exc:
-                log.error("forwarder: queue %s: %s", q, exc)
+                log.error("forwarder: queue %s: %s", q, exc, extra={"queue": q})
                 continue
             if due is not None and (next_due is None or due < next_due):
                 next_due = due

@@ -77,7 +77,7 @@ class Heartbeat:
             try:
                 await self._broker.extend_leases(queue, [t.msg.id for t in tasks], until)
             except Exception as exc:
-                log.error("could not extend leases in %s: %s", queue, exc)
+                log.error("could not extend leases in %s: %s", queue, exc, extra={"queue": queue})
                 for t in tasks:
                     if t.lease_expiry <= time.time():
                         self._active.cancel(t.msg.id, "lease")

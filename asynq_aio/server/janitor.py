@@ -17,5 +17,5 @@ async def janitor_loop(broker: Broker, queues: list[str], interval: float) -> No
             try:
                 await broker.delete_expired_completed(q)
             except Exception as exc:
-                log.error("janitor: queue %s: %s", q, exc)
+                log.error("janitor: queue %s: %s", q, exc, extra={"queue": q})
         await anyio.sleep(interval)

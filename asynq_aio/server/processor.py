@@ -19,6 +19,7 @@ from asynq_aio.errors import (
     RevokeTask,
     SkipRetry,
 )
+from asynq_aio.logfmt import context_fields, task_fields
 from asynq_aio.protocol.broker import PAUSED, Broker, Dequeued
 from asynq_aio.protocol.codec import TaskMessage, decode_task_message
 from asynq_aio.server.acker import Acker
@@ -187,7 +188,9 @@ class Processor:
             # nothing. Go's processor makes the same check.
             reason = entry.cancel_reason = "lease"
         if reason == "lease":
-            log.warning("task %s lost its lease; another server will recover it", msg.id)
+            log.warning(
+                "task %s lost its lease; another server will recover it", msg.id, extra=task_fields(msg)
+            )
             return
         if reason == "shutdown":
             await self._acker.submit(self._broker.requeue_op(msg.queue, msg.id))
@@ -196,7 +199,7 @@ class Processor:
             await self._acker.submit(self._broker.ack_op(msg))
             return
         if isinstance(error, RevokeTask):
-            log.info("task %s revoked: %s", msg.id, error)
+            log.info("task %s revoked: %s", msg.id, error, extra=task_fields(msg))
             dropped = TaskMessage()
             dropped.CopyFrom(msg)
             dropped.retention = 0
@@ -213,7 +216,7 @@ class Processor:
             try:
                 delay = self._config.retry_delay_func(msg.retried, error, task)
             except Exception as exc:  # a user function must not lose the task
-                log.error("retry_delay_func failed, using 60s: %s", exc)
+                log.error("retry_delay_func failed, using 60s: %s", exc, extra=task_fields(msg))
                 delay = 60.0
             retry_at = time.time() + max(0.0, delay)
         log.log(
@@ -225,6 +228,7 @@ class Processor:
             msg.retried + 1,
             ", archiving" if archive else ", will retry",
             text,
+            extra={**task_fields(msg), "error": text, "archived": archive},
         )
         op: Op = self._broker.fail_op(
             msg, error=text, archive=archive, retry_at=retry_at, is_failure=is_failure
@@ -249,14 +253,20 @@ class Processor:
             if inspect.isawaitable(res):
                 await res
         except Exception as exc:
-            log.error("error_handler raised: %s", exc)
+            log.error("error_handler raised: %s", exc, extra=context_fields())
 
     async def _write_result(self, msg: TaskMessage, data: bytes) -> None:
         await self._broker.write_result(msg.queue, msg.id, data)
 
     async def _archive_malformed(self, item: Dequeued, exc: MalformedTaskError) -> None:
         """Keep the undecodable bytes (as the payload of a placeholder message) and archive it."""
-        log.error("task %s in queue %s is malformed, archiving: %s", item.task_id, item.queue, exc)
+        log.error(
+            "task %s in queue %s is malformed, archiving: %s",
+            item.task_id,
+            item.queue,
+            exc,
+            extra={"task_id": item.task_id, "queue": item.queue},
+        )
         placeholder = TaskMessage(id=item.task_id, queue=item.queue, type=MALFORMED_TYPE, payload=item.raw)
         op = self._broker.fail_op(placeholder, error=f"malformed task message: {exc}", archive=True)
         with anyio.CancelScope(shield=True):

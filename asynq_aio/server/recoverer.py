@@ -26,7 +26,9 @@ async def recover_once(broker: Broker, queues: list[str]) -> int:
         try:
             healed = await broker.heal_orphans(q)
             if healed:
-                log.warning("requeued %d task(s) found in active without a lease in %s", healed, q)
+                log.warning(
+                    "requeued %d task(s) found in active without a lease in %s", healed, q, extra={"queue": q}
+                )
             recovered += healed
             msgs = await broker.expired_leases(q, now)
             if not msgs:
@@ -45,10 +47,10 @@ async def recover_once(broker: Broker, queues: list[str]) -> int:
             results = await broker.run(ops)
             n = sum(1 for r in results if r == 1)
             if n:
-                log.warning("recovered %d task(s) with an expired lease in %s", n, q)
+                log.warning("recovered %d task(s) with an expired lease in %s", n, q, extra={"queue": q})
             recovered += n
         except Exception as exc:
-            log.error("recoverer: queue %s: %s", q, exc)
+            log.error("recoverer: queue %s: %s", q, exc, extra={"queue": q})
     return recovered
 
 
