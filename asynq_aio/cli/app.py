@@ -7,6 +7,7 @@ import typer
 from asynq_aio.cli.dash import dash
 from asynq_aio.cli.dev import dev_app
 from asynq_aio.cli.group import group_app
+from asynq_aio.cli.metrics import metrics
 from asynq_aio.cli.queue import queue_app
 from asynq_aio.cli.servers import cron_app, server_app
 from asynq_aio.cli.stats import stats
@@ -27,6 +28,7 @@ app.add_typer(server_app, name="server")
 app.add_typer(cron_app, name="cron")
 app.command("stats")(stats)
 app.command("dash")(dash)
+app.command("metrics")(metrics)
 app.add_typer(dev_app, name="dev")
 
 
