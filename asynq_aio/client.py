@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Self
 
 from asynq_aio.connection import RedisConnOpt
-from asynq_aio.errors import InvalidTaskError
+from asynq_aio.errors import InvalidTaskError, PayloadTooLargeError
 from asynq_aio.options import Duration, resolve
 from asynq_aio.protocol.broker import Broker, EnqueueRequest
 from asynq_aio.protocol.codec import from_unix, new_task_message, task_info
@@ -23,6 +23,10 @@ from asynq_aio.transport import RedisClient, RetryPolicy, Transport
 
 log = logging.getLogger("asynq_aio.client")
 
+# 16 MiB: far above any JSON a task should carry (bulk data belongs in object storage, with its
+# URL in the payload), far below Redis' 512 MB string limit, and small enough that a worker with
+# 20 slots is not made to hold gigabytes. The worker's Config.max_payload_bytes defaults to the
+# same value, so a task this Client accepts is never refused by a default worker.
 DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
 
 
@@ -104,8 +108,9 @@ class Client:
         if not isinstance(task, Task):
             raise InvalidTaskError(f"enqueue takes a Task, got {type(task).__name__}")
         if len(task.payload) > self._max_payload:
-            raise InvalidTaskError(
-                f"payload of {len(task.payload)} bytes is over the limit of {self._max_payload} bytes"
+            raise PayloadTooLargeError(
+                f"payload of {len(task.payload)} bytes (task type {task.type!r}) is over the limit of "
+                f"{self._max_payload} bytes (Client max_payload_bytes)"
             )
         now = time.time()
         opts = resolve(

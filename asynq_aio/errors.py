@@ -15,6 +15,11 @@ class InvalidTaskError(AsynqError, ValueError):
     """A task that cannot be stored: empty type, payload over the limit, bad option."""
 
 
+class PayloadTooLargeError(InvalidTaskError):
+    """A payload over the configured size limit (``Client(max_payload_bytes=...)``, or the
+    worker's ``Config.max_payload_bytes``, where the task is archived with this error's text)."""
+
+
 class TaskIDConflictError(AsynqError):
     """A task with the requested ID already exists in the queue (in any state)."""
 

@@ -164,7 +164,7 @@ class Broker:
             self._tails[queue] = [_s(x) for x in newtail]
             for i in range(matched):
                 raw = msgs[i]
-                if raw:
+                if raw is not None:  # b"" was moved to active too: hand it out to be archived
                     out.append(Dequeued(queue, expected[i], bytes(raw)))
             if matched == len(expected) or len(out) >= count:
                 return out

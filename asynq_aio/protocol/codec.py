@@ -31,6 +31,7 @@ __all__ = [
     "TaskMessage",
     "WorkerInfo",
     "WorkerRecord",
+    "decode_fetched_message",
     "decode_server_info",
     "decode_task_message",
     "decode_worker_info",
@@ -49,6 +50,23 @@ def decode_task_message(data: bytes) -> TaskMessage:
         msg.ParseFromString(data)
     except (DecodeError, RuntimeWarning, ValueError) as exc:
         raise MalformedTaskError(f"task message is not a valid asynq TaskMessage: {exc}") from exc
+    return msg
+
+
+def decode_fetched_message(data: bytes, *, queue: str, task_id: str) -> TaskMessage:
+    """Parse the ``msg`` of a task just taken from ``queue``'s pending list under ``task_id``.
+
+    Every later write for this attempt (ack, retry, archive, lease) builds its keys from the
+    message's own queue and ID, so a message that names another queue or ID (a buggy producer
+    copied a record, or wrote an empty one) is malformed: running it would ack or fail some other
+    task's keys and leave this one stuck in ``active``.
+    """
+    msg = decode_task_message(data)
+    if msg.queue != queue or msg.id != task_id:
+        raise MalformedTaskError(
+            f"task message names queue {msg.queue!r} and ID {msg.id!r}, "
+            f"but it is stored as {task_id!r} in queue {queue!r}"
+        )
     return msg
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from asynq_aio.client import DEFAULT_MAX_PAYLOAD
 from asynq_aio.protocol.keys import validate_queue_name
 from asynq_aio.task import Task
 
@@ -40,6 +41,11 @@ class Config(BaseModel):
     janitor_interval: float = Field(default=8.0, gt=0)
     dequeue_batch: int = Field(default=32, ge=1, description="most tasks taken in one dequeue call")
     idle_wait: float = Field(default=1.0, gt=0, description="longest blocking wait on empty queues")
+    max_payload_bytes: int = Field(
+        default=DEFAULT_MAX_PAYLOAD,
+        ge=1,
+        description="a fetched task with a bigger payload is archived unrun (a foreign producer wrote it)",
+    )
     retry_delay_func: RetryDelayFunc = default_retry_delay
     is_failure: IsFailureFunc | None = None
     error_handler: ErrorHandler | None = None

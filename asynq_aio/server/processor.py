@@ -15,13 +15,14 @@ from anyio.abc import TaskGroup
 from asynq_aio.context import TaskContext, set_current
 from asynq_aio.errors import (
     MalformedTaskError,
+    PayloadTooLargeError,
     PayloadValidationError,
     RevokeTask,
     SkipRetry,
 )
 from asynq_aio.logfmt import context_fields, task_fields
 from asynq_aio.protocol.broker import PAUSED, Broker, Dequeued
-from asynq_aio.protocol.codec import TaskMessage, decode_task_message
+from asynq_aio.protocol.codec import TaskMessage, decode_fetched_message
 from asynq_aio.server.acker import Acker
 from asynq_aio.server.active import ActiveTask, ActiveTasks
 from asynq_aio.server.config import Config
@@ -133,9 +134,12 @@ class Processor:
     async def _execute(self, item: Dequeued) -> None:
         try:
             try:
-                msg = decode_task_message(item.raw)
+                msg = decode_fetched_message(item.raw, queue=item.queue, task_id=item.task_id)
             except MalformedTaskError as exc:
                 await self._archive_malformed(item, exc)
+                return
+            if len(msg.payload) > self._config.max_payload_bytes:
+                await self._archive_oversized(msg)
                 return
             await self._run_one(msg)
         finally:
@@ -171,7 +175,8 @@ class Processor:
                 await self._handler(task)
             if entry.scope.cancel_called:
                 error = _cancel_error(entry, msg)
-        except Exception as exc:  # the handler's own failure
+        except (Exception, SystemExit) as exc:  # the handler's own failure; sys.exit() in a
+            # handler (often from a library) is a failed attempt, not a way to stop the worker
             error = exc
         finally:
             self._active.remove(msg.id)
@@ -269,6 +274,18 @@ class Processor:
         )
         placeholder = TaskMessage(id=item.task_id, queue=item.queue, type=MALFORMED_TYPE, payload=item.raw)
         op = self._broker.fail_op(placeholder, error=f"malformed task message: {exc}", archive=True)
+        with anyio.CancelScope(shield=True):
+            await self._acker.submit(op)
+
+    async def _archive_oversized(self, msg: TaskMessage) -> None:
+        """A payload over Config.max_payload_bytes (a foreign producer has no Client limit) is
+        archived unrun, whole, so an operator can inspect it and run it after raising the limit."""
+        error = PayloadTooLargeError(
+            f"payload of {len(msg.payload)} bytes is over this worker's limit of "
+            f"{self._config.max_payload_bytes} bytes (Config.max_payload_bytes)"
+        )
+        log.error("task %s (%s) archived unrun: %s", msg.id, msg.type, error, extra=task_fields(msg))
+        op = self._broker.fail_op(msg, error=str(error), archive=True)
         with anyio.CancelScope(shield=True):
             await self._acker.submit(op)
 
