@@ -137,6 +137,12 @@ def scheduler_history_key(entry_id: str) -> str:
     return f"asynq:scheduler_history:{entry_id}"
 
 
+def fire_claim_key(queue: str, entry_id: str, fire_unix: int) -> str:
+    """``asynq:{<queue>}:cron:<entry id>:<fire unix>``: one fire's claim, in the target queue's slot so
+    that marking the fire done and storing its task happen in one script (asynq-aio only; Go has none)."""
+    return f"{queue_keys(queue).prefix}cron:{entry_id}:{fire_unix}"
+
+
 def queue_from_key(key: str) -> str | None:
     """The queue name inside a per-queue key, or None for a global key."""
     if not key.startswith("asynq:{"):
