@@ -1,0 +1,170 @@
+"""FastAPI (and Starlette) integration: one Client per app, and optionally a worker, in the lifespan.
+
+A web app should open its Redis connections once, at startup, and share them between requests: a
+``Client`` per request would pay a connection handshake (and, on a cluster, a slot-map fetch) every
+time. :class:`Asynq` ties one Client (and, on first use, one Inspector) to the app's lifespan, and
+can run a worker in the same process for apps small enough not to need a separate one::
+
+    asynq = Asynq("redis://127.0.0.1:6379/0", mux=mux, config=Config(queues={"emails": 1}))
+    app = FastAPI(lifespan=asynq.lifespan)
+
+    @app.post("/signup")
+    async def signup(body: Signup, client: AsynqClient) -> dict[str, str]:
+        info = await client.enqueue(Task("email:welcome", body), queue="emails")
+        return {"task_id": info.id}
+
+Requires FastAPI (``pip install 'asynq-aio[fastapi]'``); ``import asynq_aio`` never imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import anyio
+
+try:
+    from fastapi import Depends
+    from starlette.requests import HTTPConnection
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess without fastapi
+    raise ImportError("asynq_aio.contrib.fastapi needs FastAPI: pip install 'asynq-aio[fastapi]'") from exc
+
+from asynq_aio.client import Client
+from asynq_aio.connection import RedisConnOpt, parse_redis_url
+from asynq_aio.inspector import Inspector
+from asynq_aio.mux import ServeMux
+from asynq_aio.server.config import Config
+from asynq_aio.server.server import Server
+from asynq_aio.transport import RetryPolicy
+from asynq_aio.types import Handler
+
+__all__ = [
+    "STATE_KEY",
+    "Asynq",
+    "AsynqClient",
+    "AsynqInspector",
+    "get_asynq",
+    "get_client",
+    "get_inspector",
+]
+
+#: The key under which the lifespan state (and ``app.state``) holds the :class:`Asynq` instance.
+STATE_KEY = "asynq"
+
+_NOT_RUNNING = (
+    "the asynq-aio client exists only while the app's lifespan runs: create the app with "
+    "FastAPI(lifespan=asynq.lifespan), or enter `async with asynq.lifespan(app)` in your own lifespan"
+)
+
+
+class Asynq:
+    """Owns one :class:`Client` per app (plus an :class:`Inspector` on first use) for the app's
+    lifetime, and runs a worker beside the app when given a ``mux``.
+
+    ``redis`` is connection options or a URL (``redis://``, ``redis-cluster://h1:p1,h2:p2``, ...).
+    ``run_worker`` defaults to whether a ``mux`` was given; pass ``False`` to keep the handlers
+    registered (e.g. for typed enqueueing) but process tasks in a separate ``asynq-aio worker``.
+    """
+
+    def __init__(
+        self,
+        redis: RedisConnOpt | str,
+        *,
+        mux: ServeMux | Handler | None = None,
+        config: Config | None = None,
+        run_worker: bool | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.redis: RedisConnOpt = parse_redis_url(redis) if isinstance(redis, str) else redis
+        self.mux = mux
+        self.config = config
+        self.run_worker = mux is not None if run_worker is None else run_worker
+        if self.run_worker and mux is None:
+            raise ValueError("run_worker=True needs a mux (or handler) to run")
+        self.retry = retry
+        self._client: Client | None = None
+        self._inspector: Inspector | None = None
+        self._server: Server | None = None
+
+    @property
+    def running(self) -> bool:
+        """True between the lifespan's startup and shutdown."""
+        return self._client is not None
+
+    @property
+    def client(self) -> Client:
+        """The app's Client; raises RuntimeError outside the lifespan (a request before startup
+        would otherwise open connections nobody closes)."""
+        if self._client is None:
+            raise RuntimeError(_NOT_RUNNING)
+        return self._client
+
+    @property
+    def inspector(self) -> Inspector:
+        """The app's Inspector, created on first use (most apps only enqueue) and closed at shutdown."""
+        if self._client is None:
+            raise RuntimeError(_NOT_RUNNING)
+        if self._inspector is None:
+            self._inspector = Inspector(self.redis, retry=self.retry)
+        return self._inspector
+
+    @property
+    def server(self) -> Server | None:
+        """The worker running beside the app (``None`` without ``run_worker`` or outside the lifespan)."""
+        return self._server
+
+    @asynccontextmanager
+    async def lifespan(self, app: Any) -> AsyncIterator[dict[str, Any]]:
+        """Open the Client (and start the worker) at startup; stop the worker, then close every
+        connection at shutdown. Yields the lifespan state ``{"asynq": self}``; also sets
+        ``app.state.asynq`` for code that reaches the app but not the request."""
+        if self._client is not None:
+            raise RuntimeError("this Asynq instance is already running in a lifespan")
+        client = Client(self.redis, retry=self.retry)
+        self._client = client
+        state = getattr(app, "state", None)
+        if state is not None:
+            setattr(state, STATE_KEY, self)
+        try:
+            if self.run_worker:
+                assert self.mux is not None
+                server = Server(self.redis, self.config, retry=self.retry)
+                self._server = server
+                async with server.serve(self.mux):
+                    yield {STATE_KEY: self}
+            else:
+                yield {STATE_KEY: self}
+        finally:
+            self._client = self._server = None
+            inspector, self._inspector = self._inspector, None
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
+                if inspector is not None:
+                    await inspector.aclose()
+
+
+def get_asynq(conn: HTTPConnection) -> Asynq:
+    """The :class:`Asynq` of the app serving ``conn``: from the lifespan state, else ``app.state``."""
+    found = getattr(conn.state, STATE_KEY, None)
+    if not isinstance(found, Asynq):
+        found = getattr(conn.app.state, STATE_KEY, None)
+    if not isinstance(found, Asynq):
+        raise RuntimeError(_NOT_RUNNING)
+    return found
+
+
+def get_client(conn: HTTPConnection) -> Client:
+    """FastAPI dependency: the app's shared Client."""
+    return get_asynq(conn).client
+
+
+def get_inspector(conn: HTTPConnection) -> Inspector:
+    """FastAPI dependency: the app's shared Inspector."""
+    return get_asynq(conn).inspector
+
+
+#: ``client: AsynqClient`` in a route's signature injects the app's shared Client.
+AsynqClient = Annotated[Client, Depends(get_client)]
+#: ``inspector: AsynqInspector`` injects the app's shared Inspector.
+AsynqInspector = Annotated[Inspector, Depends(get_inspector)]
