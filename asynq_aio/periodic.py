@@ -122,7 +122,11 @@ class PeriodicTaskManager:
     async def _sync_loop(self) -> None:
         while True:
             await anyio.sleep(self.sync_interval)
-            try:
-                await self.sync()
-            except Exception as exc:
-                log.error("periodic task provider failed; keeping the current entries: %s", exc)
+            await self._sync_loop_once()
+
+    async def _sync_loop_once(self) -> None:
+        """One background sync: a failing provider is logged and the current entries are kept."""
+        try:
+            await self.sync()
+        except Exception as exc:
+            log.error("periodic task provider failed; keeping the current entries: %s", exc)

@@ -384,7 +384,17 @@ class Scheduler:
         while True:
             late = self._clock() - fire_unix
             if late > ttl / 2:
-                log.warning("giving up fire %s: %.0fs late (the fire is not enqueued)", fire.task_id, late)
+                log.warning(
+                    "giving up fire %s: %.0fs late (the fire is not enqueued)",
+                    fire.task_id,
+                    late,
+                    extra={
+                        "task_id": fire.task_id,
+                        "task_type": entry.task.type,
+                        "queue": queue,
+                        "entry_id": entry.id,
+                    },
+                )
                 return
             store = self._store
             if store is None:
@@ -444,10 +454,26 @@ class Scheduler:
                     f"duplicate task: unique lock {req.msg.unique_key!r} is held by another task"
                 )
         except Exception as exc:
-            log.warning("scheduler could not enqueue %s (entry %s): %s", entry.task.type, entry.id, exc)
+            log.warning(
+                "scheduler could not enqueue %s (entry %s): %s",
+                entry.task.type,
+                entry.id,
+                exc,
+                extra={
+                    "task_id": fire.task_id,
+                    "task_type": entry.task.type,
+                    "queue": opts.target_queue,
+                    "entry_id": entry.id,
+                },
+            )
             await self._post(fire, exc)
             return
-        log.debug("scheduler enqueued %s as %s", entry.task.type, info.id)
+        log.debug(
+            "scheduler enqueued %s as %s",
+            entry.task.type,
+            info.id,
+            extra={"task_id": info.id, "task_type": info.type, "queue": info.queue, "entry_id": entry.id},
+        )
         try:
             event = EnqueueEvent(task_id=info.id, enqueued_at=datetime.fromtimestamp(self._clock(), tz=UTC))
             await store.record_enqueue(entry.id, event, ttl=max(30 * 86400.0, 3 * ttl))

@@ -3,15 +3,20 @@ once-per-fire across schedulers, heartbeats and history in Asynq's format."""
 
 from __future__ import annotations
 
+import logging
+import signal
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import anyio
 import pytest
 from conftest import RedisTarget
+from test_cli_admin import Cli, rows
 from workerproc import RawRedis, conn_opt, wait_until
 
 from asynq_aio import (
@@ -24,7 +29,7 @@ from asynq_aio import (
     TaskInfo,
 )
 from asynq_aio.connection import RedisConnOpt
-from asynq_aio.periodic import PeriodicTaskConfig, PeriodicTaskManager
+from asynq_aio.inspector import Inspector, SchedulerEntryInfo
 from asynq_aio.protocol.asynq_pb2 import SchedulerEnqueueEvent, SchedulerEntry
 from asynq_aio.protocol.codec import decode_task_message
 from asynq_aio.protocol.keys import (
@@ -35,7 +40,7 @@ from asynq_aio.protocol.keys import (
     scheduler_history_key,
 )
 from asynq_aio.protocol.scheduler_store import SETTLED_BY_OTHER, SchedulerStore, go_duration, option_strings
-from asynq_aio.scheduler import CronEntry, EntryOptions, Fire, Scheduler, claim_ttl
+from asynq_aio.scheduler import CronEntry, Fire, Scheduler, claim_ttl
 from asynq_aio.transport import Op, Transport
 
 GO_ZERO_TIME = -62135596800  # Go's time.Time{} as a protobuf Timestamp: "never" for prev_enqueue_time
@@ -181,40 +186,6 @@ def test_claim_ttl_scales_with_the_period() -> None:
     assert claim_ttl(CronEntry.build("@every 1s", t), 1_700_000_000) == 60  # short periods: a minute
     assert claim_ttl(CronEntry.build("*/5 * * * *", t), 1_700_000_100) == 3000
     assert claim_ttl(CronEntry.build("@daily", t), 1_699_920_000) == 86400  # capped at a day
-
-
-@pytest.mark.anyio
-async def test_manager_sync_diffs_entries_and_skips_invalid_configs() -> None:
-    sched = Scheduler(RedisClientOpt())
-    manual = sched.register("@hourly", Task("manual"))
-    configs: list[PeriodicTaskConfig] = [
-        PeriodicTaskConfig("@daily", Task("a")),
-        PeriodicTaskConfig("@daily", Task("a")),  # duplicate: one entry
-        PeriodicTaskConfig("@hourly", Task("manual")),  # the app's own entry: not taken over
-        PeriodicTaskConfig("bogus", Task("bad")),
-    ]
-
-    def provider() -> Sequence[PeriodicTaskConfig]:  # a plain function works too
-        return list(configs)
-
-    mgr = PeriodicTaskManager(sched, provider, sync_interval=60)
-    r1 = await mgr.sync()
-    assert len(r1.added) == 1 and r1.removed == [] and r1.invalid == 1
-    a_id = r1.added[0]
-    assert {e.id for e in sched.entries()} == {manual, a_id}
-    configs[:] = [PeriodicTaskConfig("@daily", Task("b"), EntryOptions(queue="x"))]
-    r2 = await mgr.sync()
-    assert r2.removed == [a_id] and len(r2.added) == 1
-    assert {e.id for e in sched.entries()} == {manual, r2.added[0]}  # the manual entry stays
-    assert mgr.entry_ids == set(r2.added)
-    assert (await mgr.sync()).added == []  # unchanged config: nothing to do
-
-    def broken() -> Sequence[PeriodicTaskConfig]:
-        raise RuntimeError("config store down")
-
-    with pytest.raises(RuntimeError, match="config store down"):
-        async with PeriodicTaskManager(sched, broken).serve():
-            pass  # pragma: no cover - the first sync fails before the body runs
 
 
 # -- against Redis ------------------------------------------------------------------------------------
@@ -454,53 +425,211 @@ async def test_heartbeat_publishes_entries_in_asynq_format(
 
 
 @pytest.mark.anyio
-async def test_periodic_task_manager_adds_and_removes_entries_as_the_provider_changes(
+async def test_a_claimer_that_stalls_after_claiming_is_taken_over_without_a_duplicate(
     opt: RedisConnOpt, raw: RawRedis, unique_queue: str
 ) -> None:
+    """A claims a fire and then hangs (the hook stands in for a GC pause, a frozen VM, a crash):
+    B takes the fire over when A's lease ends, and A, once it resumes, stores nothing."""
     q = unique_queue
-    configs = [PeriodicTaskConfig("0 0 1 1 *", Task("report:a"), EntryOptions(queue=q))]
+    release = anyio.Event()
+    stalled: list[Fire] = []
+    a_posts: list[tuple[Fire, TaskInfo | Exception]] = []
+    b_posts: list[tuple[Fire, TaskInfo | Exception]] = []
 
-    async def provider() -> Sequence[PeriodicTaskConfig]:
-        return list(configs)
+    async def a_pre(fire: Fire) -> None:
+        if not stalled:
+            stalled.append(fire)
+            await release.wait()
 
-    sched = Scheduler(opt, heartbeat_interval=30)
-    manual = sched.register("0 0 1 1 *", Task("manual"), queue=q)
-    mgr = PeriodicTaskManager(sched, provider, sync_interval=0.1)
+    # B's clock runs 0.3 s behind, so A claims every fire first (a deterministic race)
+    a = Scheduler(opt, claim_lease=1, pre_enqueue=a_pre, post_enqueue=lambda f, r: a_posts.append((f, r)))
+    b = Scheduler(
+        opt, claim_lease=1, clock=lambda: time.time() - 0.3, post_enqueue=lambda f, r: b_posts.append((f, r))
+    )
+    task = Task("cron:stall", b"")
+    eid = a.register("@every 1s", task, queue=q)
+    assert b.register("@every 1s", task, queue=q) == eid
 
-    async def listed() -> set[str]:
-        return {e.id for e in await heartbeat_entries(raw, sched.id)}
+    async with a.serve(), b.serve():
 
-    async with mgr.serve():
-        (a_id,) = mgr.entry_ids
+        async def taken_over() -> bool:
+            return bool(stalled) and stalled[0].task_id in await pending_ids(raw, q)
 
-        async def initial() -> bool:
-            return await listed() == {manual, a_id}
+        await wait_until(taken_over, 8, what="B enqueueing the fire A stalled on")
+        victim = stalled[0]
+        assert (
+            await raw.cmd("GET", fire_claim_key(q, eid, fire_unix(victim.task_id)))
+        ).decode() == f"D {b.id} 1"
+        release.set()  # A resumes: its enqueue finds the fire settled by B and stores nothing
 
-        await wait_until(initial, 5, what="the provider's first entry")
+        async def a_went_on() -> bool:
+            return any(f.at > victim.at for f, _ in a_posts)
 
-        configs.append(PeriodicTaskConfig("@every 1s", Task("report:b"), EntryOptions(queue=q, max_retry=1)))
-        configs.append(PeriodicTaskConfig("not a spec", Task("bad")))  # skipped, the rest still syncs
+        await wait_until(a_went_on, 5, what="A enqueueing later fires")
 
-        async def added() -> bool:
-            return len(await listed()) == 3
+    assert [f.task_id for f, _ in b_posts if f.task_id == victim.task_id] == [victim.task_id]
+    assert victim.task_id not in [f.task_id for f, _ in a_posts]  # settled by B: A reports nothing
+    fired = sorted(fire_unix(i) for i in await pending_ids(raw, q))
+    assert fired == list(range(fired[0], fired[0] + len(fired))), f"duplicate or lost fire: {fired}"
+    assert all(isinstance(r, TaskInfo) for _, r in a_posts + b_posts)
+    await raw.cmd("DEL", scheduler_history_key(eid))
 
-        await wait_until(added, 5, what="the added entry")
-        (b_id,) = mgr.entry_ids - {a_id}
 
-        async def b_fired() -> bool:
-            return len(await tasks_of_type(raw, q, "report:b")) >= 1
+_KILLED_SCHEDULER = """
+import os, signal, sys
+import anyio
+from asynq_aio import RedisClusterClientOpt, Task, parse_redis_url
+from asynq_aio.scheduler import Scheduler
 
-        await wait_until(b_fired, 5, what="a task from the synced @every entry")
-        msg = decode_task_message(
-            await raw.cmd("HGET", queue_keys(q).task((await pending_ids(raw, q))[0]), "msg")
+kind, where, queue = sys.argv[1:4]
+opt = parse_redis_url(where) if kind == "single" else RedisClusterClientOpt(addrs=where.split(","))
+
+def die(fire):  # between the claim and the enqueue: the worst moment to crash
+    print(fire.task_id, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+async def main():
+    s = Scheduler(opt, claim_lease=1, pre_enqueue=die)
+    s.register("@every 1s", Task("cron:killed", b""), queue=queue)
+    async with s.serve():
+        await anyio.sleep(30)
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_a_scheduler_killed_between_claim_and_enqueue_loses_no_fire(
+    redis_target: RedisTarget, opt: RedisConnOpt, raw: RawRedis, unique_queue: str
+) -> None:
+    q = unique_queue
+    where = redis_target.url if redis_target.kind == "single" else ",".join(redis_target.addrs or [])
+    assert where is not None
+    results: list[tuple[Fire, TaskInfo | Exception]] = []
+    # this scheduler's clock runs 0.5 s behind, so the process claims every fire first and dies
+    sched = Scheduler(opt, clock=lambda: time.time() - 0.5, post_enqueue=lambda f, r: results.append((f, r)))
+    eid = sched.register("@every 1s", Task("cron:killed", b""), queue=q)
+    async with sched.serve():
+        proc = await anyio.open_process(
+            [sys.executable, "-c", _KILLED_SCHEDULER, redis_target.kind, where, q]
         )
-        assert msg.retry == 1
+        try:
+            with anyio.fail_after(20):
+                await proc.wait()
+            assert proc.stdout is not None
+            out = (await proc.stdout.receive()).decode().split()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.aclose()
+        assert proc.returncode == -signal.SIGKILL
+        (claimed,) = out  # the fire the killed process had leased
 
-        configs[:] = [configs[1]]  # the provider drops report:a
+        async def taken_over() -> bool:
+            return claimed in await pending_ids(raw, q)
 
-        async def removed() -> bool:
-            return await listed() == {manual, b_id}
+        await wait_until(taken_over, 5, what="the killed scheduler's fire enqueued by the survivor")
+    assert (await raw.cmd("GET", fire_claim_key(q, eid, fire_unix(claimed)))).decode() == f"D {sched.id} 1"
+    fired = sorted(fire_unix(i) for i in await pending_ids(raw, q))
+    assert fired == list(range(fired[0], fired[0] + len(fired))), f"duplicate or lost fire: {fired}"
+    assert sorted(r.id for _, r in results if isinstance(r, TaskInfo)) == sorted(await pending_ids(raw, q))
+    await raw.cmd("DEL", scheduler_history_key(eid))
 
-        await wait_until(removed, 5, what="the removed entry")
-        assert mgr.entry_ids == {b_id}
-    await raw.cmd("DEL", scheduler_history_key(b_id))
+
+@pytest.mark.anyio
+async def test_running_scheduler_shows_in_inspector_and_cron_cli(
+    redis_target: RedisTarget, opt: RedisConnOpt, raw: RawRedis, unique_queue: str
+) -> None:
+    q = unique_queue
+    fired: list[TaskInfo] = []
+
+    def post(fire: Fire, result: TaskInfo | Exception) -> None:
+        if isinstance(result, TaskInfo):
+            fired.append(result)
+
+    sched = Scheduler(opt, location="America/New_York", post_enqueue=post, heartbeat_interval=0.5)
+    daily = sched.register("30 9 * * MON-FRI", Task("report:daily", {"q": q}), queue=q, max_retry=2)
+    ping = sched.register("@every 1s", Task("cron:ping", b"p"), queue=q, timeout=90)
+    cli = Cli(redis_target)
+    async with sched.serve(), Inspector(opt) as insp:
+
+        async def one_fire() -> bool:
+            return bool(fired)
+
+        await wait_until(one_fire, 5, what="a fire of the @every entry")
+
+        async def listed() -> dict[str, SchedulerEntryInfo]:
+            return {e.id: e for e in await insp.scheduler_entries() if e.id in (daily, ping)}
+
+        async def both_listed_after_fire() -> bool:
+            got = await listed()
+            return len(got) == 2 and got[ping].prev_enqueue_at is not None
+
+        await wait_until(both_listed_after_fire, 5, what="the entries in the Inspector")
+        got = await listed()
+        d = got[daily]
+        assert (d.spec, d.task_type, d.options) == (
+            "30 9 * * MON-FRI",
+            "report:daily",
+            [f'Queue("{q}")', "MaxRetry(2)"],
+        )
+        assert d.prev_enqueue_at is None
+        assert d.next_enqueue_at is not None
+        local = d.next_enqueue_at.astimezone(ZoneInfo("America/New_York"))
+        assert (local.hour, local.minute) == (9, 30) and local.weekday() < 5
+        assert got[ping].options == [f'Queue("{q}")', "Timeout(1m30s)"]
+
+        table = rows((await cli("cron", "ls")).output)
+        assert table[0] == ["EntryID", "Spec", "Type", "Payload", "Options", "Next Enqueue", "Prev Enqueue"]
+        (row,) = [r for r in table if r[0] == daily]
+        assert row[1:5] == [
+            "30 9 * * MON-FRI",
+            "report:daily",
+            f'{{"q":"{q}"}}',
+            f'Queue("{q}"), MaxRetry(2)',
+        ]
+        assert row[5].startswith("in ") and row[6] == "N/A"
+        (row,) = [r for r in table if r[0] == ping]
+        assert row[1:5] == ["@every 1s", "cron:ping", "p", f'Queue("{q}"), Timeout(1m30s)']
+        assert row[6].endswith(" ago")
+
+        events = (await cli.json("cron", "history", ping))[ping]
+        assert fired[0].id in [e["task_id"] for e in events]
+    await raw.cmd("DEL", scheduler_history_key(ping))
+
+
+def test_scheduler_arguments_fail_clearly() -> None:
+    assert Scheduler(RedisClientOpt(), location="Europe/Berlin").location == ZoneInfo("Europe/Berlin")
+    with pytest.raises(ValueError, match="unknown time zone 'Mars/Olympus'"):
+        Scheduler(RedisClientOpt(), location="Mars/Olympus")
+    with pytest.raises(TypeError, match="location must be"):
+        Scheduler(RedisClientOpt(), location=5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="heartbeat_interval"):
+        Scheduler(RedisClientOpt(), heartbeat_interval=0)
+    with pytest.raises(ValueError, match="claim_lease"):
+        Scheduler(RedisClientOpt(), claim_lease=-1)
+    with pytest.raises(ValueError, match="unknown time zone 'Nowhere/City'"):
+        Scheduler(RedisClientOpt()).register("CRON_TZ=Nowhere/City 0 9 * * *", Task("t"))
+
+
+@pytest.mark.anyio
+async def test_a_raising_pre_enqueue_hook_does_not_stop_the_fire(
+    opt: RedisConnOpt, raw: RawRedis, unique_queue: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    q = unique_queue
+
+    def pre(fire: Fire) -> None:
+        raise RuntimeError("metrics backend down")
+
+    sched = Scheduler(opt, pre_enqueue=pre)
+    eid = sched.register("@every 1s", Task("cron:hooked", b""), queue=q)
+    with caplog.at_level(logging.ERROR, logger="asynq_aio.scheduler"):
+        async with sched.serve():
+
+            async def stored() -> bool:
+                return bool(await pending_ids(raw, q))
+
+            await wait_until(stored, 5, what="the fire enqueued despite the hook")
+    assert "pre_enqueue hook raised" in caplog.text
+    await raw.cmd("DEL", scheduler_history_key(eid))
