@@ -712,7 +712,9 @@ def _hash(raw: Any) -> dict[str, bytes]:
 
 
 def _ts(ts: Timestamp) -> datetime | None:
-    if not ts.seconds and not ts.nanos:
+    # unset, or Go's zero time.Time (-62135596800 s: what a Go or asynq-aio scheduler writes as the
+    # previous enqueue of an entry that has not run yet; Go's `asynq cron ls` shows it as N/A)
+    if (not ts.seconds and not ts.nanos) or ts.seconds <= -62135596800:
         return None
     return ts.ToDatetime(tzinfo=UTC)
 
