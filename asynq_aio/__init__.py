@@ -30,6 +30,8 @@ from asynq_aio.errors import (
 )
 from asynq_aio.inspector import Inspector
 from asynq_aio.mux import ServeMux
+from asynq_aio.periodic import PeriodicTaskConfig, PeriodicTaskManager, SyncResult
+from asynq_aio.scheduler import CronEntry, EntryOptions, Fire, Scheduler
 from asynq_aio.server.config import Config, default_retry_delay
 from asynq_aio.server.server import Server
 from asynq_aio.task import Task, TaskInfo, TaskState
@@ -41,14 +43,19 @@ __all__ = [
     "Client",
     "ClusterNotReadyError",
     "Config",
+    "CronEntry",
     "DuplicateTaskError",
+    "EntryOptions",
     "FailedPreconditionError",
+    "Fire",
     "HandlerNotFoundError",
     "Inspector",
     "InvalidQueueName",
     "InvalidTaskError",
     "MalformedTaskError",
     "PayloadValidationError",
+    "PeriodicTaskConfig",
+    "PeriodicTaskManager",
     "QueueNotFoundError",
     "RedisClientOpt",
     "RedisClusterClientOpt",
@@ -56,9 +63,11 @@ __all__ = [
     "RedisUnavailableError",
     "RetryPolicy",
     "RevokeTask",
+    "Scheduler",
     "ServeMux",
     "Server",
     "SkipRetry",
+    "SyncResult",
     "TLSOptions",
     "Task",
     "TaskCanceledError",

@@ -24,3 +24,13 @@ def test_every_error_is_an_asynq_error() -> None:
     for cls in errors:
         if isinstance(cls, type) and issubclass(cls, Exception):
             assert issubclass(cls, asynq_aio.AsynqError), cls
+
+
+def test_periodic_task_api_is_exported() -> None:
+    """The scheduler types a user needs (to register entries, write hooks, feed a manager)."""
+    from asynq_aio import periodic, scheduler
+
+    assert asynq_aio.Scheduler is scheduler.Scheduler
+    assert asynq_aio.PeriodicTaskManager is periodic.PeriodicTaskManager
+    for name in ("CronEntry", "EntryOptions", "Fire", "PeriodicTaskConfig", "SyncResult"):
+        assert name in asynq_aio.__all__
