@@ -15,16 +15,20 @@ PORT_BASE ?= 7000
 PURGE ?=
 
 BIN := $(VENV)/bin
+# mkdocs-material prints a banner about its successor on every run; it is not a warning.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
 STAMP := $(VENV)/.installed
 
-.PHONY: help demo test lint format venv redis cluster-up cluster-down cluster-status clean
+.PHONY: help demo test lint format docs docs-serve venv redis cluster-up cluster-down cluster-status clean
 
 help:
 	@echo "make demo            set up, start a local Redis Cluster, run the tutorial worker and client"
-	@echo "make test            set up, then ruff check, ruff format --check, mypy, pytest -q"
+	@echo "make test            set up, then ruff check, ruff format --check, mypy, the docs build, pytest -q"
 	@echo "make venv            only create $(VENV) and install the project with its dev tools"
 	@echo "make lint            ruff check, ruff format --check and mypy only"
 	@echo "make format          ruff format and ruff check --fix"
+	@echo "make docs            build the documentation site into site/ (mkdocs --strict)"
+	@echo "make docs-serve      serve the documentation on http://127.0.0.1:8000 with live reload"
 	@echo "make cluster-up      start the dev Redis Cluster on 127.0.0.1:$(PORT_BASE)-$$(($(PORT_BASE) + 5))"
 	@echo "make cluster-status  show its nodes"
 	@echo "make cluster-down    stop it (keeps its data in $(CLUSTER_DIR); PURGE=1 deletes it)"
@@ -66,6 +70,7 @@ test: venv redis
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(MKDOCS) build --strict --quiet
 	$(BIN)/pytest -q
 
 # -- everyday helpers -------------------------------------------------------------------------------
@@ -78,6 +83,14 @@ lint: venv
 format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# The docs site (mkdocs.yml). --strict turns every warning (a broken link or anchor, a docstring
+# the API reference cannot render) into a failure, as in `make test`. Builds offline.
+docs: venv
+	$(MKDOCS) build --strict
+
+docs-serve: venv
+	$(MKDOCS) serve --strict
 
 cluster-up: venv redis
 	$(BIN)/asynq-aio dev cluster up --dir $(CLUSTER_DIR) --port-base $(PORT_BASE)
