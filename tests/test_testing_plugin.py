@@ -45,7 +45,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from asynq_aio import RevokeTask, ServeMux, SkipRetry, Task, current_task
+from asynq_aio import Config, RevokeTask, ServeMux, SkipRetry, Task, current_task
 from asynq_aio.connection import RedisConnOpt
 from asynq_aio.testing import OutcomeStatus, WorkerFactory
 
@@ -130,7 +130,8 @@ async def test_retries_used_up_archive(asynq_worker: WorkerFactory) -> None:
 
 
 async def test_drain_waits_for_running_handlers(asynq_worker: WorkerFactory) -> None:
-    async with asynq_worker(mux) as runner:
+    # a short shutdown_timeout: the hung handler is cancelled (and its task requeued) at once
+    async with asynq_worker(mux, config=Config(shutdown_timeout=0.1)) as runner:
         await runner.enqueue(Task("email:hang"))
         with pytest.raises(TimeoutError, match="unfinished"):
             await runner.drain(timeout=0.5)
@@ -148,9 +149,9 @@ def _run(pytester: pytest.Pytester, conftest: str, *args: str) -> tuple[pytest.R
     pytester.makeini(INI)
     pytester.makeconftest(conftest)
     pytester.makepyfile(test_user=USER_TESTS)
-    result = pytester.runpytest(
-        "-p", "asynq_aio.testing", "--basetemp", str(pytester.path / "inner-tmp"), *args
-    )
+    # hypothesis' plugin spends ~2.5 s at every session's end (measured with cProfile): not needed here
+    plugins = ("-p", "asynq_aio.testing", "-p", "no:hypothesispytest")
+    result = pytester.runpytest(*plugins, "--basetemp", str(pytester.path / "inner-tmp"), *args)
     where = (pytester.path / "inner-tmp" / "where.txt").read_text()
     return result, where
 
@@ -160,7 +161,6 @@ def _addr_pings(addr: str) -> bool:
     return _pings(host, int(port))
 
 
-@pytest.mark.slow
 def test_plugin_runs_user_tests_on_a_throwaway_redis(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
