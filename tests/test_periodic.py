@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
+import anyio
 import pytest
 from conftest import RedisTarget
 from test_scheduler import fire_unix, heartbeat_entries, pending_ids, tasks_of_type
+from typer.testing import CliRunner
 from workerproc import RawRedis, conn_opt, wait_until
 
-from asynq_aio import RedisClientOpt, Task
+from asynq_aio import Inspector, RedisClientOpt, Task, parse_redis_url
+from asynq_aio.cli.app import app
 from asynq_aio.connection import RedisConnOpt
 from asynq_aio.periodic import PeriodicTaskConfig, PeriodicTaskManager
 from asynq_aio.protocol.codec import decode_task_message
@@ -166,3 +173,86 @@ async def test_two_managers_on_one_provider_enqueue_each_fire_once(
     assert fired == list(range(fired[0], fired[0] + len(fired))), f"duplicate or lost fire: {fired}"
     (eid,) = one.entry_ids
     await raw.cmd("DEL", scheduler_history_key(eid))
+
+
+# -- asynq-aio scheduler MODULE:ATTRIBUTE ------------------------------------------------------------
+
+_ENTRIES_MODULE = """
+import os
+from asynq_aio import EntryOptions, PeriodicTaskConfig, Task
+
+Q = os.environ.get("CRON_TEST_QUEUE", "default")
+entries = [PeriodicTaskConfig("@every 1s", Task("cli:tick", b"t"), EntryOptions(queue=Q, max_retry=1))]
+bad_spec = [PeriodicTaskConfig("0 25 * * *", Task("cli:bad"))]
+not_a_list = 42
+wrong_items = ["@every 1s"]
+
+async def provider():
+    return entries
+"""
+
+
+def _cli_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str) -> str:
+    (tmp_path / "cronentries_err.py").write_text(_ENTRIES_MODULE)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["scheduler", target, "--redis-url", "redis://127.0.0.1:1/0"])
+    assert result.exit_code == 1, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+def test_scheduler_cli_rejects_bad_targets_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def err(target: str) -> str:
+        return _cli_error(tmp_path, monkeypatch, target)
+
+    assert "invalid cron spec '0 25 * * *': hour field '25'" in err("cronentries_err:bad_spec")
+    assert "not a list of PeriodicTaskConfig" in err("cronentries_err:not_a_list")
+    assert "holds a str, not a PeriodicTaskConfig" in err("cronentries_err:wrong_items")
+    assert "has no attribute 'nope'" in err("cronentries_err:nope")
+    assert "cannot import 'no_such_module_x'" in err("no_such_module_x:entries")
+    assert "expected MODULE:ATTRIBUTE" in err("cronentries_err")
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_scheduler_cli_runs_a_provider_until_sigterm(
+    single_redis_url: str, unique_queue: str, tmp_path: Path
+) -> None:
+    q = unique_queue
+    (tmp_path / "cronentries_run.py").write_text(_ENTRIES_MODULE)
+    raw = RawRedis("single", single_redis_url, None)
+    env = {**os.environ, "CRON_TEST_QUEUE": q, "ASYNQ_REDIS_URL": single_redis_url}
+    args = [
+        sys.executable,
+        "-m",
+        "asynq_aio.cli",
+        "scheduler",
+        "cronentries_run:provider",
+        "--sync-interval",
+        "1",
+    ]
+    proc = await anyio.open_process(args, cwd=tmp_path, env=env)
+    insp = Inspector(parse_redis_url(single_redis_url))
+    try:
+
+        async def ticked() -> bool:
+            return len(await tasks_of_type(raw, q, "cli:tick")) >= 1
+
+        await wait_until(ticked, 10, what="a task from the scheduler command")
+        entries = await insp.scheduler_entries()
+        (mine,) = [e for e in entries if e.task_type == "cli:tick" and f'Queue("{q}")' in e.options]
+        proc.send_signal(signal.SIGTERM)
+        with anyio.fail_after(10):
+            assert await proc.wait() == 0
+        gone = await insp.scheduler_entries()
+        assert mine.id not in [e.id for e in gone]  # a clean stop withdraws the entries
+        await raw.cmd("DEL", scheduler_history_key(mine.id))
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.aclose()
+        await raw.aclose()
+        await insp.aclose()
