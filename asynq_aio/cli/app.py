@@ -9,6 +9,7 @@ from asynq_aio.cli.dev import dev_app
 from asynq_aio.cli.group import group_app
 from asynq_aio.cli.metrics import metrics
 from asynq_aio.cli.queue import queue_app
+from asynq_aio.cli.scheduler import scheduler
 from asynq_aio.cli.servers import cron_app, server_app
 from asynq_aio.cli.stats import stats
 from asynq_aio.cli.task import task_app
@@ -29,6 +30,7 @@ app.add_typer(cron_app, name="cron")
 app.command("stats")(stats)
 app.command("dash")(dash)
 app.command("metrics")(metrics)
+app.command("scheduler")(scheduler)
 app.add_typer(dev_app, name="dev")
 
 
