@@ -19,7 +19,7 @@ BIN := $(VENV)/bin
 MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
 STAMP := $(VENV)/.installed
 
-.PHONY: help demo test lint format docs docs-serve venv redis cluster-up cluster-down cluster-status clean
+.PHONY: help demo test lint format docs docs-serve venv redis cluster-up cluster-down cluster-status clean bench
 
 help:
 	@echo "make demo            set up, start a local Redis Cluster, run the tutorial worker and client"
@@ -29,6 +29,7 @@ help:
 	@echo "make format          ruff format and ruff check --fix"
 	@echo "make docs            build the documentation site into site/ (mkdocs --strict)"
 	@echo "make docs-serve      serve the documentation on http://127.0.0.1:8000 with live reload"
+	@echo "make bench           benchmarks vs arq, SAQ, taskiq-redis, streaq (BENCH_ARGS=--quick: ~2 min)"
 	@echo "make cluster-up      start the dev Redis Cluster on 127.0.0.1:$(PORT_BASE)-$$(($(PORT_BASE) + 5))"
 	@echo "make cluster-status  show its nodes"
 	@echo "make cluster-down    stop it (keeps its data in $(CLUSTER_DIR); PURGE=1 deletes it)"
@@ -83,6 +84,12 @@ lint: venv
 format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Benchmarks: starts its own Redis (single and cluster) on free ports, creates one venv per system
+# under benchmarks/.venv-<name>/ on first use, prints one table, writes benchmarks/results/.
+# BENCH_ARGS=--quick for a ~2 minute smoke run.
+bench: venv redis
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 # The docs site (mkdocs.yml). --strict turns every warning (a broken link or anchor, a docstring
 # the API reference cannot render) into a failure, as in `make test`. Builds offline.

@@ -1,0 +1,74 @@
+"""``python -m benchmarks.chart results.json out.png``: the benchmark table as four bar charts.
+
+Runs in benchmarks/.venv-asynq (matplotlib comes from the project's ``bench`` extra). Go Asynq's
+bars are the issue's figures, hatched and labelled as not measured here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+LABELS = {"asynq": "asynq-aio", "taskiq": "taskiq-redis", "saq": "SAQ", "arq": "arq", "streaq": "streaq"}
+PANELS = [
+    ("Worker, no-op handler (tasks/s)", "worker_noop", "rate", 14800.0),
+    ("Worker, await sleep(10 ms), concurrency 100 (tasks/s)", "worker_sleep", "rate", None),
+    ("Enqueue one at a time, 64 coroutines (tasks/s)", "enqueue_one", "rate", 21000.0),
+    ("Pick-up latency at idle, p50 (ms, log scale)", "latency", "p50_ms", 1000.0),
+]
+
+
+def main(src: str, dst: str) -> None:
+    with open(src) as f:
+        doc: dict[str, Any] = json.load(f)
+    summary = doc["summary"]
+    systems = list(doc["meta"]["versions"])
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    for ax, (title, scen, metric, go) in zip(axes.flat, PANELS, strict=True):
+        names, values, colors, hatches = [], [], [], []
+        for s in systems:
+            v = summary.get(scen, {}).get(s, {}).get(metric)
+            if v is None:
+                continue
+            names.append(LABELS.get(s, s))
+            values.append(v)
+            colors.append("#d62728" if s == "asynq" else "#7f7f7f")
+            hatches.append("")
+        if go is not None:
+            names.append("Go Asynq\n(issue, not\nmeasured)")
+            values.append(go)
+            colors.append("#ffffff")
+            hatches.append("//")
+        bars = ax.bar(names, values, color=colors, edgecolor="black")
+        for bar, h in zip(bars, hatches, strict=True):
+            bar.set_hatch(h)
+        for bar, v in zip(bars, values, strict=True):
+            ax.annotate(
+                f"{v:,.0f}" if v >= 10 else f"{v:.2f}",
+                (bar.get_x() + bar.get_width() / 2, v),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+        if metric == "p50_ms":
+            ax.set_yscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(axis="x", labelsize=8)
+    m = doc["meta"]
+    fig.suptitle(
+        f"asynq-aio vs Python peers: medians of {m['plan']['repeats']} interleaved rounds, "
+        f"Redis {m['redis']}, {m['cpus']} CPUs, {m['date'][:10]}",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    fig.savefig(dst, dpi=90)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
