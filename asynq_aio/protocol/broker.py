@@ -345,6 +345,37 @@ class Broker:
         ]
         return sum(1 for r in await self.transport.batch(ops) if r == 1)
 
+    async def sample_states(
+        self, queue: str, where: str, start: int, count: int
+    ) -> list[tuple[str, str | None]]:
+        """IDs ``start .. start+count-1`` of one state list/zset (``where``: one of ``SWEPT_STATES``)
+        with the ``state`` field of each one's hash (None when the hash is gone). Cheap and bounded:
+        a range read plus one pipelined HGET per ID; the sweeper walks each list a window per round."""
+        qk = queue_keys(queue)
+        key = _state_key(qk, where)
+        cmd = "LRANGE" if where in ("pending", "active") else "ZRANGE"
+        ids = [_s(x) for x in await self.transport.call(cmd, key, start, start + count - 1)]
+        if not ids:
+            return []
+        states = await self.transport.batch([Op.command("HGET", qk.task(i), "state") for i in ids])
+        out: list[tuple[str, str | None]] = []
+        for tid, state in zip(ids, states, strict=True):
+            if isinstance(state, Exception):
+                continue  # unknown this round; the next pass over the window sees it again
+            out.append((tid, _s(state) if isinstance(state, bytes | str) else None))
+        return out
+
+    async def fix_states(self, queue: str, found: Sequence[tuple[str, str]]) -> list[int]:
+        """Reconcile each (ID, where it was seen) whose hash disagreed; one reply per item (see
+        ``sweep_state.lua``: 0 nothing done, 1 state set, 2 stray ID dropped, 3 duplicate entry dropped)."""
+        qk = queue_keys(queue)
+        now_ns = int(self.clock() * 1e9)
+        keys = [qk.pending, qk.active, qk.lease, qk.scheduled, qk.retry, qk.archived, qk.completed]
+        ops = [
+            Op.eval(scripts.SWEEP_STATE, [*keys, qk.task(tid)], [tid, where, now_ns]) for tid, where in found
+        ]
+        return [r if isinstance(r, int) else 0 for r in await self.transport.batch(ops)]
+
     async def delete_expired_completed(self, queue: str, *, batch: int = 100) -> int:
         qk = queue_keys(queue)
         now = int(self.clock())
@@ -435,6 +466,16 @@ def _check_enqueue(msg: TaskMessage, reply: Any) -> None:
         raise TaskIDConflictError(f"task ID {msg.id!r} already exists in queue {msg.queue!r}")
     if code == -2:
         raise DuplicateTaskError(f"duplicate task: unique lock {msg.unique_key!r} is held by another task")
+
+
+SWEPT_STATES = ("pending", "active", "scheduled", "retry", "archived", "completed")
+
+
+def _state_key(qk: QueueKeys, where: str) -> str:
+    if where not in SWEPT_STATES:
+        raise ValueError(f"not a state list: {where!r}")
+    key: str = getattr(qk, where)
+    return key
 
 
 def _s(x: bytes | str) -> str:

@@ -39,6 +39,14 @@ class Config(BaseModel):
     recovery_interval: float = Field(default=5.0, gt=0, description="scan for expired leases")
     forward_interval: float = Field(default=1.0, gt=0, description="longest sleep of the forwarder")
     janitor_interval: float = Field(default=8.0, gt=0)
+    sweep_interval: float = Field(
+        default=60.0,
+        ge=0,
+        description="seconds between sweeps for tasks whose hash state disagrees with their list; 0 = never",
+    )
+    sweep_batch: int = Field(
+        default=100, ge=1, description="IDs the sweeper samples per state list per round"
+    )
     dequeue_batch: int = Field(default=32, ge=1, description="most tasks taken in one dequeue call")
     idle_wait: float = Field(default=1.0, gt=0, description="longest blocking wait on empty queues")
     max_payload_bytes: int = Field(

@@ -89,7 +89,14 @@ class Server:
                     async with anyio.create_task_group() as btg:
                         btg.start_soon(heartbeat.run)
                         btg.start_soon(forward_loop, broker, queues, cfg.forward_interval)
-                        btg.start_soon(recover_loop, broker, queues, cfg.recovery_interval)
+                        btg.start_soon(
+                            recover_loop,
+                            broker,
+                            queues,
+                            cfg.recovery_interval,
+                            cfg.sweep_interval,
+                            cfg.sweep_batch,
+                        )
                         btg.start_soon(janitor_loop, broker, queues, cfg.janitor_interval)
                         btg.start_soon(cancel_loop, transport, active)
                         if cfg.group_aggregator is not None:
