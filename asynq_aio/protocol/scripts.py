@@ -7,6 +7,7 @@ from asynq_aio.transport import LuaScript
 ENQUEUE = LuaScript.load("enqueue")
 DEQUEUE = LuaScript.load("dequeue")
 ACK = LuaScript.load("ack")
+ACK_MANY = LuaScript.load("ack_many")
 FAIL = LuaScript.load("fail")
 REQUEUE = LuaScript.load("requeue")
 FORWARD = LuaScript.load("forward")

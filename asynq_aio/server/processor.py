@@ -201,7 +201,7 @@ class Processor:
             await self._acker.submit(self._broker.requeue_op(msg.queue, msg.id))
             return
         if error is None:
-            await self._acker.submit(self._broker.ack_op(msg))
+            await self._acker.submit_ack(msg)
             return
         if isinstance(error, RevokeTask):
             log.info("task %s revoked: %s", msg.id, error, extra=task_fields(msg))
