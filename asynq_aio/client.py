@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Self
 
 from asynq_aio.connection import RedisConnOpt
-from asynq_aio.errors import InvalidTaskError, PayloadTooLargeError
+from asynq_aio.errors import InvalidTaskError, NotDurableError, PayloadTooLargeError
 from asynq_aio.options import Duration, resolve
 from asynq_aio.protocol.broker import Broker, EnqueueRequest
 from asynq_aio.protocol.codec import from_unix, new_task_message, task_info
@@ -44,6 +44,22 @@ class OutgoingTask:
     headers: dict[str, str]
 
 
+@dataclass(frozen=True, slots=True)
+class Durability:
+    """What ``Client(durable=...)`` waits for after each write: ``replicas`` replicas of the node
+    that stored the task confirm it, within ``timeout`` seconds (keep it below the connection's
+    ``read_timeout``). See docs/reliability.md for what it protects against and what it costs."""
+
+    replicas: int = 1
+    timeout: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise ValueError("Durability.replicas must be at least 1")
+        if self.timeout <= 0:
+            raise ValueError("Durability.timeout must be positive")
+
+
 EnqueueHook = Callable[[OutgoingTask], AbstractContextManager[object]]
 """Called once per task before it is written; the context it returns is exited after the write,
 with the write's exception if it failed (a tracing span wraps the Redis round trip this way).
@@ -64,8 +80,15 @@ class Client:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
         retry: RetryPolicy | None = None,
         enqueue_hooks: Sequence[EnqueueHook] = (),
+        durable: bool | Durability = False,
     ) -> None:
+        """``durable=True`` (or a :class:`Durability`) makes each enqueue wait until a replica holds
+        the task before it returns, and raise :class:`NotDurableError` when none confirms in time:
+        an acknowledged enqueue then survives the loss of the master that took it."""
         self._transport = Transport.connect(redis, retry=retry)
+        self._durable: Durability | None = (
+            durable if isinstance(durable, Durability) else (Durability() if durable else None)
+        )
         self._broker = Broker(self._transport)
         self._max_payload = max_payload_bytes
         self._known_queues: dict[str, float] = {}
@@ -216,7 +239,12 @@ class Client:
         info, hooks = self._open_hooks(task, req, info)
         with hooks:
             await self._ensure_registered([req.msg.queue])
-            await self._broker.enqueue(req)
+            if self._durable is None:
+                await self._broker.enqueue(req)
+            else:
+                err = (await self._store_many([(req, info)]))[0]
+                if err is not None:
+                    raise err
         if log.isEnabledFor(logging.DEBUG):  # no per-enqueue cost unless debugging
             fields = {"task_id": info.id, "task_type": info.type, "queue": info.queue, "state": info.state}
             log.debug("enqueued task %s (%s) in %s", info.id, info.type, info.queue, extra=fields)
@@ -256,8 +284,31 @@ class Client:
         if self._enqueue_hooks:
             return await self._enqueue_many_hooked(tasks, built)
         await self._ensure_registered([r.msg.queue for r, _ in built])
-        errors = await self._broker.enqueue_many([r for r, _ in built])
+        errors = await self._store_many(built)
         return [info if err is None else err for (_, info), err in zip(built, errors, strict=True)]
+
+    async def _store_many(self, built: Sequence[tuple[EnqueueRequest, TaskInfo]]) -> list[Exception | None]:
+        """Write the tasks; in durable mode also wait for the replicas, and turn each stored task's
+        outcome into a NotDurableError (carrying its info) when too few confirmed."""
+        reqs = [r for r, _ in built]
+        if self._durable is None:
+            return await self._broker.enqueue_many(reqs)
+        want = self._durable.replicas
+        errors, acked = await self._broker.enqueue_durable(reqs, want, self._durable.timeout)
+        if acked >= want:
+            return errors
+        return [
+            NotDurableError(
+                f"task {info.id} is stored on the master, but {acked} of {want} replica(s) confirmed it "
+                f"within {self._durable.timeout}s: it is lost if that master fails before replicating it",
+                info=info,
+                acked=acked,
+                wanted=want,
+            )
+            if err is None
+            else err
+            for (_, info), err in zip(built, errors, strict=True)
+        ]
 
     async def _enqueue_many_hooked(
         self, tasks: Sequence[Task], built: list[tuple[EnqueueRequest, TaskInfo]]
@@ -269,7 +320,7 @@ class Client:
                 hooked, stack = self._open_hooks(t, req, info)
                 opened.append((req, hooked, stack))
             await self._ensure_registered([r.msg.queue for r, _, _ in opened])
-            errors = await self._broker.enqueue_many([r for r, _, _ in opened])
+            errors = await self._store_many([(r, info) for r, info, _ in opened])
         except BaseException:
             for _, _, stack in opened:
                 stack.__exit__(*sys.exc_info())

@@ -79,3 +79,20 @@ class TaskCanceledError(AsynqError):
 
 class LeaseExpiredError(AsynqError):
     """The task's lease expired (its worker died or stalled); another server recovered it."""
+
+
+class NotDurableError(AsynqError):
+    """A durable enqueue (``Client(durable=...)``) stored the task on the master, but fewer replicas
+    than asked confirmed it within the timeout.
+
+    The task IS stored and will run, unless that master fails before replicating it; then it is
+    lost. ``info`` is the stored task (``infos`` for ``enqueue_many``), ``acked``/``wanted`` the
+    replica counts. Enqueueing it again under the same ``task_id`` is safe: it conflicts while the
+    first copy exists.
+    """
+
+    def __init__(self, message: str, *, info: object, acked: int, wanted: int) -> None:
+        super().__init__(message)
+        self.info = info
+        self.acked = acked
+        self.wanted = wanted

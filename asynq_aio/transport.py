@@ -35,7 +35,7 @@ from asynq_aio.connection import (
     RedisSentinelOpt,
     split_addr,
 )
-from asynq_aio.errors import ClusterNotReadyError, RedisUnavailableError
+from asynq_aio.errors import ClusterNotReadyError, RedisAuthError, RedisUnavailableError
 
 log = logging.getLogger("asynq_aio.transport")
 
@@ -256,6 +256,8 @@ class Transport:
                 return await attempt_fn()
             except Exception as exc:
                 if not is_transient(exc):
+                    if (denied := _auth_failure(exc, self.description, what)) is not None:
+                        raise denied from exc
                     raise
                 now = time.monotonic()
                 if now >= deadline:
@@ -341,6 +343,73 @@ class Transport:
                     raise r
                 results[i] = r
         return results
+
+    async def batch_then_wait(
+        self, ops: Sequence[Op], route_keys: Sequence[str], replicas: int, timeout: float
+    ) -> tuple[list[Any], int]:
+        """Run ``ops``, then ``WAIT replicas timeout`` on the same connection of every node they went
+        to. Returns the ops' replies and the fewest replicas that acknowledged them on any node.
+
+        WAIT counts the replicas holding every write made *on its own connection*, so each node's ops
+        and its WAIT travel in one pipeline (redis-py sends a node's share of a pipeline on one
+        connection, in order); ``route_keys[i]`` names a key of ``ops[i]`` to find its node. A redirect,
+        NOSCRIPT, lost connection or timeout re-runs the whole set through the retry loop: the scripts
+        are safe to run twice, and a re-sent enqueue rewrites its own record, so the WAIT after it
+        also covers a first write whose reply was lost. A permanent error stays in its op's slot.
+        """
+        timeout_ms = max(1, int(timeout * 1000))
+        client = self.client
+
+        async def send(by_sha: bool) -> list[Any]:
+            if isinstance(client, RedisCluster):
+                if client._initialize:
+                    await client.initialize()
+                cpipe = client.pipeline(transaction=False)
+                nodes: dict[str, ClusterNode] = {}
+                for op, key in zip(ops, route_keys, strict=True):
+                    node = client.get_node_from_key(key)
+                    if node is None:
+                        raise rx.SlotNotCoveredError(f"no node serves the slot of {key!r}")
+                    nodes[node.name] = node
+                    cpipe.execute_command(*op.wire(by_sha=by_sha), target_nodes=node)
+                for node in nodes.values():
+                    cpipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
+                return list(await cpipe.execute(raise_on_error=False, allow_redirections=False))
+            pipe = client.pipeline(transaction=False)
+            for op in ops:
+                pipe.execute_command(*op.wire(by_sha=by_sha))
+            pipe.execute_command("WAIT", replicas, timeout_ms)
+            return list(await pipe.execute(raise_on_error=False))
+
+        async def attempt() -> tuple[list[Any], int]:
+            async with self._inflight:
+                results = await send(by_sha=True)
+                if any(isinstance(r, rx.NoScriptError) for r in results[: len(ops)]):
+                    results = await send(by_sha=False)  # the node lacks a script: nothing ran there
+            for r in results:
+                if isinstance(r, Exception) and is_transient(r):
+                    await self._note_cluster_error(r)
+                    raise r
+            waits = results[len(ops) :]
+            for w in waits:
+                if isinstance(w, Exception):
+                    raise w
+            return results[: len(ops)], min(int(w) for w in waits)
+
+        return await self._retrying("enqueue + WAIT", attempt)
+
+    async def _note_cluster_error(self, exc: Exception) -> None:
+        """What redis-py does after an error on its own command path, for a pipeline sent with
+        ``allow_redirections=False``: patch the slot on MOVED, reload the topology after a lost node."""
+        client = self.client
+        if not isinstance(client, RedisCluster):
+            return
+        if isinstance(exc, rx.MovedError):
+            await client.nodes_manager.move_slot(exc)
+        elif isinstance(exc, rx.AskError | rx.TryAgainError):
+            return  # the slot is migrating: back off and try again
+        else:
+            client._initialize = True
 
     async def run_op(self, op: Op) -> Any:
         """One op through the retry loop."""
@@ -449,6 +518,18 @@ class _suppress_all:
 
     def __exit__(self, *exc: object) -> bool:
         return exc[0] is not None and issubclass(cast(type, exc[0]), Exception)
+
+
+def _auth_failure(exc: Exception, where: str, what: str) -> RedisAuthError | None:
+    """A refused login or an ACL denial as an error that names the server (redis-py's does not)."""
+    if isinstance(exc, rx.AuthenticationError | rx.AuthorizationError):
+        return RedisAuthError(f"Redis at {where} refused the username/password ({what}): {exc}")
+    if isinstance(exc, rx.NoPermissionError):
+        return RedisAuthError(
+            f"Redis at {where}: the ACL user may not do this ({what}): {exc} "
+            "(the rules asynq-aio needs are in docs/security.md)"
+        )
+    return None
 
 
 def _cluster_not_ok(exc: BaseException) -> bool:

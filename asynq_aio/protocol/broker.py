@@ -119,18 +119,17 @@ class Broker:
 
     async def enqueue_many(self, reqs: Sequence[EnqueueRequest]) -> list[Exception | None]:
         """Store many tasks in one pipeline; one result per request (None = stored)."""
-        replies = await self.transport.batch([self._enqueue_op(r) for r in reqs])
-        out: list[Exception | None] = []
-        for req, reply in zip(reqs, replies, strict=True):
-            if isinstance(reply, Exception):
-                out.append(reply)
-                continue
-            try:
-                _check_enqueue(req.msg, reply)
-                out.append(None)
-            except (TaskIDConflictError, DuplicateTaskError) as exc:
-                out.append(exc)
-        return out
+        return _enqueue_outcomes(reqs, await self.transport.batch([self._enqueue_op(r) for r in reqs]))
+
+    async def enqueue_durable(
+        self, reqs: Sequence[EnqueueRequest], replicas: int, timeout: float
+    ) -> tuple[list[Exception | None], int]:
+        """Store tasks like :meth:`enqueue_many`, then WAIT on each written node until ``replicas``
+        replicas hold them (or ``timeout`` seconds pass); also returns the fewest replicas that did."""
+        ops = [self._enqueue_op(r) for r in reqs]
+        route = [queue_keys(r.msg.queue).task(r.msg.id) for r in reqs]
+        replies, acked = await self.transport.batch_then_wait(ops, route, replicas, timeout)
+        return _enqueue_outcomes(reqs, replies), acked
 
     async def register_queues(self, queues: Sequence[str]) -> None:
         """Add queue names to ``asynq:queues`` (its own slot, so never inside a queue's script)."""
@@ -490,6 +489,21 @@ class Broker:
 
     def queue_keys(self, queue: str) -> QueueKeys:
         return queue_keys(queue)
+
+
+def _enqueue_outcomes(reqs: Sequence[EnqueueRequest], replies: Sequence[Any]) -> list[Exception | None]:
+    """One outcome per enqueue reply: None stored, else the error for that task."""
+    out: list[Exception | None] = []
+    for req, reply in zip(reqs, replies, strict=True):
+        if isinstance(reply, Exception):
+            out.append(reply)
+            continue
+        try:
+            _check_enqueue(req.msg, reply)
+            out.append(None)
+        except (TaskIDConflictError, DuplicateTaskError) as exc:
+            out.append(exc)
+    return out
 
 
 def _check_enqueue(msg: TaskMessage, reply: Any) -> None:

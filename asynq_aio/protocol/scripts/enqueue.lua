@@ -13,6 +13,9 @@ if redis.call("EXISTS", KEYS[1]) == 1 then
   -- with this call's own nanosecond timestamp proves it.
   if redis.call("HGET", KEYS[1], "msg") == ARGV[1] then
     if ARGV[8] == "1" or redis.call("HGET", KEYS[1], "pending_since") == ARGV[3] then
+      -- rewrite the same bytes: a write, so a WAIT that follows this re-send on its connection
+      -- also covers the first write (whose reply was lost) before it confirms replication
+      redis.call("HSET", KEYS[1], "msg", ARGV[1])
       return 1
     end
   end
