@@ -37,7 +37,10 @@ class Driver:
         LOG_DIR.mkdir(exist_ok=True)
         self.system = system
         self.err_path = LOG_DIR / f"{tag}.{system}.{role}.{os.getpid()}.log"
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        # BENCH_ASYNQ_SRC: a directory with another asynq_aio tree (e.g. `git archive` of an older
+        # commit) to import instead of this checkout's, for before/after comparisons.
+        path = os.pathsep.join(filter(None, [os.environ.get("BENCH_ASYNQ_SRC", ""), str(ROOT)]))
+        env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
         env.pop("VIRTUAL_ENV", None)
         self._err = open(self.err_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(

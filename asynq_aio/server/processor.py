@@ -123,7 +123,7 @@ class Processor:
     def _start(self, tg: TaskGroup, item: Dequeued) -> None:
         self._running += 1
         self._all_done = anyio.Event() if self._all_done.is_set() else self._all_done
-        tg.start_soon(self._execute, item)
+        tg.start_soon(self._execute, item, name="asynq-aio handler")
 
     def _release(self) -> None:
         self._running -= 1
@@ -153,8 +153,8 @@ class Processor:
             started=datetime.fromtimestamp(now, tz=UTC),
             deadline=datetime.fromtimestamp(deadline_unix, tz=UTC),
             lease_expiry=math.ceil(now + self._config.lease_duration),
+            scope=anyio.CancelScope(deadline=anyio.current_time() + (deadline_unix - now)),
         )
-        entry.scope = anyio.CancelScope(deadline=anyio.current_time() + (deadline_unix - now))
         self._active.add(entry)
         task = Task.__new__(Task)
         task.type, task.payload, task.headers = msg.type, msg.payload, dict(msg.headers)
