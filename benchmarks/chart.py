@@ -15,7 +15,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-LABELS = {"asynq": "asynq-aio", "taskiq": "taskiq-redis", "saq": "SAQ", "arq": "arq", "streaq": "streaq"}
+LABELS = {
+    "asynq": "asynq-aio",
+    "asynq@base": "asynq-aio\n(baseline)",
+    "taskiq": "taskiq-redis",
+    "saq": "SAQ",
+    "arq": "arq",
+    "streaq": "streaq",
+}
+COLORS = {"asynq": "#d62728", "asynq@base": "#f4a6a6"}
 PANELS = [
     ("Worker, no-op handler (tasks/s)", "worker_noop", "rate", 14800.0),
     ("Worker, await sleep(10 ms), concurrency 100 (tasks/s)", "worker_sleep", "rate", None),
@@ -38,7 +46,7 @@ def main(src: str, dst: str) -> None:
                 continue
             names.append(LABELS.get(s, s))
             values.append(v)
-            colors.append("#d62728" if s == "asynq" else "#7f7f7f")
+            colors.append(COLORS.get(s, "#7f7f7f"))
             hatches.append("")
         if go is not None:
             names.append("Go Asynq\n(issue, not\nmeasured)")
@@ -48,9 +56,12 @@ def main(src: str, dst: str) -> None:
         bars = ax.bar(names, values, color=colors, edgecolor="black")
         for bar, h in zip(bars, hatches, strict=True):
             bar.set_hatch(h)
-        for bar, v in zip(bars, values, strict=True):
+        texts = [f"{v:,.0f}" if v >= 10 else f"{v:.2f}" for v in values]
+        if go is not None and metric == "p50_ms":
+            texts[-1] = "500-1500"
+        for bar, v, text in zip(bars, values, texts, strict=True):
             ax.annotate(
-                f"{v:,.0f}" if v >= 10 else f"{v:.2f}",
+                text,
                 (bar.get_x() + bar.get_width() / 2, v),
                 ha="center",
                 va="bottom",

@@ -24,6 +24,7 @@ from asynq_aio.devcluster import DevCluster, find_free_port_base, find_redis_ser
 from benchmarks.envs import ROOT, python_of
 
 LOG_DIR = Path(tempfile.gettempdir()) / "asynq-aio-bench-logs"
+BASELINE_SRC = ""  # set by the runner: where the baseline asynq_aio tree was exported
 
 
 class DriverError(RuntimeError):
@@ -36,10 +37,13 @@ class Driver:
     def __init__(self, system: str, role: str, args: list[str], tag: str) -> None:
         LOG_DIR.mkdir(exist_ok=True)
         self.system = system
-        self.err_path = LOG_DIR / f"{tag}.{system}.{role}.{os.getpid()}.log"
+        self.err_path = LOG_DIR / f"{tag}.{system.replace('@', '-')}.{role}.{os.getpid()}.log"
         # BENCH_ASYNQ_SRC: a directory with another asynq_aio tree (e.g. `git archive` of an older
         # commit) to import instead of this checkout's, for before/after comparisons.
-        path = os.pathsep.join(filter(None, [os.environ.get("BENCH_ASYNQ_SRC", ""), str(ROOT)]))
+        # "asynq@base": asynq-aio as of the baseline tree that the runner exported (--baseline).
+        system, _, variant = system.partition("@")
+        src = BASELINE_SRC if variant else os.environ.get("BENCH_ASYNQ_SRC", "")
+        path = os.pathsep.join(filter(None, [src, str(ROOT)]))
         env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
         env.pop("VIRTUAL_ENV", None)
         self._err = open(self.err_path, "w")  # noqa: SIM115 - closed in stop()

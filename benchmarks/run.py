@@ -27,6 +27,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from asynq_aio.protocol.keys import queue_keys
-from benchmarks import envs
+from benchmarks import envs, procs
 from benchmarks.procs import ClusterRedis, Driver, DriverError, SingleRedis, run_once
 
 RESULTS = envs.BENCH / "results"
@@ -104,6 +105,22 @@ class Bench:
         return f"r{self.seq:04d}"
 
 
+def label_of(system: str) -> str:
+    if system == "asynq@base":
+        return "asynq-aio (baseline)"
+    return envs.SYSTEMS[system].label
+
+
+def export_tree(rev: str) -> str:
+    """``git archive`` the asynq_aio package as of ``rev`` into a temporary directory."""
+    out = tempfile.mkdtemp(prefix="asynq-aio-baseline-")
+    archive = subprocess.run(
+        ["git", "archive", rev, "asynq_aio"], cwd=envs.ROOT, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", out], input=archive, check=True)
+    return out
+
+
 def _brief(d: dict[str, Any]) -> str:
     out = []
     for k, v in d.items():
@@ -126,7 +143,7 @@ def worker_throughput(
     b: Bench, system: str, rnd: int, *, handler: str, url: str, flush: Callable[[], None], scenario: str
 ) -> None:
     """Fill the queue one task at a time (64 coroutines), then drain it with one worker."""
-    n = b.plan.n_asynq if system == "asynq" else b.plan.n_peer
+    n = b.plan.n_asynq if system.startswith("asynq") else b.plan.n_peer
     flush()
     q = f"bench{rnd}"
     common = ["--url", url, "--queue", q]
@@ -373,6 +390,12 @@ def main(argv: list[str] | None = None) -> int:
         "throughput,enqueue,latency,cluster,scale,backlog,memory,scheduled",
     )
     ap.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/")
+    ap.add_argument(
+        "--baseline",
+        default="",
+        help="a git revision: also run asynq-aio as of that commit (worker, enqueue and latency "
+        "scenarios, interleaved), to show what the changes since then bought",
+    )
     args = ap.parse_args(argv)
     plan = QUICK if args.quick else FULL
     if args.repeats:
@@ -385,12 +408,16 @@ def main(argv: list[str] | None = None) -> int:
     systems = [s for s in args.systems.split(",") if s]
     unavailable: dict[str, str] = {}
     for s in systems:
-        err = envs.ensure(envs.SYSTEMS[s])
+        err = envs.ensure(envs.SYSTEMS[s.partition("@")[0]])
         if err:
             unavailable[s] = err
-            print(f"!! {envs.SYSTEMS[s].label} not available: {err}")
+            print(f"!! {label_of(s)} not available: {err}")
     systems = [s for s in systems if s not in unavailable]
     versions = {s: envs.installed_version(s, envs.DISTS[s]) for s in systems}
+    if args.baseline and "asynq" in systems:
+        procs.BASELINE_SRC = export_tree(args.baseline)
+        systems.insert(systems.index("asynq") + 1, "asynq@base")
+        versions["asynq@base"] = args.baseline
 
     t_start = time.time()
     load_start = os.getloadavg()
@@ -411,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"==> round {rnd + 1}/{plan.repeats}, order {order}", flush=True)
             for s in order:
                 if want("throughput"):
-                    for handler in ("noop", "sleep") + (("pydantic",) if s == "asynq" else ()):
+                    for handler in ("noop", "sleep") + (("pydantic",) if s.startswith("asynq") else ()):
                         scen = f"worker_{handler}"
                         _guard(
                             b,
@@ -427,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
                             flush=single.flush,
                             scenario=scen,
                         )
-                if want("enqueue") and s in BATCHING:
+                if want("enqueue") and s.partition("@")[0] in BATCHING:
                     _guard(b, "enqueue_many", s, rnd, enqueue_many, b, s, rnd)
                 if want("latency"):
                     _guard(b, "latency", s, rnd, pickup_latency, b, s, rnd)
@@ -564,7 +591,7 @@ ROWS: list[tuple[str, str, str, str]] = [
 def render_table(doc: dict[str, Any]) -> str:
     summary = doc["summary"]
     systems = list(doc["meta"]["versions"]) + list(doc["meta"]["unavailable"])
-    labels = [envs.SYSTEMS[s].label for s in systems] + ["Go Asynq*"]
+    labels = [label_of(s) for s in systems] + ["Go Asynq*"]
     head = ["", *labels]
     lines: list[list[str]] = []
     go_map = {
@@ -620,7 +647,7 @@ def render_table(doc: dict[str, Any]) -> str:
             p = summary.get(scen, {}).get(s, {})
             if s != "asynq" and metric in p and p[metric] and a[metric]:
                 r = a[metric] / p[metric] if metric == "rate" else p[metric] / a[metric]
-                ratios.append(f"{scen}: {r:.1f}x {envs.SYSTEMS[s].label}")
+                ratios.append(f"{scen}: {r:.1f}x {label_of(s)}")
     if ratios:
         out.append("asynq-aio vs peers, same run (higher = asynq-aio better): " + "; ".join(ratios))
     return "\n".join(out)
