@@ -142,7 +142,11 @@ async def test_exporter_and_worker_metrics_for_tasks_in_every_state(
             i = await insp.get_queue_info(busy, memory=False)
             return (i.completed, i.archived, i.retry, i.active) == (1, 1, 1, 1)
 
-        exporter = QueueMetricsExporter(opt, registry=CollectorRegistry(), interval=60)
+        # The shared single Redis holds every test session's queues: name ours (plus one that does
+        # not exist). The cluster is this session's own: there the exporter lists every queue.
+        missing = f"{unique_queue}_missing"
+        only = [busy, idle, missing] if redis_target.kind == "single" else None
+        exporter = QueueMetricsExporter(opt, registry=CollectorRegistry(), interval=60, queues=only)
         async with exporter, Server(opt, cfg).serve(mux):
             await wait_until(busy_settled)
             queue_registry = CollectorRegistry()
@@ -182,6 +186,7 @@ async def test_exporter_and_worker_metrics_for_tasks_in_every_state(
                 age = get(m, "asynq_exporter_snapshot_age_seconds")
                 assert age is not None and age >= 0
                 assert get(m, "asynq_exporter_refresh_errors_total") == 0
+                assert get(m, "asynq_queue_size", queue=missing) is None
 
                 w = await scrape(wsrv.url)
                 assert get(w, "asynq_worker_tasks_in_flight", queue=busy, task_type="m:block") == 1
@@ -280,7 +285,9 @@ async def test_background_refresh_follows_the_queue(single_redis_url: str, uniqu
     registry = CollectorRegistry()
     async with (
         Client(opt) as client,
-        QueueMetricsExporter(opt, interval=0.1, memory=False, registry=registry) as exporter,
+        QueueMetricsExporter(
+            opt, interval=0.1, memory=False, registry=registry, queues=[unique_queue]
+        ) as exporter,
     ):
         with serve_metrics(0, "127.0.0.1", registry) as srv:
             async with anyio.create_task_group() as tg:
@@ -359,9 +366,11 @@ async def test_metrics_command_serves_queues_until_sigterm(
         if redis_target.url
         else ["--cluster-addrs", ",".join(redis_target.addrs or [])]
     )
+    # on the shared single Redis, only this test's queues; on the cluster, every queue
+    only = [a for q in queues for a in ("-q", q)] if redis_target.url else []
     cmd = [sys.executable, "-m", "asynq_aio.cli", "metrics", "--port", "0", "--host", "127.0.0.1"]
     proc = subprocess.Popen(
-        [*cmd, "--interval", "0.2", "--no-memory", *conn],
+        [*cmd, "--interval", "0.2", "--no-memory", *conn, *only],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -42,6 +42,10 @@ def metrics(
     memory: Annotated[
         bool, typer.Option(help="Export the sampled memory estimate per queue (a few more reads).")
     ] = True,
+    queue: Annotated[
+        list[str] | None,
+        typer.Option("--queue", "-q", help="Export only this queue; repeat for more (default: all)."),
+    ] = None,
     redis_url: RedisURLOption = None,
     cluster_addrs: ClusterAddrsOption = None,
     username: UsernameOption = None,
@@ -68,6 +72,7 @@ def metrics(
             memory=memory,
             max_age=max_age if max_age is not None else 5 * interval,
             registry=registry,
+            queues=queue or None,
         )
         async with exporter:
             with serve_metrics(port, host, registry) as server:

@@ -166,7 +166,8 @@ class QueueMetricsExporter:
 
     Works on a single Redis, Sentinel and a Redis Cluster alike: the Inspector routes each queue's
     reads to the node that owns its slot. ``memory`` adds Asynq's sampled memory estimate, at the
-    cost of a few more round trips per queue.
+    cost of a few more round trips per queue. ``queues`` limits the export to those queues (default:
+    every queue in ``asynq:queues``, read again at each refresh); one that does not exist is left out.
     """
 
     def __init__(
@@ -178,6 +179,7 @@ class QueueMetricsExporter:
         memory: bool = True,
         max_age: float | None = None,
         registry: CollectorRegistry | None = None,
+        queues: Sequence[str] | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be positive, got {interval}")
@@ -191,6 +193,7 @@ class QueueMetricsExporter:
         self.interval = interval
         self.timeout = timeout
         self.memory = memory
+        self.queues = list(queues) if queues is not None else None
         self.collector = QueueMetricsCollector(max_age=max_age)
         if registry is not None:
             registry.register(self.collector)
@@ -233,7 +236,7 @@ class QueueMetricsExporter:
             await anyio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
 
     async def _read(self) -> list[QueueInfo]:
-        names = await self.inspector.queues()
+        names = await self.inspector.queues() if self.queues is None else self.queues
         if not self.memory:
             try:
                 return await self.inspector.get_queue_infos(names)
