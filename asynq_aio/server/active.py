@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 import anyio
@@ -16,8 +16,16 @@ class ActiveTask:
     started: datetime
     deadline: datetime
     lease_expiry: float  # unix s, as last written to Redis
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    cancel_reason: str = ""  # "cancel" (asynq:cancel), "shutdown", "lease"
+    cancel_reason: str = ""  # "cancel" (asynq:cancel), "shutdown", "lease"; "" for a timeout
+    # The handler's cancel scope (it carries the deadline), set once the handler's task enters it;
+    # a cancel that comes earlier is remembered and applied on entry.
+    scope: anyio.CancelScope | None = None
+    cancel_called: bool = False
+
+    def cancel(self) -> None:
+        self.cancel_called = True
+        if self.scope is not None:
+            self.scope.cancel()
 
 
 class ActiveTasks:
@@ -51,5 +59,5 @@ class ActiveTasks:
             return False
         if not t.cancel_reason:
             t.cancel_reason = reason
-        t.scope.cancel()
+        t.cancel()
         return True
