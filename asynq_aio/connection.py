@@ -115,6 +115,8 @@ def parse_redis_url(url: str) -> RedisConnOpt:
     ``redis-sentinel://`` URLs into connection options.
 
     ``redis://[user:pass@]host:port[/db]``; ``redis-sentinel://[user:pass@]h1:p1,h2:p2/db?master=name``.
+    TLS (``rediss``) takes ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile`` and ``ssl_cert_reqs``
+    query parameters, as redis-py does.
     """
     parsed = urlparse(url)
     scheme = parsed.scheme.lower()
@@ -130,11 +132,16 @@ def parse_redis_url(url: str) -> RedisConnOpt:
         raise InvalidRedisURL(f"invalid Redis URL {url!r}: database {path!r} is not a number") from exc
     query = parse_qs(parsed.query)
     tls = TLSOptions() if scheme in {"rediss", "rediss-cluster", "rediss-sentinel"} else None
-    if tls is not None and query.get("ssl_cert_reqs"):
-        reqs = query["ssl_cert_reqs"][0]
+    if tls is not None and query.keys() & {"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile"}:
+        reqs = query.get("ssl_cert_reqs", ["required"])[0]
         if reqs not in {"required", "optional", "none"}:
             raise InvalidRedisURL(f"invalid Redis URL {url!r}: ssl_cert_reqs must be required|optional|none")
-        tls = TLSOptions(cert_reqs=reqs, ca_certs=query.get("ssl_ca_certs", [None])[0])
+        tls = TLSOptions(
+            cert_reqs=reqs,
+            ca_certs=query.get("ssl_ca_certs", [None])[0],
+            certfile=query.get("ssl_certfile", [None])[0],
+            keyfile=query.get("ssl_keyfile", [None])[0],
+        )
     if not hosts:
         raise InvalidRedisURL(f"invalid Redis URL {url!r}: no host")
     try:

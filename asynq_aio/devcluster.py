@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_PORTS",
     "DevCluster",
     "DevClusterError",
+    "DevClusterTLS",
     "NodeStatus",
     "RedisServerNotFound",
     "find_free_port_base",
@@ -192,6 +193,55 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class DevClusterTLS:
+    """Certificates for a TLS-only cluster: clients and the cluster bus both speak TLS.
+
+    Each node listens with TLS on its port (plain TCP is off), ``tls-cluster`` and
+    ``tls-replication`` encrypt node-to-node traffic, and every node presents ``cert_file``.
+    With ``auth_clients`` a client must also present a certificate signed by ``ca_file``.
+    """
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+    auth_clients: bool = False
+
+    def config_lines(self) -> list[str]:
+        return [
+            "tls-cluster yes",
+            "tls-replication yes",
+            f"tls-cert-file {Path(self.cert_file).absolute()}",
+            f"tls-key-file {Path(self.key_file).absolute()}",
+            f"tls-ca-cert-file {Path(self.ca_file).absolute()}",
+            f"tls-auth-clients {'yes' if self.auth_clients else 'no'}",
+        ]
+
+    def redis_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for a redis-py client of this cluster (the CA is checked, not names)."""
+        kw: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(self.ca_file), "ssl_cert_reqs": "required"}
+        if self.auth_clients:  # the node certificate doubles as the client certificate
+            kw.update(ssl_certfile=str(self.cert_file), ssl_keyfile=str(self.key_file))
+        return kw
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cert_file": str(self.cert_file),
+            "key_file": str(self.key_file),
+            "ca_file": str(self.ca_file),
+            "auth_clients": self.auth_clients,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DevClusterTLS:
+        return cls(
+            cert_file=Path(data["cert_file"]),
+            key_file=Path(data["key_file"]),
+            ca_file=Path(data["ca_file"]),
+            auth_clients=bool(data.get("auth_clients", False)),
+        )
+
+
 class DevCluster:
     """A Redis Cluster of local ``redis-server`` processes, one directory per node under ``base_dir``.
 
@@ -209,6 +259,7 @@ class DevCluster:
         host: str = "127.0.0.1",
         node_timeout_ms: int = 2000,
         redis_server: str | None = None,
+        tls: DevClusterTLS | None = None,
     ) -> None:
         if replicas < 0 or not ports or len(ports) % (replicas + 1):
             raise ValueError(f"{len(ports)} ports cannot form masters with {replicas} replicas each")
@@ -219,6 +270,7 @@ class DevCluster:
         self.host = host
         self.node_timeout_ms = node_timeout_ms
         self._redis_server = redis_server
+        self.tls = tls
 
     @classmethod
     def from_dir(cls, base_dir: Path) -> DevCluster:
@@ -235,6 +287,7 @@ class DevCluster:
             appendonly=state["appendonly"],
             host=state["host"],
             node_timeout_ms=state["node_timeout_ms"],
+            tls=DevClusterTLS.from_json(state["tls"]) if state.get("tls") else None,
         )
 
     @property
@@ -366,6 +419,7 @@ class DevCluster:
             "appendonly": self.appendonly,
             "host": self.host,
             "node_timeout_ms": self.node_timeout_ms,
+            "tls": self.tls.to_json() if self.tls else None,
         }
         path = self.base_dir / _STATE_FILE
         if path.exists():
@@ -381,8 +435,9 @@ class DevCluster:
     def _write_config(self, port: int) -> Path:
         node_dir = self._node_dir(port)
         node_dir.mkdir(parents=True, exist_ok=True)
+        # With TLS the node's port is its TLS port and plain TCP is off (port 0).
         lines = [
-            f"port {port}",
+            *([f"tls-port {port}", "port 0"] if self.tls else [f"port {port}"]),
             f"bind {self.host}",
             f"dir {node_dir}",
             "daemonize no",
@@ -397,6 +452,7 @@ class DevCluster:
             'save ""',
             # Replicas sync at once instead of waiting 5 s for more replicas to share a diskless sync.
             "repl-diskless-sync-delay 0",
+            *(self.tls.config_lines() if self.tls else []),
         ]
         conf = node_dir / "redis.conf"
         conf.write_text("\n".join(lines) + "\n")
@@ -477,6 +533,7 @@ class DevCluster:
             socket_timeout=2.0,
             socket_connect_timeout=1.0,
             retry=Retry(NoBackoff(), 0),
+            **(self.tls.redis_kwargs() if self.tls else {}),
         )
         try:
             yield client

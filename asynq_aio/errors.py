@@ -45,6 +45,12 @@ class RedisUnavailableError(AsynqError, ConnectionError):
     """Redis could not be reached (or stayed unavailable) within the retry budget; names the address."""
 
 
+class RedisAuthError(AsynqError, PermissionError):
+    """Redis refused the credentials (wrong username or password, disabled ACL user) or the ACL
+    user lacks a permission asynq-aio needs (NOPERM); names the address. Not retried: waiting
+    does not fix a password."""
+
+
 class ClusterNotReadyError(AsynqError):
     """The Redis Cluster does not report ``cluster_state:ok``."""
 

@@ -113,8 +113,11 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, rx.ResponseError):
         return str(exc).startswith(_TRANSIENT_REPLY_PREFIXES)
     if isinstance(exc, rx.RedisClusterException):
-        # "Redis Cluster cannot be connected", raised while (re)initialising the slot map
+        # "Redis Cluster cannot be connected", raised while (re)initialising the slot map; when
+        # every node refused the login, waiting will not help
         text = str(exc)
+        if _WRONGPASS_TEXT in text:
+            return False
         return "cannot be connected" in text or "No targets" in text or "not covered" in text
     # redis-py 8.1 race: another coroutine's internal aclose() nulls a connection's writer mid-handshake
     return isinstance(exc, AttributeError) and "NoneType" in str(exc)
@@ -520,9 +523,14 @@ class _suppress_all:
         return exc[0] is not None and issubclass(cast(type, exc[0]), Exception)
 
 
+_WRONGPASS_TEXT = "invalid username-password pair"  # Redis' WRONGPASS reply
+
+
 def _auth_failure(exc: Exception, where: str, what: str) -> RedisAuthError | None:
     """A refused login or an ACL denial as an error that names the server (redis-py's does not)."""
-    if isinstance(exc, rx.AuthenticationError | rx.AuthorizationError):
+    if isinstance(exc, rx.AuthenticationError | rx.AuthorizationError) or (
+        isinstance(exc, rx.RedisClusterException) and _WRONGPASS_TEXT in str(exc)
+    ):
         return RedisAuthError(f"Redis at {where} refused the username/password ({what}): {exc}")
     if isinstance(exc, rx.NoPermissionError):
         return RedisAuthError(
