@@ -1,6 +1,6 @@
 """asynq-aio: an asyncio-native task queue on Redis Cluster, wire-compatible with Go Asynq v0.26."""
 
-from asynq_aio.client import Client
+from asynq_aio.client import Client, Durability, EnqueueHook, OutgoingTask
 from asynq_aio.connection import (
     RedisClientOpt,
     RedisClusterClientOpt,
@@ -18,8 +18,11 @@ from asynq_aio.errors import (
     InvalidQueueName,
     InvalidTaskError,
     MalformedTaskError,
+    NotDurableError,
+    PayloadTooLargeError,
     PayloadValidationError,
     QueueNotFoundError,
+    RedisAuthError,
     RedisUnavailableError,
     RevokeTask,
     SkipRetry,
@@ -45,6 +48,8 @@ __all__ = [
     "Config",
     "CronEntry",
     "DuplicateTaskError",
+    "Durability",
+    "EnqueueHook",
     "EntryOptions",
     "FailedPreconditionError",
     "Fire",
@@ -53,10 +58,14 @@ __all__ = [
     "InvalidQueueName",
     "InvalidTaskError",
     "MalformedTaskError",
+    "NotDurableError",
+    "OutgoingTask",
+    "PayloadTooLargeError",
     "PayloadValidationError",
     "PeriodicTaskConfig",
     "PeriodicTaskManager",
     "QueueNotFoundError",
+    "RedisAuthError",
     "RedisClientOpt",
     "RedisClusterClientOpt",
     "RedisSentinelOpt",
