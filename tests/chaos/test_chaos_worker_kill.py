@@ -45,7 +45,8 @@ async def test_sigkilled_worker_loses_nothing_and_is_recovered_within_the_lease(
             log_path=tmp_path / "victim.log",
             addrs=cluster.addrs,
             lease=LEASE,
-            work=0.2,
+            # longer than the survivor's tasks, so the victim surely holds some when it is killed
+            work=1.0,
             concurrency=4,
         )
         try:
@@ -71,6 +72,7 @@ async def test_sigkilled_worker_loses_nothing_and_is_recovered_within_the_lease(
                     await wait_until(victim_busy, 30, what="the victim worker to run tasks")
                     async with survivor.serve(chaos_mux(runlog, "survivor", 0.2)):
                         await anyio.sleep(0.5)
+                        await wait_until(victim_busy, 10, what="the victim to hold tasks")
                         killed_at = time.time()
                         os.kill(victim.pid, signal.SIGKILL)
                         victim.wait(timeout=5)
@@ -90,7 +92,7 @@ async def test_sigkilled_worker_loses_nothing_and_is_recovered_within_the_lease(
         for e in runlog.events()
         if e.kind == "S" and e.worker != "victim" and e.task_id in lost_in_flight
     ]
-    recovery = max(reruns) - killed_at if len(reruns) >= len(lost_in_flight) else None
+    recovery = max(reruns) - killed_at if reruns and len(reruns) >= len(lost_in_flight) else None
     result = ChaosResult.collect(
         "worker SIGKILL mid-task",
         producer,
