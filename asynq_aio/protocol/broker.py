@@ -173,9 +173,9 @@ class Broker:
                 raw = msgs[i]
                 if raw is not None:  # b"" was moved to active too: hand it out to be archived
                     out.append(Dequeued(queue, expected[i], bytes(raw)))
-            if matched == len(expected) or len(out) >= count:
-                return out
             count -= matched
+            if count <= 0 or not newtail:
+                return out
         return out
 
     async def wait_for_work(self, queue: str, timeout: float) -> bool:

@@ -1,0 +1,125 @@
+"""The batched hot path: ``ack_many.lua`` (one script call acks a batch of one queue's successes) and
+the dequeue tail (a short dequeue must not cap the next one), on a single Redis and on a cluster.
+
+The processor's tests cover these through a running server; these pin down the storage effects
+and the "safe to run twice" promise directly: a re-sent batch, or an ID named twice, changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+import pytest
+from conftest import RedisTarget
+from workerproc import RawRedis, conn_opt
+
+from asynq_aio import Client, Task
+from asynq_aio.protocol.broker import Broker, Dequeued
+from asynq_aio.protocol.codec import TaskMessage, decode_task_message
+
+pytestmark = pytest.mark.anyio
+
+
+def q(queue: str) -> Callable[[str], str]:
+    """Key builder written out by hand from PROTOCOL.md (not the library's keys module)."""
+    return lambda suffix: f"asynq:{{{queue}}}:{suffix}"
+
+
+@pytest.fixture
+async def client(redis_target: RedisTarget) -> AsyncIterator[Client]:
+    async with Client(conn_opt(redis_target.kind, redis_target.url, redis_target.addrs)) as c:
+        yield c
+
+
+@pytest.fixture
+async def raw(redis_target: RedisTarget) -> AsyncIterator[RawRedis]:
+    r = RawRedis(redis_target.kind, redis_target.url, redis_target.addrs)
+    try:
+        yield r
+    finally:
+        await r.aclose()
+
+
+async def take(broker: Broker, queue: str, count: int) -> list[Dequeued]:
+    got = await broker.dequeue(queue, count, math.ceil(time.time() + 60))
+    assert isinstance(got, list)
+    return got
+
+
+async def counter(raw: RawRedis, key: str) -> int:
+    return int(await raw.cmd("GET", key) or 0)
+
+
+async def test_ack_many_writes_each_outcome_once(client: Client, raw: RawRedis, unique_queue: str) -> None:
+    k = q(unique_queue)
+    broker = client.broker
+    plain = await client.enqueue(Task("t", b"plain"), queue=unique_queue)
+    locked = await client.enqueue(Task("t", b"locked"), queue=unique_queue, unique=300)
+    kept = await client.enqueue(Task("t", b"kept"), queue=unique_queue, retention=600)
+    got = await take(broker, unique_queue, 3)
+    msgs: list[TaskMessage] = [decode_task_message(d.raw) for d in got]
+    assert [m.id for m in msgs] == [plain.id, locked.id, kept.id]
+    lock_key = msgs[1].unique_key
+    assert await raw.cmd("GET", lock_key) == locked.id.encode()
+
+    op = broker.ack_many_op(unique_queue, msgs)
+    assert await broker.run([op]) == [[1, 1, 1]]
+
+    assert await raw.cmd("EXISTS", k(f"t:{plain.id}"), k(f"t:{locked.id}")) == 0
+    assert await raw.cmd("EXISTS", lock_key) == 0  # released: it still named this task
+    assert await raw.cmd("HGET", k(f"t:{kept.id}"), "state") == b"completed"
+    stored = decode_task_message(await raw.cmd("HGET", k(f"t:{kept.id}"), "msg"))
+    assert stored.completed_at > 0
+    assert await raw.cmd("ZSCORE", k("completed"), kept.id) is not None
+    assert await raw.cmd("LLEN", k("active")) == 0
+    assert await raw.cmd("ZCARD", k("lease")) == 0
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    assert await counter(raw, k("processed")) == 3
+    assert await counter(raw, k(f"processed:{today}")) == 3
+    assert await raw.cmd("TTL", k(f"processed:{today}")) > 0
+
+    # a re-sent batch (the transport retries after a lost reply) is a no-op, counters included
+    assert await broker.run([op]) == [[0, 0, 0]]
+    assert await counter(raw, k("processed")) == 3
+    assert await raw.cmd("HGET", k(f"t:{kept.id}"), "state") == b"completed"
+
+
+async def test_ack_many_counts_an_id_named_twice_once(
+    client: Client, raw: RawRedis, unique_queue: str
+) -> None:
+    k = q(unique_queue)
+    await client.enqueue(Task("t", b"x"), queue=unique_queue)
+    (item,) = await take(client.broker, unique_queue, 1)
+    msg = decode_task_message(item.raw)
+    assert await client.broker.run([client.broker.ack_many_op(unique_queue, [msg, msg])]) == [[1, 0]]
+    assert await counter(raw, k("processed")) == 1
+
+
+async def test_ack_many_leaves_a_lock_that_another_task_holds(
+    client: Client, raw: RawRedis, unique_queue: str
+) -> None:
+    await client.enqueue(Task("t", b"u"), queue=unique_queue, unique=300)
+    (item,) = await take(client.broker, unique_queue, 1)
+    msg = decode_task_message(item.raw)
+    await raw.cmd("SET", msg.unique_key, "someone-else")
+    assert await client.broker.run([client.broker.ack_many_op(unique_queue, [msg])]) == [[1]]
+    assert await raw.cmd("GET", msg.unique_key) == b"someone-else"
+
+
+async def test_a_short_dequeue_does_not_cap_the_next(
+    client: Client, raw: RawRedis, unique_queue: str
+) -> None:
+    """One freed slot fetches one task; the next fetch for 20 must still get 20 in order."""
+    infos = await client.enqueue_many([Task("t", str(i).encode()) for i in range(40)], queue=unique_queue)
+    ids = [i.id for i in infos if not isinstance(i, Exception)]
+    assert len(ids) == 40
+    broker = Broker(client.broker.transport)  # a fresh tail cache, as in a new worker
+    first = await take(broker, unique_queue, 1)
+    second = await take(broker, unique_queue, 20)
+    third = await take(broker, unique_queue, 32)
+    assert [d.task_id for d in first + second + third] == ids  # oldest first, none skipped
+    assert (len(first), len(second), len(third)) == (1, 20, 19)
+    assert await raw.cmd("LLEN", q(unique_queue)("active")) == 40
