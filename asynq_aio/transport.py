@@ -317,35 +317,40 @@ class Transport:
     async def batch(self, ops: Sequence[Op]) -> list[Any]:
         """Run many independent ops in one pipeline (split per node by redis-py in a cluster).
 
-        Items that fail transiently (or with NOSCRIPT) are re-run one by one through the retry loop;
-        a permanent error is returned in its slot as the exception, so one bad item does not hide the
-        others' results.
+        Items that fail with NOSCRIPT (a node that has not seen the script yet) are re-sent in one
+        more pipeline as EVAL; items that still fail transiently are re-run one by one, in order,
+        through the retry loop. Order matters: the ops of one ``enqueue_many`` must reach their
+        list in the caller's order. A permanent error is returned in its slot as the exception, so
+        one bad item does not hide the others' results.
         """
         if not ops:
             return []
-        results: list[Any]
+        results = await self._pipeline(ops, by_sha=True)
+        noscript = [i for i, r in enumerate(results) if isinstance(r, rx.NoScriptError)]
+        if noscript:
+            again = await self._pipeline([ops[i] for i in noscript], by_sha=False)
+            for i, r in zip(noscript, again, strict=True):
+                results[i] = r
+        for i, r in enumerate(results):
+            if isinstance(r, Exception) and (is_transient(r) or isinstance(r, rx.NoScriptError)):
+                try:
+                    results[i] = await self.run_op(ops[i])
+                except Exception as exc:
+                    results[i] = exc
+        return results
+
+    async def _pipeline(self, ops: Sequence[Op], *, by_sha: bool) -> list[Any]:
+        """One non-transactional pipeline; a transient failure of the whole send fills every slot."""
         try:
             async with self._inflight:
                 pipe = self.client.pipeline(transaction=False)
                 for op in ops:
-                    pipe.execute_command(*op.wire())
-                results = list(await pipe.execute(raise_on_error=False))
+                    pipe.execute_command(*op.wire(by_sha=by_sha))
+                return list(await pipe.execute(raise_on_error=False))
         except Exception as exc:
             if not is_transient(exc) and not isinstance(exc, rx.NoScriptError):
                 raise
-            results = [exc] * len(ops)
-        redo = [
-            i
-            for i, r in enumerate(results)
-            if isinstance(r, Exception) and (is_transient(r) or isinstance(r, rx.NoScriptError))
-        ]
-        if redo:
-            again = await asyncio.gather(*(self.run_op(ops[i]) for i in redo), return_exceptions=True)
-            for i, r in zip(redo, again, strict=True):
-                if isinstance(r, BaseException) and not isinstance(r, Exception):
-                    raise r
-                results[i] = r
-        return results
+            return [exc] * len(ops)
 
     async def batch_then_wait(
         self, ops: Sequence[Op], route_keys: Sequence[str], replicas: int, timeout: float

@@ -72,6 +72,24 @@ async def test_script_runs_after_script_cache_flush(redis_target: RedisTarget, u
         await tr.aclose()
 
 
+async def test_enqueue_many_keeps_its_order_after_a_script_cache_flush(
+    redis_target: RedisTarget, unique_queue: str
+) -> None:
+    """The NOSCRIPT fallback re-sends in order: pending must list the tasks as they were given."""
+    async with Client(opt_for(redis_target)) as client:
+        await client.enqueue(Task("warm"), queue=unique_queue)  # the queue exists, then its node forgets
+        await flush_scripts(client.broker.transport)
+        infos = await client.enqueue_many(
+            [Task("t", str(i).encode()) for i in range(200)], queue=unique_queue
+        )
+        ids = [i.id for i in infos if not isinstance(i, Exception)]
+        assert len(ids) == 200
+        pending = await client.broker.transport.call("LRANGE", queue_keys(unique_queue).pending, 0, -1)
+        # LPUSH puts the newest at the left; the warm-up task is the oldest, at the right
+        assert [p.decode() for p in reversed(pending)][1:] == ids
+        await client.broker.transport.call("DEL", queue_keys(unique_queue).pending)
+
+
 async def test_batch_reports_permanent_errors_per_item(redis_target: RedisTarget, unique_queue: str) -> None:
     tr = Transport.connect(opt_for(redis_target))
     qk = queue_keys(unique_queue)
