@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_serializer
 
 from asynq_aio.errors import InvalidTaskError
 
@@ -97,7 +97,9 @@ class Task:
 class TaskInfo(BaseModel):
     """A snapshot of one stored task, as the client, inspector and handlers see it.
 
-    A pydantic model so that web apps can return it from a route as JSON.
+    A pydantic model so that web apps can return it from a route as JSON. In JSON, ``payload`` and
+    ``result`` are their UTF-8 text (what JSON payloads are); bytes that are not UTF-8 appear as
+    ``\\xNN`` escapes instead of failing the whole response.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -121,3 +123,7 @@ class TaskInfo(BaseModel):
     completed_at: datetime | None = None
     result: bytes | None = None
     unique_key: str = ""
+
+    @field_serializer("payload", "result", when_used="json-unless-none")
+    def _bytes_as_text(self, value: bytes) -> str:
+        return value.decode("utf-8", errors="backslashreplace")

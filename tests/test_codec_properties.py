@@ -9,6 +9,7 @@ same rules. No Redis is needed: the codec is pure.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from gofixtures import b64, task_records
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from asynq_aio.errors import MalformedTaskError
 from asynq_aio.protocol.codec import (
@@ -31,7 +33,7 @@ from asynq_aio.protocol.codec import (
     new_task_message,
     task_info,
 )
-from asynq_aio.task import TaskState
+from asynq_aio.task import TaskInfo, TaskState
 
 # Pure CPU work, so a few hundred examples cost well under a second each test.
 PROPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -164,6 +166,21 @@ def test_task_info_reports_what_the_message_says(
     assert info.completed_at == when(completed)
     assert info.timeout == (timedelta(seconds=timeout) if timeout else None)
     assert info.retention == (timedelta(seconds=retention) if retention else None)
+    # built without pydantic's model_construct: it must be the same model as a validated one
+    validated = TaskInfo.model_validate(info.model_dump())
+    assert info == validated
+    assert info.model_fields_set == validated.model_fields_set == set(TaskInfo.model_fields)
+    as_json = json.loads(info.model_dump_json())  # binary payloads too: never a serialisation error
+    assert as_json["id"] == msg.id
+    try:
+        text = msg.payload.decode()
+    except UnicodeDecodeError:
+        pass
+    else:
+        assert as_json["payload"] == text
+        assert TaskInfo.model_validate_json(info.model_dump_json()) == info
+    with pytest.raises(ValidationError):  # still frozen
+        info.id = "other"  # type: ignore[misc]
 
 
 def assert_decodes_or_is_malformed(data: bytes) -> None:

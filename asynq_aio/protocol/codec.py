@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -108,6 +109,25 @@ def from_unix(seconds: int | float) -> datetime | None:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
+_FIELDS = frozenset(TaskInfo.model_fields)
+_set = object.__setattr__
+
+
+def _trusted_info(values: dict[str, Any]) -> TaskInfo:
+    """A TaskInfo from values this module built itself, without pydantic's per-field loop.
+
+    ``model_construct`` walks every field's aliases and defaults: ~18 us of the ~38 us an enqueue
+    spent in Python before its write. The values here cover every field, so setting the instance
+    state that ``model_construct`` would set is enough; tests compare the two field by field.
+    """
+    info = TaskInfo.__new__(TaskInfo)
+    _set(info, "__dict__", values)
+    _set(info, "__pydantic_fields_set__", set(_FIELDS))
+    _set(info, "__pydantic_extra__", None)
+    _set(info, "__pydantic_private__", None)
+    return info
+
+
 def task_info(
     msg: TaskMessage,
     state: TaskState,
@@ -116,26 +136,29 @@ def task_info(
     result: bytes | None = None,
     is_orphaned: bool = False,
 ) -> TaskInfo:
-    return TaskInfo.model_construct(
-        id=msg.id,
-        queue=msg.queue,
-        type=msg.type,
-        payload=msg.payload,
-        headers=dict(msg.headers),
-        state=state,
-        max_retry=msg.retry,
-        retried=msg.retried,
-        last_err=msg.error_msg,
-        last_failed_at=from_unix(msg.last_failed_at),
-        timeout=timedelta(seconds=msg.timeout) if msg.timeout else None,
-        deadline=from_unix(msg.deadline),
-        group=msg.group_key,
-        next_process_at=next_process_at,
-        is_orphaned=is_orphaned,
-        retention=timedelta(seconds=msg.retention) if msg.retention else None,
-        completed_at=from_unix(msg.completed_at),
-        result=result,
-        unique_key=msg.unique_key,
+    timeout, retention = msg.timeout, msg.retention
+    return _trusted_info(
+        {
+            "id": msg.id,
+            "queue": msg.queue,
+            "type": msg.type,
+            "payload": msg.payload,
+            "headers": dict(msg.headers),
+            "state": state,
+            "max_retry": msg.retry,
+            "retried": msg.retried,
+            "last_err": msg.error_msg,
+            "last_failed_at": from_unix(msg.last_failed_at),
+            "timeout": timedelta(seconds=timeout) if timeout else None,
+            "deadline": from_unix(msg.deadline),
+            "group": msg.group_key,
+            "next_process_at": next_process_at,
+            "is_orphaned": is_orphaned,
+            "retention": timedelta(seconds=retention) if retention else None,
+            "completed_at": from_unix(msg.completed_at),
+            "result": result,
+            "unique_key": msg.unique_key,
+        }
     )
 
 
