@@ -35,6 +35,9 @@ from asynq_aio.protocol.keys import (
 from asynq_aio.transport import EncodableArg, Op, Transport
 
 STATS_TTL = timedelta(days=90)
+# Most tasks one enqueue_many.lua call stores: Redis runs nothing else while a script runs, and
+# ~256 100-byte tasks take well under a millisecond there; larger calls bought no more throughput.
+ENQUEUE_CHUNK = 256
 DEQUEUE_TAIL = 32  # shortest pending tail a dequeue reports back (the IDs the next dequeue names)
 
 Clock = Callable[[], float]
@@ -81,55 +84,76 @@ class Broker:
     # -- enqueue ------------------------------------------------------------------------------------
 
     def _enqueue_op(self, req: EnqueueRequest) -> Op:
-        msg = req.msg
-        qk = queue_keys(msg.queue)
+        """One task as one ``enqueue.lua`` call (the lone-caller path, and the scheduler's fire)."""
         now = self.clock()
-        keys = [qk.task(msg.id)]
-        if msg.group_key:
-            keys.append(qk.group(msg.group_key))
-            kind, score = "aggregating", now
-            if req.process_at is not None and req.process_at > now:
-                keys[1] = qk.scheduled
-                kind, score = "scheduled", req.process_at
-        elif req.process_at is not None and req.process_at > now:
-            keys.append(qk.scheduled)
-            kind, score = "scheduled", req.process_at
-        else:
-            keys.append(qk.pending)
-            kind, score = "pending", now
-        if req.unique_ttl > 0:
-            keys.append(msg.unique_key)
-        if kind == "aggregating":
-            keys.append(qk.groups)
+        keys, kind, score = _enqueue_target(req, now)
         args = (
-            msg.SerializeToString(),
-            msg.id,
+            req.msg.SerializeToString(),
+            req.msg.id,
             int(now * 1e9),
             kind,
             int(score),
             req.unique_ttl,
-            msg.group_key,
+            req.msg.group_key,
             "1" if req.generated_id else "0",
         )
         return Op.eval(scripts.ENQUEUE, keys, args)
+
+    def enqueue_many_ops(
+        self, reqs: Sequence[EnqueueRequest], *, chunk: int | None = None
+    ) -> list[tuple[Op, list[int]]]:
+        """The requests as ``enqueue_many.lua`` calls: grouped by queue (one call may only touch one
+        queue's slot), at most ``chunk`` tasks per call so one call does not hold Redis for long.
+        Each op comes with the indexes in ``reqs`` of its tasks, in order; the ops of one queue are
+        in the caller's order, so sending them in order keeps pending in the caller's order.
+
+        Each task gets its own ``now`` in nanoseconds (``pending_since``): a caller-chosen ID named
+        twice in one batch must still be a conflict the second time, not look like a re-send."""
+        size = chunk or ENQUEUE_CHUNK
+        now = self.clock()
+        now_ns = int(now * 1e9)
+        by_queue: dict[str, list[int]] = {}
+        for i, req in enumerate(reqs):
+            by_queue.setdefault(req.msg.queue, []).append(i)
+        out: list[tuple[Op, list[int]]] = []
+        for idxs in by_queue.values():
+            for start in range(0, len(idxs), size):
+                part = idxs[start : start + size]
+                keys: list[str] = []
+                args: list[EncodableArg] = []
+                for i in part:
+                    req = reqs[i]
+                    tkeys, kind, score = _enqueue_target(req, now)
+                    keys += tkeys
+                    gen = 1 if req.generated_id else 0
+                    spec = f"{now_ns + i} {int(score)} {req.unique_ttl} {gen} {len(tkeys)} {kind} "
+                    args += [req.msg.SerializeToString(), req.msg.id, spec + req.msg.group_key]
+                out.append((Op.eval(scripts.ENQUEUE_MANY, keys, args), part))
+        return out
 
     async def enqueue(self, req: EnqueueRequest) -> None:
         """Store one task; raises TaskIDConflictError / DuplicateTaskError."""
         _check_enqueue(req.msg, await self.transport.run_op(self._enqueue_op(req)))
 
-    async def enqueue_many(self, reqs: Sequence[EnqueueRequest]) -> list[Exception | None]:
-        """Store many tasks in one pipeline; one result per request (None = stored)."""
-        return _enqueue_outcomes(reqs, await self.transport.batch([self._enqueue_op(r) for r in reqs]))
+    async def enqueue_many(
+        self, reqs: Sequence[EnqueueRequest], *, chunk: int | None = None
+    ) -> list[Exception | None]:
+        """Store many tasks: one script call per queue and chunk, all in one pipeline (per node in a
+        cluster); one result per request (None = stored)."""
+        ops = self.enqueue_many_ops(reqs, chunk=chunk)
+        replies = await self.transport.batch([op for op, _ in ops])
+        return _batch_outcomes(reqs, ops, replies)
 
     async def enqueue_durable(
         self, reqs: Sequence[EnqueueRequest], replicas: int, timeout: float
     ) -> tuple[list[Exception | None], int]:
         """Store tasks like :meth:`enqueue_many`, then WAIT on each written node until ``replicas``
         replicas hold them (or ``timeout`` seconds pass); also returns the fewest replicas that did."""
-        ops = [self._enqueue_op(r) for r in reqs]
-        route = [queue_keys(r.msg.queue).task(r.msg.id) for r in reqs]
-        replies, acked = await self.transport.batch_then_wait(ops, route, replicas, timeout)
-        return _enqueue_outcomes(reqs, replies), acked
+        ops = self.enqueue_many_ops(reqs)
+        # any key of an op finds its node: all of them share the queue's slot
+        route = [queue_keys(reqs[part[0]].msg.queue).task(reqs[part[0]].msg.id) for _, part in ops]
+        replies, acked = await self.transport.batch_then_wait([op for op, _ in ops], route, replicas, timeout)
+        return _batch_outcomes(reqs, ops, replies), acked
 
     async def register_queues(self, queues: Sequence[str]) -> None:
         """Add queue names to ``asynq:queues`` (its own slot, so never inside a queue's script)."""
@@ -489,6 +513,47 @@ class Broker:
 
     def queue_keys(self, queue: str) -> QueueKeys:
         return queue_keys(queue)
+
+
+def _enqueue_target(req: EnqueueRequest, now: float) -> tuple[list[str], str, float]:
+    """Where one task goes: its keys (hash, destination, then unique lock and groups set when it
+    has them), its kind (pending / scheduled / aggregating) and its score there."""
+    msg = req.msg
+    qk = queue_keys(msg.queue)
+    keys = [qk.task(msg.id)]
+    if msg.group_key:
+        keys.append(qk.group(msg.group_key))
+        kind, score = "aggregating", now
+        if req.process_at is not None and req.process_at > now:
+            keys[1] = qk.scheduled
+            kind, score = "scheduled", req.process_at
+    elif req.process_at is not None and req.process_at > now:
+        keys.append(qk.scheduled)
+        kind, score = "scheduled", req.process_at
+    else:
+        keys.append(qk.pending)
+        kind, score = "pending", now
+    if req.unique_ttl > 0:
+        keys.append(msg.unique_key)
+    if kind == "aggregating":
+        keys.append(qk.groups)
+    return keys, kind, score
+
+
+def _batch_outcomes(
+    reqs: Sequence[EnqueueRequest], ops: Sequence[tuple[Op, list[int]]], replies: Sequence[Any]
+) -> list[Exception | None]:
+    """One outcome per request from the replies of ``enqueue_many_ops``: a failed call is that
+    error for each of its tasks, a list of codes is one code per task."""
+    codes: list[Any] = [None] * len(reqs)
+    for (_, part), reply in zip(ops, replies, strict=True):
+        if isinstance(reply, Exception):
+            for i in part:
+                codes[i] = reply
+        else:
+            for i, code in zip(part, reply, strict=True):
+                codes[i] = code
+    return _enqueue_outcomes(reqs, codes)
 
 
 def _enqueue_outcomes(reqs: Sequence[EnqueueRequest], replies: Sequence[Any]) -> list[Exception | None]:
