@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Self
 
 from asynq_aio.connection import RedisConnOpt
+from asynq_aio.enqueue_batcher import EnqueueBatcher
 from asynq_aio.errors import InvalidTaskError, NotDurableError, PayloadTooLargeError
 from asynq_aio.options import Duration, resolve
 from asynq_aio.protocol.broker import Broker, EnqueueRequest
@@ -90,6 +91,8 @@ class Client:
             durable if isinstance(durable, Durability) else (Durability() if durable else None)
         )
         self._broker = Broker(self._transport)
+        # concurrent enqueue() calls share round trips (see enqueue_batcher.py)
+        self._batcher = EnqueueBatcher(self._broker)
         self._max_payload = max_payload_bytes
         self._known_queues: dict[str, float] = {}
         self._enqueue_hooks: list[EnqueueHook] = list(enqueue_hooks)
@@ -111,6 +114,7 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
+        await self._batcher.aclose()
         await self._transport.aclose()
 
     def _request(
@@ -240,7 +244,7 @@ class Client:
         with hooks:
             await self._ensure_registered([req.msg.queue])
             if self._durable is None:
-                await self._broker.enqueue(req)
+                await self._batcher.enqueue(req)
             else:
                 err = (await self._store_many([(req, info)]))[0]
                 if err is not None:
