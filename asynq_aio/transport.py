@@ -425,11 +425,13 @@ class Transport:
             return await self._script_op(op)
         return await self.call(*op.args)
 
-    async def wait_nonempty(self, list_key: str, timeout: float) -> bool:
-        """Block until ``list_key`` has an element (or ``timeout`` passes) without changing the list.
+    async def wait_nonempty(self, list_key: str, timeout: float) -> bytes | None:
+        """Block until ``list_key`` has an element (or ``timeout`` passes) without changing the list;
+        returns its tail element (None after the timeout).
 
         ``BLMOVE k k RIGHT RIGHT`` pops the tail and pushes it back onto the tail atomically: an identity
-        rotation, so it is a wake-up on enqueue that Go producers trigger too (they only LPUSH).
+        rotation, so it is a wake-up on enqueue that Go producers trigger too (they only LPUSH). The
+        element it reports lets a dequeue name the tail without reading it first.
         Not retried: a failed wait simply returns and the caller polls.
         """
         try:
@@ -438,8 +440,8 @@ class Transport:
             if not is_transient(exc):
                 raise
             await asyncio.sleep(min(timeout, 0.1))
-            return False
-        return reply is not None
+            return None
+        return None if reply is None else bytes(reply)
 
     # -- pub/sub ------------------------------------------------------------------------------------
 

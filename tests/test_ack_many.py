@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from conftest import RedisTarget
@@ -123,3 +124,27 @@ async def test_a_short_dequeue_does_not_cap_the_next(
     assert [d.task_id for d in first + second + third] == ids  # oldest first, none skipped
     assert (len(first), len(second), len(third)) == (1, 20, 19)
     assert await raw.cmd("LLEN", q(unique_queue)("active")) == 40
+
+
+async def test_a_wake_up_names_the_tail_so_the_dequeue_reads_no_list(
+    client: Client, raw: RawRedis, unique_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle worker's wake-up reports the oldest pending task; the dequeue that follows names it
+    directly (no LRANGE round trip first) and still takes every task in order."""
+    broker = Broker(client.broker.transport)  # an idle worker's broker: no tail known
+    assert await broker.wait_for_work(unique_queue, 0.1) is False  # empty: times out
+    infos = await client.enqueue_many([Task("t", str(i).encode()) for i in range(3)], queue=unique_queue)
+    ids = [i.id for i in infos if not isinstance(i, Exception)]
+    assert await broker.wait_for_work(unique_queue, 2.0) is True
+    sent: list[str] = []
+    real_call = broker.transport.call
+
+    async def recording_call(*args: Any, **kw: Any) -> Any:
+        sent.append(str(args[0]))
+        return await real_call(*args, **kw)
+
+    monkeypatch.setattr(broker.transport, "call", recording_call)
+    got = await take(broker, unique_queue, 10)
+    assert [d.task_id for d in got] == ids
+    assert "LRANGE" not in sent
+    assert await raw.cmd("LLEN", q(unique_queue)("pending")) == 0

@@ -114,7 +114,7 @@ async def test_wait_nonempty_wakes_on_push_and_keeps_the_list(
 
         async def waiter() -> None:
             t0 = time.monotonic()
-            assert await tr.wait_nonempty(key, 2.0)
+            assert await tr.wait_nonempty(key, 2.0) == b"b"  # the tail: the oldest, next to dequeue
             woke_after.append(time.monotonic() - t0)
 
         async with anyio.create_task_group() as tg:
@@ -124,7 +124,7 @@ async def test_wait_nonempty_wakes_on_push_and_keeps_the_list(
         assert woke_after and woke_after[0] < 1.5
         assert await tr.call("LRANGE", key, 0, -1) == [b"a", b"b"]  # identity rotation
         await tr.call("DEL", key)
-        assert not await tr.wait_nonempty(key, 0.2)  # times out empty
+        assert await tr.wait_nonempty(key, 0.2) is None  # times out empty
     finally:
         await tr.call("DEL", key)
         await tr.aclose()

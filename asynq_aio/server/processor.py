@@ -118,8 +118,8 @@ class Processor:
         async def watch(queue: str) -> None:
             if await self._broker.is_paused(queue):
                 await anyio.sleep(self._config.idle_wait)
-            elif await self._broker.wait_for_work(queue, self._config.idle_wait):
-                self._broker.forget_tail(queue)
+            else:
+                await self._broker.wait_for_work(queue, self._config.idle_wait)
             woke.set()
 
         async def stop_on_shutdown() -> None:
