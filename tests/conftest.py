@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,9 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from workerproc import RawRedis, conn_opt
 
+from asynq_aio import Client
 from asynq_aio.devcluster import DevCluster, find_free_port_base, find_redis_server
 
 _SYSTEM_REDIS = ("127.0.0.1", 6379)
@@ -146,3 +148,20 @@ def redis_target(request: pytest.FixtureRequest) -> RedisTarget:
 def unique_queue() -> str:
     """A fresh queue name per test, so tests never see each other's tasks."""
     return f"t_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def client(redis_target: RedisTarget) -> AsyncIterator[Client]:
+    """A Client on the current ``redis_target``."""
+    async with Client(conn_opt(redis_target.kind, redis_target.url, redis_target.addrs)) as c:
+        yield c
+
+
+@pytest.fixture
+async def raw(redis_target: RedisTarget) -> AsyncIterator[RawRedis]:
+    """Plain redis-py on the current ``redis_target``, to check storage without the library."""
+    r = RawRedis(redis_target.kind, redis_target.url, redis_target.addrs)
+    try:
+        yield r
+    finally:
+        await r.aclose()

@@ -9,39 +9,17 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from conftest import RedisTarget
-from workerproc import RawRedis, conn_opt
+from workerproc import RawRedis, q
 
 from asynq_aio import Client, Task
 from asynq_aio.protocol.broker import Broker, Dequeued
 from asynq_aio.protocol.codec import TaskMessage, decode_task_message
 
 pytestmark = pytest.mark.anyio
-
-
-def q(queue: str) -> Callable[[str], str]:
-    """Key builder written out by hand from PROTOCOL.md (not the library's keys module)."""
-    return lambda suffix: f"asynq:{{{queue}}}:{suffix}"
-
-
-@pytest.fixture
-async def client(redis_target: RedisTarget) -> AsyncIterator[Client]:
-    async with Client(conn_opt(redis_target.kind, redis_target.url, redis_target.addrs)) as c:
-        yield c
-
-
-@pytest.fixture
-async def raw(redis_target: RedisTarget) -> AsyncIterator[RawRedis]:
-    r = RawRedis(redis_target.kind, redis_target.url, redis_target.addrs)
-    try:
-        yield r
-    finally:
-        await r.aclose()
 
 
 async def take(broker: Broker, queue: str, count: int) -> list[Dequeued]:

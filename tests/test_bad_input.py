@@ -68,15 +68,6 @@ async def serving(server: Server, mux: ServeMux, limit: float = 20.0) -> AsyncIt
 
 
 @pytest.fixture
-async def raw(redis_target: RedisTarget) -> AsyncIterator[RawRedis]:
-    r = RawRedis(redis_target.kind, redis_target.url, redis_target.addrs)
-    try:
-        yield r
-    finally:
-        await r.aclose()
-
-
-@pytest.fixture
 async def single_raw(single_redis_url: str) -> AsyncIterator[RawRedis]:
     r = RawRedis("single", single_redis_url, None)
     try:

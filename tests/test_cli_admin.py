@@ -8,7 +8,7 @@ import base64
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +19,7 @@ from gofixtures import load_json, task_record
 from google.protobuf.timestamp_pb2 import Timestamp
 from test_inspector import Populated, populate, queue_key_names
 from typer.testing import CliRunner, Result
-from workerproc import RawRedis, conn_opt
+from workerproc import RawRedis
 
 from asynq_aio import Client, Task
 from asynq_aio.cli.app import app
@@ -65,21 +65,6 @@ class Cli:
 @pytest.fixture
 def cli(redis_target: RedisTarget) -> Cli:
     return Cli(redis_target)
-
-
-@pytest.fixture
-async def client(redis_target: RedisTarget) -> AsyncIterator[Client]:
-    async with Client(conn_opt(redis_target.kind, redis_target.url, redis_target.addrs)) as c:
-        yield c
-
-
-@pytest.fixture
-async def raw(redis_target: RedisTarget) -> AsyncIterator[RawRedis]:
-    r = RawRedis(redis_target.kind, redis_target.url, redis_target.addrs)
-    try:
-        yield r
-    finally:
-        await r.aclose()
 
 
 @pytest.fixture

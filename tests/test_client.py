@@ -7,14 +7,12 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
-from conftest import RedisTarget
 from pydantic import BaseModel, ConfigDict, Field
-from workerproc import RawRedis, conn_opt
+from workerproc import RawRedis, q
 
 import asynq_aio.options
 from asynq_aio import (
@@ -41,26 +39,6 @@ class EmailPayload(BaseModel):
 
     to: int
     from_: int = Field(alias="from")
-
-
-@pytest.fixture
-async def client(redis_target: RedisTarget) -> AsyncIterator[Client]:
-    async with Client(conn_opt(redis_target.kind, redis_target.url, redis_target.addrs)) as c:
-        yield c
-
-
-@pytest.fixture
-async def raw(redis_target: RedisTarget) -> AsyncIterator[RawRedis]:
-    r = RawRedis(redis_target.kind, redis_target.url, redis_target.addrs)
-    try:
-        yield r
-    finally:
-        await r.aclose()
-
-
-def q(queue: str) -> Callable[[str], str]:
-    """Key builder written out by hand from PROTOCOL.md (not the library's keys module)."""
-    return lambda suffix: f"asynq:{{{queue}}}:{suffix}"
 
 
 async def hgetall(raw: RawRedis, key: str) -> dict[str, bytes]:

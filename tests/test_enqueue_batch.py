@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from conftest import RedisTarget
-from workerproc import RawRedis, conn_opt
+from workerproc import RawRedis, conn_opt, q
 
 from asynq_aio import (
     Client,
@@ -29,26 +29,6 @@ from asynq_aio.client import OutgoingTask
 from asynq_aio.protocol.broker import ENQUEUE_CHUNK, EnqueueRequest
 
 pytestmark = pytest.mark.anyio
-
-
-def q(queue: str) -> Callable[[str], str]:
-    """Key builder written out by hand from PROTOCOL.md (not the library's keys module)."""
-    return lambda suffix: f"asynq:{{{queue}}}:{suffix}"
-
-
-@pytest.fixture
-async def client(redis_target: RedisTarget) -> AsyncIterator[Client]:
-    async with Client(conn_opt(redis_target.kind, redis_target.url, redis_target.addrs)) as c:
-        yield c
-
-
-@pytest.fixture
-async def raw(redis_target: RedisTarget) -> AsyncIterator[RawRedis]:
-    r = RawRedis(redis_target.kind, redis_target.url, redis_target.addrs)
-    try:
-        yield r
-    finally:
-        await r.aclose()
 
 
 def build(client: Client, task: Task, queue: str, **kw: Any) -> EnqueueRequest:

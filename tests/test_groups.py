@@ -32,21 +32,6 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def client(redis_target: RedisTarget) -> AsyncIterator[Client]:
-    async with Client(conn_opt(redis_target.kind, redis_target.url, redis_target.addrs)) as c:
-        yield c
-
-
-@pytest.fixture
-async def raw(redis_target: RedisTarget) -> AsyncIterator[RawRedis]:
-    r = RawRedis(redis_target.kind, redis_target.url, redis_target.addrs)
-    try:
-        yield r
-    finally:
-        await r.aclose()
-
-
-@pytest.fixture
 async def transport(redis_target: RedisTarget) -> AsyncIterator[Transport]:
     t = Transport.connect(conn_opt(redis_target.kind, redis_target.url, redis_target.addrs))
     try:

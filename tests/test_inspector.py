@@ -89,24 +89,9 @@ async def populate(client: Client, queue: str) -> Populated:
 
 
 @pytest.fixture
-async def client(redis_target: RedisTarget) -> AsyncIterator[Client]:
-    async with Client(conn_opt(redis_target.kind, redis_target.url, redis_target.addrs)) as c:
-        yield c
-
-
-@pytest.fixture
 async def insp(redis_target: RedisTarget) -> AsyncIterator[Inspector]:
     async with Inspector(conn_opt(redis_target.kind, redis_target.url, redis_target.addrs)) as i:
         yield i
-
-
-@pytest.fixture
-async def raw(redis_target: RedisTarget) -> AsyncIterator[RawRedis]:
-    r = RawRedis(redis_target.kind, redis_target.url, redis_target.addrs)
-    try:
-        yield r
-    finally:
-        await r.aclose()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import anyio
 import pytest
@@ -17,15 +16,6 @@ from asynq_aio.protocol.keys import queue_keys
 pytestmark = pytest.mark.anyio
 
 DAY = 86_400
-
-
-@pytest.fixture
-async def raw(redis_target: RedisTarget) -> AsyncIterator[RawRedis]:
-    r = RawRedis(redis_target.kind, redis_target.url, redis_target.addrs)
-    try:
-        yield r
-    finally:
-        await r.aclose()
 
 
 async def test_janitor_trims_old_and_excess_archived_tasks_with_their_hashes(

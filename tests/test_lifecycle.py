@@ -47,21 +47,6 @@ class EmailPayload(BaseModel):
 # -- helpers --------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def client(redis_target: RedisTarget) -> AsyncIterator[Client]:
-    async with Client(conn_opt(redis_target.kind, redis_target.url, redis_target.addrs)) as c:
-        yield c
-
-
-@pytest.fixture
-async def raw(redis_target: RedisTarget) -> AsyncIterator[RawRedis]:
-    r = RawRedis(redis_target.kind, redis_target.url, redis_target.addrs)
-    try:
-        yield r
-    finally:
-        await r.aclose()
-
-
 def make_server(target: RedisTarget, queues: dict[str, int], **config: Any) -> Server:
     settings: dict[str, Any] = {
         "concurrency": 2,

@@ -6,7 +6,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
@@ -28,15 +28,6 @@ from asynq_aio.scheduler import EntryOptions, Scheduler
 @pytest.fixture
 def opt(redis_target: RedisTarget) -> RedisConnOpt:
     return conn_opt(redis_target.kind, redis_target.url, redis_target.addrs)
-
-
-@pytest.fixture
-async def raw(redis_target: RedisTarget) -> AsyncIterator[RawRedis]:
-    r = RawRedis(redis_target.kind, redis_target.url, redis_target.addrs)
-    try:
-        yield r
-    finally:
-        await r.aclose()
 
 
 @pytest.mark.anyio

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +24,6 @@ from asynq_aio.server.recoverer import recover_once
 pytestmark = pytest.mark.anyio
 
 WORKERPROC = Path(__file__).with_name("workerproc.py")
-
-
-@pytest.fixture
-async def client(redis_target: RedisTarget) -> AsyncIterator[Client]:
-    async with Client(conn_opt(redis_target.kind, redis_target.url, redis_target.addrs)) as c:
-        yield c
-
-
-@pytest.fixture
-async def raw(redis_target: RedisTarget) -> AsyncIterator[RawRedis]:
-    r = RawRedis(redis_target.kind, redis_target.url, redis_target.addrs)
-    try:
-        yield r
-    finally:
-        await r.aclose()
 
 
 def k(queue: str) -> Callable[[str], str]:

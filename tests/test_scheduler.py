@@ -8,7 +8,6 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -49,15 +48,6 @@ GO_ZERO_TIME = -62135596800  # Go's time.Time{} as a protobuf Timestamp: "never"
 @pytest.fixture
 def opt(redis_target: RedisTarget) -> RedisConnOpt:
     return conn_opt(redis_target.kind, redis_target.url, redis_target.addrs)
-
-
-@pytest.fixture
-async def raw(redis_target: RedisTarget) -> AsyncIterator[RawRedis]:
-    r = RawRedis(redis_target.kind, redis_target.url, redis_target.addrs)
-    try:
-        yield r
-    finally:
-        await r.aclose()
 
 
 async def pending_ids(raw: RawRedis, queue: str) -> list[str]:

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -132,21 +131,6 @@ def test_mypy_rejects_a_payload_of_another_model(tmp_path: Path) -> None:
 
 
 # -- end to end -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def client(redis_target: RedisTarget) -> AsyncIterator[Client]:
-    async with Client(conn_opt(redis_target.kind, redis_target.url, redis_target.addrs)) as c:
-        yield c
-
-
-@pytest.fixture
-async def raw(redis_target: RedisTarget) -> AsyncIterator[RawRedis]:
-    r = RawRedis(redis_target.kind, redis_target.url, redis_target.addrs)
-    try:
-        yield r
-    finally:
-        await r.aclose()
 
 
 @pytest.mark.anyio

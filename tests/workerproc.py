@@ -56,6 +56,11 @@ def done_key(queue: str) -> str:
     return f"test:{{{queue}}}:done"
 
 
+def q(queue: str) -> Callable[[str], str]:
+    """Key builder written out by hand from PROTOCOL.md (not the library's keys module)."""
+    return lambda suffix: f"asynq:{{{queue}}}:{suffix}"
+
+
 class RawRedis:
     """A plain redis-py client (single or cluster), independent of asynq-aio, for inspecting keys."""
 
