@@ -15,16 +15,23 @@ PORT_BASE ?= 7000
 PURGE ?=
 
 BIN := $(VENV)/bin
+TOOLS_DIR ?= .tools
+UV_VERSION ?= 0.13.9
+UV ?= $(or $(shell command -v uv 2>/dev/null),$(TOOLS_DIR)/bin/uv)
+# Never let uv fetch a Python build (only package registries are reachable); use $(PYTHON).
+UV_ENV := UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1
 # mkdocs-material prints a banner about its successor on every run; it is not a warning.
 MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
 STAMP := $(VENV)/.installed
 
-.PHONY: help demo test lint format docs docs-serve venv redis cluster-up cluster-down cluster-status clean bench
+.PHONY: help demo test test-deps lock lint format docs docs-serve venv redis cluster-up cluster-down cluster-status clean bench
 
 help:
 	@echo "make demo            set up, start a local Redis Cluster, run the tutorial worker and client"
 	@echo "make test            set up, then ruff check, ruff format --check, mypy, the docs build, pytest -q"
-	@echo "make venv            only create $(VENV) and install the project with its dev tools"
+	@echo "make test-deps       the core suite on the newest and on the lowest dependency versions allowed"
+	@echo "make lock            re-resolve uv.lock after changing a dependency in pyproject.toml"
+	@echo "make venv            only create $(VENV) and install the locked project with its dev tools"
 	@echo "make lint            ruff check, ruff format --check and mypy only"
 	@echo "make format          ruff format and ruff check --fix"
 	@echo "make docs            build the documentation site into site/ (mkdocs --strict)"
@@ -37,25 +44,30 @@ help:
 
 # -- setup ------------------------------------------------------------------------------------------
 
-# Reinstalled whenever pyproject.toml changes. editable_mode=compat puts the project directory on
-# sys.path with a plain .pth file, so `examples` and the package import the same way everywhere.
-$(STAMP): pyproject.toml
+# The locked environment. uv.lock pins every package (direct and transitive) for dev, `make demo`,
+# `make test` and CI, so a fresh machine gets what CI tested; pyproject.toml keeps the ranges that
+# library users get. `uv sync --frozen` installs exactly the lock (and removes what it does not list)
+# and fails if pyproject.toml and the lock disagree: run `make lock` after changing a dependency.
+# uv itself comes from PATH, or is installed with pip into $(TOOLS_DIR) from PyPI (pinned below).
+# The project is installed editable in setuptools' compat mode ([tool.uv] config-settings), which
+# puts the project directory on sys.path, so `examples` and the package import the same way.
+$(STAMP): pyproject.toml uv.lock | $(UV)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
 	  echo "error: asynq-aio needs Python 3.11 or newer; '$(PYTHON)' is $$($(PYTHON) -V 2>&1 || echo missing)." \
 	       "Run e.g. make $(MAKECMDGOALS) PYTHON=python3.12" >&2; exit 1; }
-	@if [ ! -x $(BIN)/python ]; then \
-	  echo "==> creating $(VENV) with $$($(PYTHON) -V)"; \
-	  $(PYTHON) -m venv $(VENV) || { \
-	    rm -rf $(VENV); \
-	    echo "error: '$(PYTHON) -m venv' failed. On Debian/Ubuntu install the venv module" \
-	         "(apt-get install -y python3-venv) and run make again." >&2; \
-	    exit 1; }; \
-	fi
-	@echo "==> installing asynq-aio and its dev tools into $(VENV)"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
-	  --config-settings editable_mode=compat -e '.[dev]'
+	@echo "==> installing the locked asynq-aio and its dev tools into $(VENV) (uv sync --frozen)"
+	$(UV_ENV) UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --extra dev --python $(PYTHON) --quiet
 	@touch $@
+
+# Bootstraps uv when it is not on PATH: a private venv with pip's uv wheel (a PyPI package).
+$(TOOLS_DIR)/bin/uv:
+	@echo "==> uv is not on PATH; installing uv $(UV_VERSION) into $(TOOLS_DIR) with pip"
+	@$(PYTHON) -m venv $(TOOLS_DIR) || { \
+	  rm -rf $(TOOLS_DIR); \
+	  echo "error: '$(PYTHON) -m venv' failed. On Debian/Ubuntu install the venv module" \
+	       "(apt-get install -y python3-venv) and run make again." >&2; \
+	  exit 1; }
+	$(TOOLS_DIR)/bin/python -m pip install --quiet --disable-pip-version-check 'uv==$(UV_VERSION)'
 
 venv: $(STAMP)
 
@@ -73,6 +85,16 @@ test: venv redis
 	$(BIN)/mypy
 	$(MKDOCS) build --strict --quiet
 	$(BIN)/pytest -q
+
+# The core suite (no slow tests, no chaos) against the newest and the lowest versions that
+# pyproject.toml's ranges allow, each in its own venv (.venv-newest, .venv-lowest). CI runs it after
+# `make test`. EDGES=newest or EDGES=lowest runs one.
+test-deps: venv redis
+	UV=$(UV) PYTHON=$(PYTHON) bash scripts/test-deps.sh $(EDGES)
+
+# After changing a dependency in pyproject.toml: re-resolve uv.lock (commit it with the change).
+lock: | $(UV)
+	$(UV_ENV) $(UV) lock --python $(PYTHON)
 
 # -- everyday helpers -------------------------------------------------------------------------------
 
@@ -119,5 +141,5 @@ clean:
 	elif [ -d $(CLUSTER_DIR) ]; then \
 	  for f in $(CLUSTER_DIR)/*/redis.pid; do [ -f "$$f" ] && kill "$$(cat "$$f")" 2>/dev/null || true; done; \
 	fi
-	rm -rf $(VENV) $(CLUSTER_DIR) .mypy_cache .ruff_cache .pytest_cache build dist *.egg-info
+	rm -rf $(VENV) $(VENV)-newest $(VENV)-lowest $(TOOLS_DIR) $(CLUSTER_DIR) .mypy_cache .ruff_cache .pytest_cache build dist *.egg-info
 	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from redis.crc import key_slot
 
@@ -31,6 +31,7 @@ from asynq_aio.protocol.admin import (
 from asynq_aio.protocol.broker import Broker
 from asynq_aio.protocol.codec import WorkerRecord
 from asynq_aio.protocol.keys import queue_keys
+from asynq_aio.protocol.topology import shard_for_slot
 from asynq_aio.task import PayloadLike, TaskInfo, TaskState, encode_payload
 from asynq_aio.transport import RedisClient, RetryPolicy, Transport
 
@@ -65,10 +66,6 @@ class QueueLocation:
     queue: str
     slot: int
     nodes: list[ClusterNodeRef]  # master first
-
-
-def _s(x: Any) -> str:
-    return x.decode() if isinstance(x, bytes) else str(x)
 
 
 def _range(page: int, size: int) -> tuple[int, int]:
@@ -291,33 +288,14 @@ class Inspector:
 
     async def cluster_locations(self, queues: list[str]) -> list[QueueLocation]:
         """Slot and owning nodes (master first, then replicas) of each queue, from CLUSTER SHARDS."""
-        shards = await self._transport.cluster_shards()
-        table: list[tuple[list[tuple[int, int]], list[ClusterNodeRef]]] = []
-        for shard in shards:
-            sd = {_s(k): v for k, v in shard.items()}
-            flat = [int(x) for x in sd.get("slots", [])]
-            ranges = [(flat[i], flat[i + 1]) for i in range(0, len(flat) - 1, 2)]
-            nodes = []
-            for node in sd.get("nodes", []):
-                nd = {_s(k): v for k, v in node.items()}
-                host = _s(nd.get("endpoint") or nd.get("ip") or "?")
-                nodes.append(
-                    ClusterNodeRef(
-                        node_id=_s(nd.get("id", "")),
-                        addr=f"{host}:{int(nd.get('port', 0) or nd.get('tls-port', 0))}",
-                        role=_s(nd.get("role", "")),
-                        health=_s(nd.get("health", "")),
-                    )
-                )
-            nodes.sort(key=lambda n: (n.role != "master", n.addr))
-            table.append((ranges, nodes))
+        shards = await self._admin.cluster_shards()
         out = []
         for q in queues:
             slot = self.queue_slot(q)
-            owners: list[ClusterNodeRef] = []
-            for ranges, nodes in table:
-                if any(lo <= slot <= hi for lo, hi in ranges):
-                    owners = nodes
-                    break
+            shard = shard_for_slot(shards, slot)
+            owners = [
+                ClusterNodeRef(node_id=n.node_id, addr=n.addr, role=n.role, health=n.health)
+                for n in (shard.nodes if shard is not None else ())
+            ]
             out.append(QueueLocation(q, slot, owners))
         return out

@@ -210,7 +210,7 @@ class Transport:
                 )
             client = Redis(connection_pool=pool, retry=no_retry)
         elif isinstance(opt, RedisSentinelOpt):
-            sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]  # untyped before redis-py 8.2
                 [split_addr(a) for a in opt.sentinel_addrs],
                 sentinel_kwargs={
                     "username": opt.sentinel_username,
@@ -499,15 +499,18 @@ class Transport:
         """Fail fast with a clear error when Redis is unreachable or a cluster is not ``ok``."""
         await self.call("PING")
         if isinstance(self.client, RedisCluster):
-            info = await self.client.cluster_info()
-            state = info.get("cluster_state") if isinstance(info, dict) else None
-            if state not in ("ok", b"ok"):
+            # topology.py has no imports of its own: reading its reply there keeps one parser.
+            from asynq_aio.protocol.topology import parse_info
+
+            state = parse_info(await self.client.cluster_info()).get("cluster_state")
+            if state != "ok":
                 raise ClusterNotReadyError(
                     f"Redis Cluster at {self.description} reports cluster_state:{state!r}, not ok"
                 )
 
     async def cluster_shards(self) -> list[Any]:
-        """CLUSTER SHARDS from any reachable node (redis-py cannot route it by key)."""
+        """CLUSTER SHARDS from any reachable node (redis-py cannot route it by key), as redis-py
+        returns it: ``protocol.topology.parse_cluster_shards`` reads every shape."""
         assert isinstance(self.client, RedisCluster)
         client = self.client
 

@@ -1,4 +1,7 @@
-"""Helpers for the Go asynq v0.26 golden fixtures (``shared/fixtures/asynq-go-0.26``).
+"""Helpers for the Go asynq v0.26 golden fixtures in ``tests/fixtures/asynq-go-0.26``.
+
+The files are what a real Go Asynq v0.26.0 wrote and printed (its README says how they were
+recorded); they live in the repository so the tests read nothing outside it.
 
 Loads the JSON files, parses ``protoc --decode_raw`` text into field numbers and values, and turns the
 Go enqueue options a record lists (``MaxRetry(5)``, ``Timeout(90s)`` ...) into ``Client.enqueue``
@@ -18,7 +21,7 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-FIXTURES_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "asynq-go-0.26"
+FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures" / "asynq-go-0.26"
 
 # One decoded protobuf field as ``protoc --decode_raw`` prints it: varints as ints, length-delimited
 # fields as bytes, or as a nested field list when protoc could parse them as a message.

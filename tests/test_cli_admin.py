@@ -1,6 +1,6 @@
 """The admin CLI (queue, task, group, server, stats, cron, dash) against real Redis, single and cluster:
 what each command prints, its --json output, and one-line errors. Go asynq's own CLI output on Go's
-data (shared/fixtures/asynq-go-0.26) is the reference for the layouts."""
+data (tests/fixtures/asynq-go-0.26) is the reference for the layouts."""
 
 from __future__ import annotations
 
@@ -72,9 +72,22 @@ async def pop(client: Client, unique_queue: str) -> Populated:
     return await populate(client, unique_queue)
 
 
+# Columns are separated by two or more spaces, but Go's time layout ``Mon Jan _2 15:04:05 MST 2006``
+# pads a one-digit day with a space (``Sun Dec  6 16:27:22 UTC 2026``): two spaces followed by a
+# digit, a space and a clock time are part of the date, not a column break.
+_COLUMN_BREAK = re.compile(r"\s{2,}(?!\d \d\d:\d\d:\d\d)")
+
+
 def cells(line: str) -> list[str]:
-    """A table row split into cells (columns are separated by two or more spaces)."""
-    return [c for c in re.split(r"\s{2,}", line.strip()) if c]
+    """A table row split into cells."""
+    return [c for c in _COLUMN_BREAK.split(line.strip()) if c]
+
+
+def test_cells_keep_a_space_padded_go_date_whole() -> None:
+    row = "abc  t:retry  Sun Dec  6 16:27:22 UTC 2026  boom  Mon Dec 16 01:02:03 UTC 2026"
+    assert cells(row) == [
+        "abc", "t:retry", "Sun Dec  6 16:27:22 UTC 2026", "boom", "Mon Dec 16 01:02:03 UTC 2026"
+    ]  # fmt: skip
 
 
 def rows(output: str) -> list[list[str]]:

@@ -1,6 +1,6 @@
 """Compatibility with what Go asynq v0.26 writes, checked against its golden fixtures.
 
-The fixtures (``shared/fixtures/asynq-go-0.26``) record every key, hash field and protobuf message Go
+The fixtures (``tests/fixtures/asynq-go-0.26``) record every key, hash field and protobuf message Go
 asynq wrote for 15 task states/option combinations, its server heartbeats and its stats counters.
 These tests prove that
 

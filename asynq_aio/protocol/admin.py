@@ -46,6 +46,7 @@ from asynq_aio.protocol.keys import (
     scheduler_history_key,
     workers_key,
 )
+from asynq_aio.protocol.topology import Shard, parse_cluster_shards, parse_info
 from asynq_aio.task import TaskInfo, TaskState
 from asynq_aio.transport import EncodableArg, Op, Transport
 
@@ -633,38 +634,38 @@ class Admin:
 
     # -- Redis itself -------------------------------------------------------------------------------
 
+    async def cluster_shards(self) -> list[Shard]:
+        """The cluster's shards (slot ranges and nodes, master first) from CLUSTER SHARDS."""
+        return parse_cluster_shards(await self.transport.cluster_shards())
+
     async def redis_info(self) -> tuple[list[RedisNodeInfo], dict[str, str]]:
         """INFO of the server (or of every cluster node, masters first) and, for a cluster,
         CLUSTER INFO."""
         client = self.transport.client
         if not isinstance(client, RedisCluster):
-            single = await self.transport.call("INFO")
+            single = parse_info(await self.transport.call("INFO"))
             return [_node_info(self.transport.description, "", "master", single)], {}
-        cluster_info = await self.transport.call("CLUSTER INFO")
+        cluster_info = parse_info(await self.transport.call("CLUSTER INFO"))
         nodes: list[RedisNodeInfo] = []
-        for shard in await self.transport.cluster_shards():
-            sd = {_s(k): v for k, v in shard.items()}
-            for node in sd.get("nodes", []):
-                nd = {_s(k): v for k, v in node.items()}
-                host, port = _s(nd.get("endpoint") or nd.get("ip") or "?"), int(nd.get("port", 0))
-                role = _s(nd.get("role", ""))
+        for shard in await self.cluster_shards():
+            for node in shard.nodes:
                 # replicas that are still syncing are not in redis-py's table yet: reach them directly
-                target = client.get_node(host, port)
+                target = client.get_node(node.host, node.port)
                 temp = None
                 if target is None:
                     kwargs = client.nodes_manager.connection_kwargs
-                    target = temp = ClusterNode(host, port, role, **kwargs)
-                info: dict[str, Any] = {}
+                    target = temp = ClusterNode(node.host, node.port, node.role, **kwargs)
+                info: dict[str, str] = {}
                 try:
-                    info = await self.transport.call_on_node(target, "INFO")
+                    info = parse_info(await self.transport.call_on_node(target, "INFO"))
                 except Exception:  # a node that fails to answer is shown without figures
                     info = {}
                 finally:
                     if temp is not None:
                         await temp.disconnect()
-                nodes.append(_node_info(f"{host}:{port}", _s(nd.get("id", "")), role, info))
+                nodes.append(_node_info(node.addr, node.node_id, node.role, info))
         nodes.sort(key=lambda n: (n.role != "master", n.addr))
-        return nodes, {str(k): _s(v) for k, v in dict(cluster_info).items()}
+        return nodes, cluster_info
 
 
 def _check_action(action: Action, state: TaskState, task_id: str) -> None:
@@ -679,7 +680,7 @@ def _check_action(action: Action, state: TaskState, task_id: str) -> None:
     raise FailedPreconditionError(f'cannot {action} task "{task_id}": it is {state.value}')
 
 
-def _node_info(addr: str, node_id: str, role: str, info: dict[str, Any]) -> RedisNodeInfo:
+def _node_info(addr: str, node_id: str, role: str, info: dict[str, str]) -> RedisNodeInfo:
     def num(name: str) -> int:
         try:
             return int(info.get(name, 0))
@@ -690,7 +691,7 @@ def _node_info(addr: str, node_id: str, role: str, info: dict[str, Any]) -> Redi
         addr=addr,
         node_id=node_id,
         role=role,
-        version=str(info.get("redis_version", "?")),
+        version=info.get("redis_version", "?"),
         uptime_days=num("uptime_in_days"),
         connections=num("connected_clients"),
         memory_used=num("used_memory"),
