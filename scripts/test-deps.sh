@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 UV=${UV:-uv}
 PYTHON=${PYTHON:-python3}
 export UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1
-PYTEST_ARGS=${PYTEST_ARGS:--q -m "not slow" --ignore=tests/chaos}
+PYTEST_ARGS=${PYTEST_ARGS:-"-q -m 'not slow' --ignore=tests/chaos"}
 
 edges=("$@")
 [ ${#edges[@]} -gt 0 ] || edges=(newest lowest)

@@ -46,6 +46,7 @@ from asynq_aio.protocol.keys import (
     scheduler_history_key,
     workers_key,
 )
+from asynq_aio.protocol.replies import score_pairs, score_pairs_raw, text
 from asynq_aio.protocol.topology import Shard, parse_cluster_shards, parse_info
 from asynq_aio.task import TaskInfo, TaskState
 from asynq_aio.transport import EncodableArg, Op, Transport
@@ -212,9 +213,9 @@ class Admin:
         for i, q in enumerate(queues):
             qk = queue_keys(q)
             r = replies[1 + i * per_q : 1 + (i + 1) * per_q]
-            groups = sorted(_s(g) for g in r[6])
-            oldest = _s(r[9]) if r[9] is not None else None
-            sample = [qk.task(_s(x)) for x in [*r[10], *r[11]]] if memory else []
+            groups = sorted(text(g) for g in r[6])
+            oldest = text(r[9]) if r[9] is not None else None
+            sample = [qk.task(text(x)) for x in [*r[10], *r[11]]] if memory else []
             ops2 += [Op.command("ZCARD", qk.group(g)) for g in groups]
             if oldest is not None:
                 ops2.append(Op.command("HGET", qk.task(oldest), "pending_since"))
@@ -288,7 +289,7 @@ class Admin:
 
     async def groups(self, queue: str) -> list[GroupInfo]:
         qk = await self.require_queue(queue)
-        names = sorted(_s(g) for g in await self.transport.call("SMEMBERS", qk.groups))
+        names = sorted(text(g) for g in await self.transport.call("SMEMBERS", qk.groups))
         sizes = _raise_errors(await self.transport.batch([Op.command("ZCARD", qk.group(g)) for g in names]))
         return [GroupInfo(g, int(n)) for g, n in zip(names, sizes, strict=True)]
 
@@ -344,7 +345,7 @@ class Admin:
                 cursor = next(iter(cursor_map.values())) if isinstance(cursor_map, dict) else cursor_map
             else:
                 cursor, keys = await self.transport.call("SCAN", cursor, "MATCH", pattern, "COUNT", 500)
-            yield [_s(k) for k in keys]
+            yield [text(k) for k in keys]
             if int(cursor) == 0:
                 return
 
@@ -385,11 +386,13 @@ class Admin:
         qk = await self.require_queue(queue)
         key = container(qk, state, group)
         if state is TaskState.PENDING:
-            ids = [_s(x) for x in reversed(await self.transport.call("LRANGE", key, -stop - 1, -start - 1))]
+            ids = [text(x) for x in reversed(await self.transport.call("LRANGE", key, -stop - 1, -start - 1))]
         elif state is TaskState.ACTIVE:
-            ids = [_s(x) for x in await self.transport.call("LRANGE", key, start, stop)]
+            ids = [text(x) for x in await self.transport.call("LRANGE", key, start, stop)]
         else:
-            ids = [_s(m) for m, _ in await self.transport.call("ZRANGE", key, start, stop, "WITHSCORES")]
+            ids = [
+                m for m, _ in score_pairs(await self.transport.call("ZRANGE", key, start, stop, "WITHSCORES"))
+            ]
         if not ids:
             return []
         ops = [Op.command("HGETALL", qk.task(i)) for i in ids]
@@ -417,15 +420,15 @@ class Admin:
                 if attempt:  # it existed a moment ago: our own (re-sent) call or another admin removed it
                     return
                 raise TaskNotFoundError(f'task "{task_id}" not found in queue "{queue}"')
-            state = TaskState(_s(state_b))
+            state = TaskState(text(state_b))
             if attempt and _DONE_STATE.get(action) == state.value:
                 return
             _check_action(action, state, task_id)
-            group = _s(group_b) if group_b else None
+            group = text(group_b) if group_b else None
             if state is TaskState.AGGREGATING and not group:
                 msg = decode_task_message(await self.transport.call("HGET", qk.task(task_id), "msg"))
                 group = msg.group_key
-            locks = {task_id: _s(lock_b)} if lock_b else {}
+            locks = {task_id: text(lock_b)} if lock_b else {}
             moved, _ = await self._apply(action, qk, state, group, [task_id], locks)
             if moved:
                 return
@@ -451,13 +454,13 @@ class Admin:
                 raw = await self.transport.call("LRANGE", key, -skip - n, -skip - 1)
             else:
                 raw = await self.transport.call("ZRANGE", key, skip, skip + n - 1)
-            ids = [_s(x) for x in raw]
+            ids = [text(x) for x in raw]
             if not ids:
                 break
             locks: dict[str, str] = {}
             if action == "delete":
                 held = await self.transport.batch([Op.command("HGET", qk.task(i), "unique_key") for i in ids])
-                locks = {i: _s(v) for i, v in zip(ids, held, strict=True) if isinstance(v, bytes) and v}
+                locks = {i: text(v) for i, v in zip(ids, held, strict=True) if isinstance(v, bytes) and v}
             moved, dropped = await self._apply(action, qk, state, group, ids, locks)
             done += moved
             seen += len(ids)
@@ -514,7 +517,7 @@ class Admin:
         while True:
             excess = int(await self.transport.call("ZCARD", qk.archived)) - ARCHIVE_MAX
             pairs = await self.transport.call("ZRANGE", qk.archived, 0, BATCH - 1, "WITHSCORES")
-            ids = [_s(m) for rank, (m, score) in enumerate(pairs) if float(score) < cutoff or rank < excess]
+            ids = [m for rank, (m, score) in enumerate(score_pairs(pairs)) if score < cutoff or rank < excess]
             if not ids:
                 return trimmed
             n = int(
@@ -536,7 +539,8 @@ class Admin:
                 raise TaskNotFoundError(f'task "{task_id}" not found in queue "{queue}"')
             if state_b != b"scheduled":
                 raise FailedPreconditionError(
-                    f'task "{task_id}" is {_s(state_b or b"?")}: only a scheduled task\'s payload can change'
+                    f'task "{task_id}" is {text(state_b or b"?")}: '
+                    "only a scheduled task's payload can change"
                 )
             msg = decode_task_message(raw)
             msg.payload = payload
@@ -553,7 +557,7 @@ class Admin:
 
     async def servers(self) -> list[ServerInfo]:
         now = self.clock()
-        keys = [_s(k) for k in await self.transport.call("ZRANGEBYSCORE", ALL_SERVERS, now, "+inf")]
+        keys = [text(k) for k in await self.transport.call("ZRANGEBYSCORE", ALL_SERVERS, now, "+inf")]
         raws = await self.transport.batch([Op.command("GET", k) for k in keys])
         records = []
         for raw in raws:
@@ -592,7 +596,7 @@ class Admin:
 
     async def scheduler_entries(self) -> list[SchedulerEntryInfo]:
         now = self.clock()
-        keys = [_s(k) for k in await self.transport.call("ZRANGEBYSCORE", ALL_SCHEDULERS, now, "+inf")]
+        keys = [text(k) for k in await self.transport.call("ZRANGEBYSCORE", ALL_SCHEDULERS, now, "+inf")]
         lists = await self.transport.batch([Op.command("LRANGE", k, 0, -1) for k in keys])
         out = []
         for items in lists:
@@ -622,7 +626,7 @@ class Admin:
             "ZREVRANGE", scheduler_history_key(entry_id), start, stop, "WITHSCORES"
         )
         out = []
-        for raw, score in pairs:
+        for raw, score in score_pairs_raw(pairs):
             ev = SchedulerEnqueueEvent()
             try:
                 ev.ParseFromString(bytes(raw))
@@ -708,8 +712,8 @@ def _raise_errors(replies: list[Any]) -> list[Any]:
 
 def _hash(raw: Any) -> dict[str, bytes]:
     if isinstance(raw, dict):
-        return {_s(k): bytes(v) for k, v in raw.items()}
-    return {_s(raw[i]): bytes(raw[i + 1]) for i in range(0, len(raw), 2)}
+        return {text(k): bytes(v) for k, v in raw.items()}
+    return {text(raw[i]): bytes(raw[i + 1]) for i in range(0, len(raw), 2)}
 
 
 def _ts(ts: Timestamp) -> datetime | None:
@@ -725,7 +729,3 @@ _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
 def _glob_escape(text: str) -> str:
     return _GLOB_SPECIAL.sub(r"\\\1", text)
-
-
-def _s(x: bytes | str) -> str:
-    return x.decode() if isinstance(x, bytes) else str(x)

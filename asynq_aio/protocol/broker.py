@@ -32,6 +32,7 @@ from asynq_aio.protocol.keys import (
     server_info_key,
     workers_key,
 )
+from asynq_aio.protocol.replies import score_pairs, text
 from asynq_aio.transport import EncodableArg, Op, Transport
 
 STATS_TTL = timedelta(days=90)
@@ -180,7 +181,7 @@ class Broker:
                 if out:  # took all the cached tail named; the rest comes with the next call
                     return out
                 tail = await self.transport.call("LRANGE", qk.pending, -count, -1)
-                expected = [_s(x) for x in reversed(tail)]
+                expected = [text(x) for x in reversed(tail)]
                 if not expected:
                     if await self.transport.call("EXISTS", qk.paused):
                         return PAUSED
@@ -193,7 +194,7 @@ class Broker:
                 self._tails.pop(queue, None)
                 return PAUSED
             matched, msgs, newtail = int(reply[0]), reply[1], reply[2]
-            self._tails[queue] = [_s(x) for x in newtail]
+            self._tails[queue] = [text(x) for x in newtail]
             for i in range(matched):
                 raw = msgs[i]
                 if raw is not None:  # b"" was moved to active too: hand it out to be archived
@@ -213,7 +214,7 @@ class Broker:
         tail = await self.transport.wait_nonempty(queue_keys(queue).pending, timeout)
         if tail is None:
             return False
-        self._tails[queue] = [_s(tail)]
+        self._tails[queue] = [text(tail)]
         return True
 
     # -- outcomes -----------------------------------------------------------------------------------
@@ -333,7 +334,7 @@ class Broker:
         for src in (qk.scheduled, qk.retry):
             while True:
                 ids = [
-                    _s(x)
+                    text(x)
                     for x in await self.transport.call(
                         "ZRANGEBYSCORE", src, "-inf", int(now), "LIMIT", 0, batch
                     )
@@ -345,7 +346,7 @@ class Broker:
                 keys = [src, qk.pending, qk.groups]
                 args: list[EncodableArg] = [int(now), int(now * 1e9)]
                 for tid, group in zip(ids, groups, strict=True):
-                    name = _s(group) if isinstance(group, bytes | str) else ""
+                    name = text(group) if isinstance(group, bytes | str) else ""
                     keys += [qk.task(tid), qk.group(name) if name else qk.pending]
                     args += [tid, name]
                 moved += int(await self.transport.script(scripts.FORWARD, keys, args))
@@ -362,15 +363,14 @@ class Broker:
                 Op.command("ZRANGE", qk.retry, 0, 0, "WITHSCORES"),
             ]
         )
-        # redis-py parses WITHSCORES replies into (member, score) pairs
-        scores = [float(r[0][1]) for r in replies if isinstance(r, list) and r]
+        scores = [pairs[0][1] for r in replies if (pairs := score_pairs(r))]
         return min(scores) if scores else None
 
     async def expired_leases(self, queue: str, cutoff: float, *, limit: int = 100) -> list[TaskMessage]:
         """Active tasks whose lease ran out before ``cutoff`` (their worker died or stalled)."""
         qk = queue_keys(queue)
         ids = [
-            _s(x)
+            text(x)
             for x in await self.transport.call(
                 "ZRANGEBYSCORE", qk.lease, "-inf", int(cutoff), "LIMIT", 0, limit
             )
@@ -394,7 +394,7 @@ class Broker:
         reading it whole is cheap; ``limit`` guards against a list that grew by mistake.
         """
         qk = queue_keys(queue)
-        ids = [_s(x) for x in await self.transport.call("LRANGE", qk.active, 0, limit - 1)]
+        ids = [text(x) for x in await self.transport.call("LRANGE", qk.active, 0, limit - 1)]
         if not ids:
             return 0
         scores = await self.transport.call("ZMSCORE", qk.lease, *ids)
@@ -417,7 +417,7 @@ class Broker:
         qk = queue_keys(queue)
         key = _state_key(qk, where)
         cmd = "LRANGE" if where in ("pending", "active") else "ZRANGE"
-        ids = [_s(x) for x in await self.transport.call(cmd, key, start, start + count - 1)]
+        ids = [text(x) for x in await self.transport.call(cmd, key, start, start + count - 1)]
         if not ids:
             return []
         states = await self.transport.batch([Op.command("HGET", qk.task(i), "state") for i in ids])
@@ -425,7 +425,7 @@ class Broker:
         for tid, state in zip(ids, states, strict=True):
             if isinstance(state, Exception):
                 continue  # unknown this round; the next pass over the window sees it again
-            out.append((tid, _s(state) if isinstance(state, bytes | str) else None))
+            out.append((tid, text(state) if isinstance(state, bytes | str) else None))
         return out
 
     async def fix_states(self, queue: str, found: Sequence[tuple[str, str]]) -> list[int]:
@@ -443,7 +443,7 @@ class Broker:
         qk = queue_keys(queue)
         now = int(self.clock())
         ids = [
-            _s(x)
+            text(x)
             for x in await self.transport.call("ZRANGEBYSCORE", qk.completed, "-inf", now, "LIMIT", 0, batch)
         ]
         if not ids:
@@ -466,13 +466,13 @@ class Broker:
         return bool(await self.transport.call("DEL", queue_keys(queue).paused))
 
     async def all_queues(self) -> list[str]:
-        return sorted(_s(x) for x in await self.transport.call("SMEMBERS", ALL_QUEUES))
+        return sorted(text(x) for x in await self.transport.call("SMEMBERS", ALL_QUEUES))
 
     async def task_hash(self, queue: str, task_id: str) -> dict[str, bytes]:
         raw = await self.transport.call("HGETALL", queue_keys(queue).task(task_id))
         if isinstance(raw, dict):
-            return {_s(k): bytes(v) for k, v in raw.items()}
-        return {_s(raw[i]): bytes(raw[i + 1]) for i in range(0, len(raw), 2)}
+            return {text(k): bytes(v) for k, v in raw.items()}
+        return {text(raw[i]): bytes(raw[i + 1]) for i in range(0, len(raw), 2)}
 
     # -- servers ------------------------------------------------------------------------------------
 
@@ -595,7 +595,3 @@ def _state_key(qk: QueueKeys, where: str) -> str:
         raise ValueError(f"not a state list: {where!r}")
     key: str = getattr(qk, where)
     return key
-
-
-def _s(x: bytes | str) -> str:
-    return x.decode() if isinstance(x, bytes) else x

@@ -19,12 +19,12 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from asynq_aio.errors import TaskIDConflictError
 from asynq_aio.protocol import group_scripts as scripts
 from asynq_aio.protocol.codec import TaskMessage, decode_task_message
 from asynq_aio.protocol.keys import QueueKeys, queue_keys
+from asynq_aio.protocol.replies import score_pairs, text
 from asynq_aio.transport import EncodableArg, Op, Transport
 
 Clock = Callable[[], float]
@@ -107,21 +107,21 @@ class GroupStore:
             for r in (groups, stale):
                 if isinstance(r, Exception):
                     raise r
-            out.append(QueueGroups(q, sorted(_s(g) for g in groups), [_s(k) for k in stale]))
+            out.append(QueueGroups(q, sorted(text(g) for g in groups), [text(k) for k in stale]))
         return out
 
     async def groups(self, queue: str) -> list[str]:
-        return sorted(_s(g) for g in await self.transport.call("SMEMBERS", queue_keys(queue).groups))
+        return sorted(text(g) for g in await self.transport.call("SMEMBERS", queue_keys(queue).groups))
 
     async def members(self, queue: str, group: str) -> list[tuple[str, float]]:
         """A group's waiting task IDs with the time each was added, oldest first."""
         reply = await self.transport.call("ZRANGE", queue_keys(queue).group(group), 0, -1, "WITHSCORES")
-        return _pairs(reply)
+        return score_pairs(reply)
 
     async def aggregation_sets(self, queue: str) -> list[tuple[str, float]]:
         """Aggregation set keys in progress with their reclaim deadlines."""
         reply = await self.transport.call("ZRANGE", queue_keys(queue).aggregation_sets, 0, -1, "WITHSCORES")
-        return _pairs(reply)
+        return score_pairs(reply)
 
     async def is_due(self, queue: str, group: str, policy: GroupPolicy) -> bool:
         size, oldest, newest = await self._peek(queue_keys(queue), group)
@@ -139,7 +139,7 @@ class GroupStore:
         for r in (size, first, last):
             if isinstance(r, Exception):
                 raise r
-        firsts, lasts = _pairs(first), _pairs(last)
+        firsts, lasts = score_pairs(first), score_pairs(last)
         if not firsts or not lasts:
             return 0, 0.0, 0.0
         return int(size), firsts[0][1], lasts[0][1]
@@ -159,7 +159,7 @@ class GroupStore:
             now = self.clock()
             if size and not policy.is_due(size, oldest, newest, now):
                 return None
-            ids = [_s(x) for x in await self.transport.call("ZRANGE", gk, 0, limit - 1)] if size else []
+            ids = [text(x) for x in await self.transport.call("ZRANGE", gk, 0, limit - 1)] if size else []
             set_id = str(uuid.uuid4())
             set_key = qk.aggregation_set(group, set_id)
             deadline = now + set_timeout
@@ -176,7 +176,7 @@ class GroupStore:
             reply = await self.transport.script(scripts.AGGREGATION_CHECK, keys, args)
             code = int(reply[0])
             if code == 1:
-                members = [_s(x) for x in reply[1]]
+                members = [text(x) for x in reply[1]]
                 messages = tuple(decode_task_message(bytes(m)) for m in reply[2] if m)
                 return AggregationSet(queue, group, set_id, set_key, deadline, tuple(members), messages)
             if code == 0:
@@ -254,16 +254,3 @@ def group_of_set(qk: QueueKeys, set_key: str) -> str | None:
     if not sep or not group or not set_id or qk.aggregation_set(group, set_id) != set_key:
         return None
     return group
-
-
-def _pairs(reply: Any) -> list[tuple[str, float]]:
-    """A WITHSCORES reply as (member, score) pairs, whether or not redis-py already paired it."""
-    if not reply:
-        return []
-    if isinstance(reply[0], list | tuple):
-        return [(_s(m), float(sc)) for m, sc in reply]
-    return [(_s(reply[i]), float(reply[i + 1])) for i in range(0, len(reply), 2)]
-
-
-def _s(x: bytes | str) -> str:
-    return x.decode() if isinstance(x, bytes) else x

@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -36,6 +35,7 @@ from asynq_aio.protocol.keys import (
     scheduler_entries_key,
     scheduler_history_key,
 )
+from asynq_aio.protocol.replies import text
 from asynq_aio.transport import LuaScript, Op, Transport
 
 __all__ = [
@@ -370,7 +370,7 @@ class SchedulerStore:
     async def list_entries(self) -> dict[str, list[EntryRecord]]:
         """Entries of every live scheduler, by scheduler id (what ``asynq cron ls`` shows)."""
         keys = [
-            _s(k)
+            text(k)
             for k in await self.transport.call("ZRANGEBYSCORE", ALL_SCHEDULERS, int(self.clock()), "+inf")
         ]
         lists = await self.transport.batch([Op.command("LRANGE", k, 0, -1) for k in keys])
@@ -410,7 +410,7 @@ class SchedulerStore:
     async def fire_claim(self, queue: str, entry_id: str, fire_unix: int) -> str | None:
         """The raw claim of a fire (``L <owner>`` leased, ``D <owner> <code>`` settled), if any."""
         raw = await self.transport.call("GET", fire_claim_key(queue, entry_id, fire_unix))
-        return None if raw is None else _s(raw)
+        return None if raw is None else text(raw)
 
     async def record_enqueue(
         self, entry_id: str, event: EnqueueEvent, *, keep: int = HISTORY_LIMIT, ttl: float
@@ -433,7 +433,3 @@ class SchedulerStore:
 
     async def clear_history(self, entry_id: str) -> None:
         await self.transport.call("DEL", scheduler_history_key(entry_id))
-
-
-def _s(x: Any) -> str:
-    return x.decode() if isinstance(x, bytes) else str(x)

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from asynq_aio.protocol.replies import text
+
 __all__ = [
     "Shard",
     "ShardNode",
@@ -54,20 +56,14 @@ class Shard:
         return next((n for n in self.nodes if n.role == "master"), None)
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).decode("utf-8", "replace")
-    return "" if value is None else str(value)
-
-
 def _mapping(value: Any) -> dict[str, Any]:
     """A RESP3 map / parsed dict, or a RESP2 flat ``[key, value, key, value, ...]`` list, as a dict."""
     if isinstance(value, Mapping):
-        return {_text(k): v for k, v in value.items()}
+        return {text(k): v for k, v in value.items()}
     if isinstance(value, list | tuple):
         if len(value) % 2:
             raise ValueError(f"expected a flat key/value list, got {len(value)} items")
-        return {_text(value[i]): value[i + 1] for i in range(0, len(value), 2)}
+        return {text(value[i]): value[i + 1] for i in range(0, len(value), 2)}
     raise ValueError(f"expected a map or a key/value list, got {type(value).__name__}")
 
 
@@ -109,11 +105,11 @@ def parse_cluster_shards(reply: Any) -> list[Shard]:
             node = _mapping(raw_node)
             nodes.append(
                 ShardNode(
-                    node_id=_text(node.get("id")),
-                    host=_text(node.get("endpoint") or node.get("ip") or node.get("hostname") or "?"),
+                    node_id=text(node.get("id")),
+                    host=text(node.get("endpoint") or node.get("ip") or node.get("hostname") or "?"),
                     port=_port(node),
-                    role=_text(node.get("role")),
-                    health=_text(node.get("health")),
+                    role=text(node.get("role")),
+                    health=text(node.get("health")),
                 )
             )
         nodes.sort(key=lambda n: (n.role != "master", n.addr))
@@ -129,9 +125,9 @@ def shard_for_slot(shards: Sequence[Shard], slot: int) -> Shard | None:
 def parse_info(reply: Any) -> dict[str, str]:
     """INFO or CLUSTER INFO as ``{field: value}`` text, from a parsed dict or the raw text."""
     if isinstance(reply, Mapping):
-        return {_text(k): _text(v) for k, v in reply.items()}
+        return {text(k): text(v) for k, v in reply.items()}
     out: dict[str, str] = {}
-    for line in _text(reply).splitlines():
+    for line in text(reply).splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue

@@ -1,0 +1,37 @@
+"""Decoding of plain Redis replies: the one place that knows what shapes redis-py may hand over.
+
+redis-py decodes some replies itself, and how depends on the release and on how the command was
+sent (a ``WITHSCORES`` passed as a raw word is paired by 8.x and left flat by 5.x; keys and members
+are ``bytes`` unless ``decode_responses`` is on). Callers in ``protocol/`` read replies through these
+helpers, never by indexing a shape they assume.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["score_pairs", "score_pairs_raw", "text"]
+
+
+def text(value: Any) -> str:
+    """A reply value (bytes, str or a number) as text; bytes are UTF-8 (invalid bytes replaced)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
+def score_pairs_raw(reply: Any) -> list[tuple[Any, float]]:
+    """A ``ZRANGE ... WITHSCORES`` reply as (member as sent, score) pairs, paired or flat as redis-py
+    gave it; for members that are binary (protobuf), not text."""
+    if not reply:
+        return []
+    if isinstance(reply[0], list | tuple):
+        return [(m, float(sc)) for m, sc in reply]
+    if len(reply) % 2:
+        raise ValueError(f"WITHSCORES reply with an odd number of items: {len(reply)}")
+    return [(reply[i], float(reply[i + 1])) for i in range(0, len(reply), 2)]
+
+
+def score_pairs(reply: Any) -> list[tuple[str, float]]:
+    """A ``ZRANGE ... WITHSCORES`` reply as (member as text, score) pairs."""
+    return [(text(m), score) for m, score in score_pairs_raw(reply)]
