@@ -54,6 +54,7 @@ def fast_config(queue: str, **changes: Any) -> Config:
         "heartbeat_interval": 0.5,
         "forward_interval": 0.2,
         "recovery_interval": 0.5,
+        "recovery_skew": 0.0,
         "retry_delay_func": lambda n, err, task: 60.0,
     }
     settings.update(changes)
@@ -404,7 +405,7 @@ async def test_os_exit_in_a_handler_kills_the_worker_and_the_lease_recovers_the_
         ran.append(current_task().retry_count)
 
     mux.handle_func("exits", survives)
-    server = Server(opt, fast_config(unique_queue, lease_duration=2.0))
+    server = Server(opt, fast_config(unique_queue, lease_duration=2.0, retry_delay_func=lambda n, e, t: 0.0))
     async with serving(server, mux, limit=25):
         await wait_until(gone(raw, q(f"t:{info.id}")), 15, what="the recovered task to run")
 

@@ -199,11 +199,12 @@ async def test_unique_lock_holds_task_id_with_ttl_and_rejects_duplicates(
     assert await raw.cmd("ZCARD", k("scheduled")) == 0
     assert await raw.cmd("GET", lock) == info.id.encode()
 
-    # a different payload is a different lock; an empty payload has no digest part
+    # a different payload is a different lock; an empty payload takes Go's nil-payload lock
+    # (base.UniqueKey with a nil payload: "<type>:" with a trailing colon and no digest)
     other = await client.enqueue(Task("report", b"other"), queue=unique_queue, unique=60)
     assert other.id != info.id
     empty = await client.enqueue(Task("report"), queue=unique_queue, unique=60)
-    assert await raw.cmd("GET", k("unique:report")) == empty.id.encode()
+    assert await raw.cmd("GET", k("unique:report:")) == empty.id.encode()
 
     # a scheduled unique task holds its lock for the TTL plus the delay
     sched = await client.enqueue(Task("sched", b"s"), queue=unique_queue, unique=60, process_in=100)

@@ -81,6 +81,7 @@ async def serving(target: RedisTarget, queue: str, mux: ServeMux, **config: Any)
         "heartbeat_interval": 0.5,
         "forward_interval": 0.1,
         "recovery_interval": 0.5,
+        "recovery_skew": 0.0,
         "group_aggregator": merge,
     }
     settings.update(config)

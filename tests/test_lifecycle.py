@@ -55,6 +55,7 @@ def make_server(target: RedisTarget, queues: dict[str, int], **config: Any) -> S
         "heartbeat_interval": 0.5,
         "forward_interval": 0.2,
         "recovery_interval": 0.5,
+        "recovery_skew": 0.0,
         "retry_delay_func": lambda n, err, task: RETRY_DELAY,
     }
     settings.update(config)
@@ -744,7 +745,9 @@ async def test_cancel_message_stops_handler_and_retries_without_failure(
     assert saw_cancel
     assert not finished
     msg = await stored_msg(raw, unique_queue, info.id)
-    assert msg.retried == 1
+    # not a failure (count_cancel_as_failure is off), so, as Go's Retry with isFailure=false, the
+    # attempt does not use up a retry
+    assert msg.retried == 0
     assert "cancel" in msg.error_msg
     assert await counter(raw, q("failed")) == 0
     assert await counter(raw, q(f"failed:{today()}")) == 0

@@ -94,6 +94,8 @@ async def test_killed_worker_task_is_recovered_and_run_exactly_once_more(
             lease_duration=2,
             heartbeat_interval=0.5,
             recovery_interval=0.5,
+            recovery_skew=0.0,
+            retry_delay_func=lambda n, e, t: 0.0,  # recovered tasks run again at once
             forward_interval=0.2,
             shutdown_timeout=1,
         )
@@ -256,6 +258,8 @@ async def test_orphan_in_active_without_lease_is_healed(single_redis_url: str, u
                 lease_duration=2,
                 heartbeat_interval=0.5,
                 recovery_interval=0.5,
+                recovery_skew=0.0,
+                retry_delay_func=lambda n, e, t: 0.0,  # recovered tasks run again at once
                 forward_interval=0.2,
                 shutdown_timeout=1,
             )

@@ -87,6 +87,8 @@ async def test_queue_keeps_working_while_its_slot_migrates(
         lease_duration=10,
         heartbeat_interval=1,
         recovery_interval=1,
+        recovery_skew=0.0,
+        retry_delay_func=lambda n, e, t: 0.0,  # recovered tasks run again at once
         forward_interval=0.2,
     )
     async with Client(opt, retry=RetryPolicy(budget=60)) as client:

@@ -206,6 +206,8 @@ async def round_trip(opt: RedisConnOpt, queue: str) -> None:
         heartbeat_interval=0.3,
         lease_duration=5,
         recovery_interval=0.3,
+        recovery_skew=0.0,
+        retry_delay_func=lambda n, e, t: 0.0,  # recovered tasks run again at once
         forward_interval=0.2,
         janitor_interval=0.3,
         health_check_interval=0.3,

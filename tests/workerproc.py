@@ -129,6 +129,8 @@ async def _serve(args: argparse.Namespace) -> None:
             lease_duration=args.lease,
             heartbeat_interval=args.heartbeat,
             recovery_interval=args.recovery,
+            recovery_skew=0.0,
+            retry_delay_func=lambda n, e, t: 0.0,  # recovered tasks run again at once
             forward_interval=0.2,
             shutdown_timeout=0.5,
         ),

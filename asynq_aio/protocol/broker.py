@@ -6,19 +6,21 @@ module and ``keys.py`` know the layout, and only ``scripts/*.lua`` change state 
 
 from __future__ import annotations
 
+import itertools
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from asynq_aio.errors import DuplicateTaskError, TaskIDConflictError
+from asynq_aio.errors import DuplicateTaskError, MalformedTaskError, TaskIDConflictError
 from asynq_aio.protocol import scripts
 from asynq_aio.protocol.codec import (
     ServerRecord,
     TaskMessage,
     WorkerRecord,
-    decode_task_message,
+    decode_fetched_message,
     encode_server_info,
     encode_worker_info,
 )
@@ -57,11 +59,28 @@ class EnqueueRequest:
 
 @dataclass(frozen=True, slots=True)
 class Dequeued:
-    """A task handed to this server: its raw message bytes (decoded lazily by the processor)."""
+    """A task handed to this server: its raw message bytes (decoded lazily by the processor) and
+    the token of the attempt the dequeue started (every outcome of this run names it)."""
 
     queue: str
     task_id: str
     raw: bytes
+    attempt: str
+
+
+@dataclass(frozen=True, slots=True)
+class MalformedRecord:
+    """A stored task whose ``msg`` cannot be decoded (or names another queue or ID)."""
+
+    task_id: str
+    queue: str
+    raw: bytes
+    reason: str
+
+
+#: The type of the placeholder message an undecodable record is archived under (its bytes are the
+#: placeholder's payload).
+MALFORMED_TYPE = "asynq-aio:malformed"
 
 
 class Paused:
@@ -82,6 +101,10 @@ class Broker:
         self.clock = clock
         # Expected pending tail per queue, as the last dequeue reply reported it (rightmost first).
         self._tails: dict[str, list[str]] = {}
+        # Attempt tokens: unique per dequeue call (this broker's random prefix and a counter), the
+        # same on a re-send of that call, so a re-sent dequeue recognises what it already took.
+        self._attempt_prefix = uuid.uuid4().hex[:12]
+        self._attempts = itertools.count(1)
 
     # -- enqueue ------------------------------------------------------------------------------------
 
@@ -187,9 +210,18 @@ class Broker:
                         return PAUSED
                     return out
             keys = [qk.pending, qk.active, qk.lease, qk.paused, *(qk.task(i) for i in expected)]
-            reply = await self.transport.script(
-                scripts.DEQUEUE, keys, [int(lease_until), tail_len, *expected]
-            )
+            attempt = f"{self._attempt_prefix}-{next(self._attempts)}"
+            try:
+                reply = await self.transport.script(
+                    scripts.DEQUEUE, keys, [int(lease_until), tail_len, attempt, *expected]
+                )
+            except Exception:
+                if not out:
+                    raise
+                # The tasks of the earlier rounds are already active under our lease: hand them
+                # out (raising would strand them until their lease ran out).
+                self._tails.pop(queue, None)
+                return out
             if reply[0] == -1:
                 self._tails.pop(queue, None)
                 return PAUSED
@@ -198,7 +230,7 @@ class Broker:
             for i in range(matched):
                 raw = msgs[i]
                 if raw is not None:  # b"" was moved to active too: hand it out to be archived
-                    out.append(Dequeued(queue, expected[i], bytes(raw)))
+                    out.append(Dequeued(queue, expected[i], bytes(raw), attempt))
             count -= matched
             if count <= 0 or not newtail:
                 return out
@@ -219,8 +251,9 @@ class Broker:
 
     # -- outcomes -----------------------------------------------------------------------------------
 
-    def ack_op(self, msg: TaskMessage, *, now: float | None = None) -> Op:
-        """Success: delete, or keep as completed for ``msg.retention`` seconds."""
+    def ack_op(self, msg: TaskMessage, *, attempt: str = "", now: float | None = None) -> Op:
+        """Success: delete, or keep as completed for ``msg.retention`` seconds. With ``attempt``
+        (the dequeue's token) it applies only while that attempt still owns the task."""
         now = self.clock() if now is None else now
         qk = queue_keys(msg.queue)
         day = datetime.fromtimestamp(now, tz=UTC)
@@ -235,9 +268,16 @@ class Broker:
             done.completed_at = int(now)
             stored = done.SerializeToString()
             score = int(now) + msg.retention
-        return Op.eval(scripts.ACK, keys, [msg.id, stored, score, _daily_expire_at(now)])
+        return Op.eval(scripts.ACK, keys, [msg.id, stored, score, _daily_expire_at(now), attempt])
 
-    def ack_many_op(self, queue: str, msgs: Sequence[TaskMessage], *, now: float | None = None) -> Op:
+    def ack_many_op(
+        self,
+        queue: str,
+        msgs: Sequence[TaskMessage],
+        *,
+        attempts: Sequence[str] | None = None,
+        now: float | None = None,
+    ) -> Op:
         """Success of many tasks of one queue as one script call: what ``ack_op`` does for each, with
         one reply per task (1 acked, 0 no longer active). One call instead of one per task is what
         lets a worker ack at Redis's speed rather than at the client's per-command cost."""
@@ -246,7 +286,8 @@ class Broker:
         day = datetime.fromtimestamp(now, tz=UTC)
         keys = [qk.active, qk.lease, qk.completed, qk.processed, qk.processed_on(day)]
         args: list[EncodableArg] = [_daily_expire_at(now)]
-        for msg in msgs:
+        tokens = attempts if attempts is not None else [""] * len(msgs)
+        for msg, attempt in zip(msgs, tokens, strict=True):
             keys.append(qk.task(msg.id))
             if msg.unique_key:
                 keys.append(msg.unique_key)
@@ -258,7 +299,7 @@ class Broker:
                 done.completed_at = int(now)
                 stored = done.SerializeToString()
                 score = int(now) + msg.retention
-            args += [msg.id, stored, score, 1 if msg.unique_key else 0]
+            args += [msg.id, stored, score, 1 if msg.unique_key else 0, attempt]
         return Op.eval(scripts.ACK_MANY, keys, args)
 
     def fail_op(
@@ -270,9 +311,11 @@ class Broker:
         retry_at: float = 0,
         is_failure: bool = True,
         only_if_lease_expired_by: float = 0,
+        attempt: str = "",
         now: float | None = None,
     ) -> Op:
-        """A failed attempt: retry at ``retry_at``, or archive."""
+        """A failed attempt: retry at ``retry_at``, or archive; with ``attempt``, only while that
+        attempt still owns the task (recovery passes none: it claims an expired lease instead)."""
         now = self.clock() if now is None else now
         qk = queue_keys(msg.queue)
         day = datetime.fromtimestamp(now, tz=UTC)
@@ -280,7 +323,7 @@ class Broker:
         updated.CopyFrom(msg)
         updated.error_msg = error
         updated.last_failed_at = int(now)
-        if not archive:
+        if not archive and is_failure:  # as Go's Retry: only a failure uses up a retry
             updated.retried = msg.retried + 1
         keys = [
             qk.active,
@@ -300,28 +343,35 @@ class Broker:
             1 if is_failure else 0,
             _daily_expire_at(now),
             int(only_if_lease_expired_by),
+            attempt,
         ]
         return Op.eval(scripts.FAIL, keys, args)
 
-    def requeue_op(self, queue: str, task_id: str) -> Op:
+    def requeue_op(self, queue: str, task_id: str, *, attempt: str = "") -> Op:
+        """Back to the head of pending (shutdown); with ``attempt``, only if it still owns the task."""
         qk = queue_keys(queue)
         return Op.eval(
             scripts.REQUEUE,
             [qk.active, qk.lease, qk.pending, qk.task(task_id)],
-            [task_id, int(self.clock() * 1e9)],
+            [task_id, int(self.clock() * 1e9), attempt],
         )
 
     async def run(self, ops: Sequence[Op]) -> list[Any]:
         """Send outcome ops in one pipeline (per node in a cluster)."""
         return await self.transport.batch(ops)
 
-    async def extend_leases(self, queue: str, task_ids: Sequence[str], until: float) -> None:
-        if not task_ids:
-            return
-        args: list[str | int] = []
-        for tid in task_ids:
-            args += [int(until), tid]
-        await self.transport.call("ZADD", queue_keys(queue).lease, "XX", *args)
+    async def extend_leases(self, queue: str, attempts: Sequence[tuple[str, str]], until: float) -> list[str]:
+        """Extend the leases of ``(task ID, attempt token)`` pairs to ``until``; returns the IDs whose
+        attempt no longer owns the task (recovered, or run by another attempt): not extended."""
+        if not attempts:
+            return []
+        qk = queue_keys(queue)
+        keys = [qk.lease, *(qk.task(tid) for tid, _ in attempts)]
+        args: list[EncodableArg] = [int(until)]
+        for tid, token in attempts:
+            args += [tid, token]
+        reply = await self.transport.script(scripts.EXTEND_LEASES, keys, args)
+        return [tid for (tid, _), ok in zip(attempts, reply, strict=True) if int(ok) != 1]
 
     # -- time-based moves ---------------------------------------------------------------------------
 
@@ -366,26 +416,48 @@ class Broker:
         scores = [pairs[0][1] for r in replies if (pairs := score_pairs(r))]
         return min(scores) if scores else None
 
-    async def expired_leases(self, queue: str, cutoff: float, *, limit: int = 100) -> list[TaskMessage]:
-        """Active tasks whose lease ran out before ``cutoff`` (their worker died or stalled)."""
+    async def expired_leases(
+        self, queue: str, cutoff: float, *, limit: int = 100
+    ) -> list[TaskMessage | MalformedRecord]:
+        """Active tasks whose lease ran out before ``cutoff`` (their worker died or stalled).
+
+        A record that cannot be decoded comes back as a MalformedRecord instead of raising, so one
+        bad task does not hide the others (nor come back first in every later round)."""
         qk = queue_keys(queue)
         ids = [
             text(x)
-            for x in await self.transport.call(
-                "ZRANGEBYSCORE", qk.lease, "-inf", int(cutoff), "LIMIT", 0, limit
-            )
+            for x in await self.transport.call("ZRANGEBYSCORE", qk.lease, "-inf", cutoff, "LIMIT", 0, limit)
         ]
         if not ids:
             return []
         raws = await self.transport.batch([Op.command("HGET", qk.task(i), "msg") for i in ids])
-        out = []
+        out: list[TaskMessage | MalformedRecord] = []
         for tid, raw in zip(ids, raws, strict=True):
             if isinstance(raw, bytes) and raw:
-                out.append(decode_task_message(raw))
+                try:
+                    out.append(decode_fetched_message(raw, queue=queue, task_id=tid))
+                except MalformedTaskError as exc:
+                    out.append(MalformedRecord(task_id=tid, queue=queue, raw=raw, reason=str(exc)))
             else:
                 # lease without a hash: synthesise a minimal message so the fail script clears it
                 out.append(TaskMessage(id=tid, queue=queue))
         return out
+
+    def archive_malformed_op(
+        self, record: MalformedRecord, *, only_if_lease_expired_by: float = 0, attempt: str = ""
+    ) -> Op:
+        """Archive an undecodable record, its bytes kept as the payload of a placeholder message
+        (type ``asynq-aio:malformed``) so an operator can look at what was written."""
+        placeholder = TaskMessage(
+            id=record.task_id, queue=record.queue, type=MALFORMED_TYPE, payload=record.raw
+        )
+        return self.fail_op(
+            placeholder,
+            error=f"malformed task message: {record.reason}",
+            archive=True,
+            only_if_lease_expired_by=only_if_lease_expired_by,
+            attempt=attempt,
+        )
 
     async def heal_orphans(self, queue: str, *, limit: int = 1000) -> int:
         """Requeue IDs that sit in active without a lease (left by a buggy or foreign writer).
@@ -439,7 +511,10 @@ class Broker:
         ]
         return [r if isinstance(r, int) else 0 for r in await self.transport.batch(ops)]
 
-    async def delete_expired_completed(self, queue: str, *, batch: int = 100) -> int:
+    async def delete_expired_completed(self, queue: str, *, batch: int = 500) -> int:
+        """Delete up to ``batch`` completed tasks whose retention has passed; returns how many went.
+        Two calls: the IDs are read first so the script declares every key it deletes (a cluster
+        node rejects undeclared keys while their slot migrates)."""
         qk = queue_keys(queue)
         now = int(self.clock())
         ids = [
@@ -510,6 +585,23 @@ class Broker:
                 Op.command("ZREM", ALL_WORKERS, wkey),
             ]
         )
+
+    async def prune_dead_servers(self, *, grace: float = 60.0) -> int:
+        """Drop entries of servers whose heartbeat expired over ``grace`` seconds ago from the server
+        and worker indexes. A SIGKILLed server (Go's or ours) never clears its own; its info keys
+        expire but the index members would stay forever. Readers (ours and Go's ``ListServers``)
+        already skip expired members, so removing them changes no answer."""
+        cutoff = f"({self.clock() - grace:.3f}"
+        replies = await self.transport.batch(
+            [
+                Op.command("ZREMRANGEBYSCORE", ALL_SERVERS, "-inf", cutoff),
+                Op.command("ZREMRANGEBYSCORE", ALL_WORKERS, "-inf", cutoff),
+            ]
+        )
+        for r in replies:
+            if isinstance(r, Exception):
+                raise r
+        return sum(int(r) for r in replies)
 
     async def write_result(self, queue: str, task_id: str, data: bytes) -> None:
         """Store a handler's result in the task hash (written while the task is active, before its ack)."""

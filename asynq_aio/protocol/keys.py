@@ -93,9 +93,13 @@ class QueueKeys:
         return f"{self.failed}:{_utc_date(day)}"
 
     def unique(self, task_type: str, payload: bytes) -> str:
-        """Unique lock name: ``Q unique:<type>:<md5 hex>``, no digest part for an empty payload."""
+        """Unique lock name, as Go's ``base.UniqueKey``: ``Q unique:<type>:<md5 hex of payload>``.
+
+        Go gives a nil payload ``Q unique:<type>:`` (trailing colon, no digest) and a non-nil empty
+        one the md5 of nothing. Python has no nil bytes; ``NewTask(type, nil)`` is what Go producers
+        write for "no payload", so an empty payload here takes the nil form and meets Go's lock."""
         if not payload:
-            return f"{self.prefix}unique:{task_type}"
+            return f"{self.prefix}unique:{task_type}:"
         return f"{self.prefix}unique:{task_type}:{hashlib.md5(payload).hexdigest()}"
 
     def group(self, group: str) -> str:

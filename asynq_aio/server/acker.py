@@ -32,7 +32,7 @@ class Acker:
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
         self._ops: list[tuple[Op, asyncio.Future[Any]]] = []
-        self._acks: list[tuple[TaskMessage, asyncio.Future[Any]]] = []
+        self._acks: list[tuple[TaskMessage, str, asyncio.Future[Any]]] = []
         self._wake: asyncio.Event | None = None
         self._closed = False
 
@@ -52,12 +52,12 @@ class Acker:
         self._signal()
         return await fut
 
-    async def submit_ack(self, msg: TaskMessage) -> Any:
-        """Queue the success of ``msg`` and wait until it was written; returns 1 (acked), 0 (no longer
-        active: already acked or recovered elsewhere) or the error."""
+    async def submit_ack(self, msg: TaskMessage, attempt: str) -> Any:
+        """Queue the success of ``msg`` (run by ``attempt``) and wait until it was written; returns 1
+        (acked), 0 (no longer this attempt's: already acked or recovered elsewhere) or the error."""
         self._check_open()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._acks.append((msg, fut))
+        self._acks.append((msg, attempt, fut))
         self._signal()
         return await fut
 
@@ -80,19 +80,25 @@ class Acker:
             await self._flush(ops, acks)
 
     async def _flush(
-        self, ops: list[tuple[Op, asyncio.Future[Any]]], acks: list[tuple[TaskMessage, asyncio.Future[Any]]]
+        self,
+        ops: list[tuple[Op, asyncio.Future[Any]]],
+        acks: list[tuple[TaskMessage, str, asyncio.Future[Any]]],
     ) -> None:
         # successes grouped per queue (one script call covers one queue's keys, one cluster slot)
-        by_queue: dict[str, list[tuple[TaskMessage, asyncio.Future[Any]]]] = {}
+        by_queue: dict[str, list[tuple[TaskMessage, str, asyncio.Future[Any]]]] = {}
         for item in acks:
             by_queue.setdefault(item[0].queue, []).append(item)
-        groups: list[list[tuple[TaskMessage, asyncio.Future[Any]]]] = []
+        groups: list[list[tuple[TaskMessage, str, asyncio.Future[Any]]]] = []
         all_ops = [op for op, _ in ops]
         for queue, items in by_queue.items():
             for i in range(0, len(items), MAX_ACKS_PER_CALL):
                 chunk = items[i : i + MAX_ACKS_PER_CALL]
                 groups.append(chunk)
-                all_ops.append(self._broker.ack_many_op(queue, [m for m, _ in chunk]))
+                all_ops.append(
+                    self._broker.ack_many_op(
+                        queue, [m for m, _, _ in chunk], attempts=[a for _, a, _ in chunk]
+                    )
+                )
         # Shielded: an outcome that reached here must be written even while the server shuts down.
         with anyio.CancelScope(shield=True):
             try:
@@ -107,10 +113,10 @@ class Acker:
         for chunk, r in zip(groups, results[len(ops) :], strict=True):
             if isinstance(r, Exception):
                 log.error("%d task success(es) not written: %s", len(chunk), r)
-                for _, fut in chunk:
+                for _, _, fut in chunk:
                     _resolve(fut, r)
                 continue
-            for (_, fut), one in zip(chunk, r, strict=True):
+            for (_, _, fut), one in zip(chunk, r, strict=True):
                 _resolve(fut, int(one))
 
 

@@ -13,6 +13,7 @@ from asynq_aio.protocol.codec import TaskMessage
 @dataclass(slots=True)
 class ActiveTask:
     msg: TaskMessage
+    attempt: str  # the dequeue's token: outcomes and lease extensions name it
     started: datetime
     deadline: datetime
     lease_expiry: float  # unix s, as last written to Redis

@@ -37,6 +37,11 @@ class Config(BaseModel):
     lease_duration: float = Field(default=30.0, gt=0, description="how long a fetched task is held")
     heartbeat_interval: float = Field(default=5.0, gt=0, description="lease extension and server info")
     recovery_interval: float = Field(default=5.0, gt=0, description="scan for expired leases")
+    recovery_skew: float = Field(
+        default=30.0,
+        ge=0,
+        description="recover only leases that expired this long ago (Go's margin against clock skew)",
+    )
     forward_interval: float = Field(default=1.0, gt=0, description="longest sleep of the forwarder")
     janitor_interval: float = Field(default=8.0, gt=0)
     sweep_interval: float = Field(

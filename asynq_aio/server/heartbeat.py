@@ -75,7 +75,9 @@ class Heartbeat:
             if not tasks:
                 continue
             try:
-                await self._broker.extend_leases(queue, [t.msg.id for t in tasks], until)
+                lost = set(
+                    await self._broker.extend_leases(queue, [(t.msg.id, t.attempt) for t in tasks], until)
+                )
             except Exception as exc:
                 log.error("could not extend leases in %s: %s", queue, exc, extra={"queue": queue})
                 for t in tasks:
@@ -83,7 +85,16 @@ class Heartbeat:
                         self._active.cancel(t.msg.id, "lease")
                 continue
             for t in tasks:
-                t.lease_expiry = until
+                if t.msg.id in lost:
+                    # recovered by another server (or run by another attempt): stop this copy now
+                    log.warning(
+                        "task %s: this attempt no longer owns it (its lease was taken over); cancelling",
+                        t.msg.id,
+                        extra={"queue": queue, "task_id": t.msg.id},
+                    )
+                    self._active.cancel(t.msg.id, "lease")
+                else:
+                    t.lease_expiry = until
 
     async def _write_info(self) -> None:
         workers = [

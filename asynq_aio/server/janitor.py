@@ -1,7 +1,15 @@
-"""Deletes completed tasks whose retention has passed and trims each queue's archive.
+"""Keeps Redis memory bounded: deletes completed tasks whose retention has passed, trims each
+queue's archive, and drops dead servers' entries from the server and worker indexes.
 
-Both run in bounded batches per queue per round, so a huge backlog is worked off over several rounds
-instead of in one long script that would block the Redis node.
+Cleanup must keep up with the work, not run at a fixed rate: a round keeps calling the delete script
+while it finds full batches, so a queue that completes 10,000 tasks/s with a one-second retention is
+cleaned as fast as it fills (Asynq, and this janitor before, removed at most 100 tasks per queue per
+round: 12.5 tasks/s at the default interval). Each script call still handles at most ``batch`` IDs,
+so Redis is never blocked for long, and queues take turns batch by batch, so one queue's backlog
+does not starve the others. A round that stops at its time budget with work left starts the next
+round at once; a round that deleted a full batch or more sleeps at most ``BUSY_INTERVAL``, so the
+completed set of a busy queue holds about rate x (retention + 1 s); otherwise the janitor sleeps
+``interval``. Sleeps have jitter, so several servers started together do not sweep in lock step.
 
 Asynq trims the archive only inside its archive script and leaves the trimmed tasks' hashes behind;
 here the janitor trims with the same limits (90 days, newest 10,000) and deletes the hashes too, so
@@ -11,8 +19,12 @@ tasks the server archives are bounded just like tasks archived through the Inspe
 from __future__ import annotations
 
 import logging
+import random
+import time
+from dataclasses import dataclass
 
 import anyio
+import anyio.lowlevel
 
 from asynq_aio.protocol.admin import Admin
 from asynq_aio.protocol.broker import Broker
@@ -20,14 +32,78 @@ from asynq_aio.protocol.keys import queue_keys
 
 log = logging.getLogger("asynq_aio.server")
 
+#: Longest sleep after a round that deleted at least one full batch: under load the completed set
+#: then holds about rate x (retention + 1 s) instead of rate x (retention + interval).
+BUSY_INTERVAL = 1.0
+#: IDs per delete script call. 500 completed tasks (zset entry + hash) take well under a millisecond
+#: of Redis time on the benchmark box (benchmarks/soak.py prints the longest call it saw).
+DELETE_BATCH = 500
+
+
+@dataclass
+class JanitorRound:
+    """What one round did, for logs, tests and the soak benchmark."""
+
+    deleted: int = 0
+    trimmed: int = 0
+    pruned: int = 0
+    calls: int = 0
+    backlog_left: bool = False
+
+
+async def janitor_round(
+    broker: Broker,
+    admin: Admin,
+    queues: list[str],
+    *,
+    batch: int = DELETE_BATCH,
+    budget: float = 5.0,
+) -> JanitorRound:
+    """One round over every queue; stops early (``backlog_left``) after ``budget`` seconds."""
+    out = JanitorRound()
+    deadline = time.monotonic() + budget
+    busy = list(queues)
+    while busy:
+        still_full: list[str] = []
+        for q in busy:
+            try:
+                n = await broker.delete_expired_completed(q, batch=batch)
+            except Exception as exc:
+                log.error("janitor: queue %s: %s", q, exc, extra={"queue": q})
+                continue
+            out.calls += 1
+            out.deleted += n
+            if n >= batch:
+                still_full.append(q)
+        busy = still_full
+        if busy and time.monotonic() >= deadline:
+            out.backlog_left = True
+            break
+    for q in queues:
+        try:
+            out.trimmed += await admin.trim_archive(queue_keys(q))
+        except Exception as exc:
+            log.error("janitor: archive of queue %s: %s", q, exc, extra={"queue": q})
+    try:
+        out.pruned = await broker.prune_dead_servers()
+    except Exception as exc:
+        log.error("janitor: server index: %s", exc)
+    return out
+
 
 async def janitor_loop(broker: Broker, queues: list[str], interval: float) -> None:
     admin = Admin(broker.transport, clock=broker.clock)
     while True:
-        for q in queues:
-            try:
-                await broker.delete_expired_completed(q)
-                await admin.trim_archive(queue_keys(q))
-            except Exception as exc:
-                log.error("janitor: queue %s: %s", q, exc, extra={"queue": q})
-        await anyio.sleep(interval)
+        r = await janitor_round(broker, admin, queues, budget=max(interval, 1.0))
+        if r.deleted or r.trimmed or r.pruned:
+            log.debug(
+                "janitor: deleted %d expired completed, trimmed %d archived, pruned %d server entries",
+                r.deleted,
+                r.trimmed,
+                r.pruned,
+            )
+        if r.backlog_left:
+            await anyio.lowlevel.checkpoint()
+            continue
+        pause = min(interval, BUSY_INTERVAL) if r.deleted >= DELETE_BATCH else interval
+        await anyio.sleep(pause * random.uniform(0.75, 1.25))

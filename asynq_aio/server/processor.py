@@ -22,7 +22,7 @@ from asynq_aio.errors import (
     SkipRetry,
 )
 from asynq_aio.logfmt import context_fields, task_fields
-from asynq_aio.protocol.broker import PAUSED, Broker, Dequeued
+from asynq_aio.protocol.broker import PAUSED, Broker, Dequeued, MalformedRecord
 from asynq_aio.protocol.codec import TaskMessage, decode_fetched_message
 from asynq_aio.server.acker import Acker
 from asynq_aio.server.active import ActiveTask, ActiveTasks
@@ -33,8 +33,6 @@ from asynq_aio.transport import Op
 from asynq_aio.types import Handler
 
 log = logging.getLogger("asynq_aio.server")
-
-MALFORMED_TYPE = "asynq-aio:malformed"
 
 
 class Processor:
@@ -162,17 +160,18 @@ class Processor:
                 await self._archive_malformed(item, exc)
                 return
             if len(msg.payload) > self._config.max_payload_bytes:
-                await self._archive_oversized(msg)
+                await self._archive_oversized(msg, item.attempt)
                 return
-            await self._run_one(msg)
+            await self._run_one(msg, item.attempt)
         finally:
             self._release()
 
-    async def _run_one(self, msg: TaskMessage) -> None:
+    async def _run_one(self, msg: TaskMessage, attempt: str) -> None:
         now = time.time()
         deadline_unix = _deadline_of(msg, now)
         entry = ActiveTask(
             msg=msg,
+            attempt=attempt,
             started=datetime.fromtimestamp(now, tz=UTC),
             deadline=datetime.fromtimestamp(deadline_unix, tz=UTC),
             lease_expiry=math.ceil(now + self._config.lease_duration),
@@ -205,10 +204,13 @@ class Processor:
             error = _cancel_error(entry, msg)
         except Exception as exc:  # the handler's own failure
             error = exc
+        # No shield needed: this runner is a plain task outside every anyio cancel scope. The task
+        # stays in the active set (so the heartbeat keeps extending its lease) until its outcome is
+        # written: an ack waiting on a slow node must not let the lease lapse.
+        try:
+            await self._finish(msg, task, error, entry)
         finally:
             self._active.remove(msg.id)
-        # No shield needed: this runner is a plain task outside every anyio cancel scope.
-        await self._finish(msg, task, error, entry)
 
     async def _call_handler(
         self, ctx: TaskContext, task: Task, entry: ActiveTask, deadline: float
@@ -241,23 +243,28 @@ class Processor:
             )
             return
         if reason == "shutdown":
-            await self._acker.submit(self._broker.requeue_op(msg.queue, msg.id))
+            await self._acker.submit(self._broker.requeue_op(msg.queue, msg.id, attempt=entry.attempt))
             return
         if error is None:
-            await self._acker.submit_ack(msg)
+            await self._acker.submit_ack(msg, entry.attempt)
             return
         if isinstance(error, RevokeTask):
             log.info("task %s revoked: %s", msg.id, error, extra=task_fields(msg))
             dropped = TaskMessage()
             dropped.CopyFrom(msg)
             dropped.retention = 0
-            await self._acker.submit(self._broker.ack_op(dropped))
+            await self._acker.submit(self._broker.ack_op(dropped, attempt=entry.attempt))
             return
         await self._report_error(task, error)
         text = _error_text(error)
-        archive = isinstance(error, SkipRetry | PayloadValidationError) or msg.retried >= msg.retry
         is_failure = self._is_failure(error) and not (
             reason == "cancel" and not self._config.count_cancel_as_failure
+        )
+        # As Go: an error that is not a failure is retried without using up a retry, whatever the
+        # count. SkipRetry and a payload that cannot validate archive regardless (they would never
+        # succeed, so retrying them forever is worse).
+        archive = isinstance(error, SkipRetry | PayloadValidationError) or (
+            is_failure and msg.retried >= msg.retry
         )
         retry_at = 0.0
         if not archive:
@@ -279,7 +286,7 @@ class Processor:
             extra={**task_fields(msg), "error": text, "archived": archive},
         )
         op: Op = self._broker.fail_op(
-            msg, error=text, archive=archive, retry_at=retry_at, is_failure=is_failure
+            msg, error=text, archive=archive, retry_at=retry_at, is_failure=is_failure, attempt=entry.attempt
         )
         await self._acker.submit(op)
 
@@ -315,12 +322,12 @@ class Processor:
             exc,
             extra={"task_id": item.task_id, "queue": item.queue},
         )
-        placeholder = TaskMessage(id=item.task_id, queue=item.queue, type=MALFORMED_TYPE, payload=item.raw)
-        op = self._broker.fail_op(placeholder, error=f"malformed task message: {exc}", archive=True)
+        record = MalformedRecord(task_id=item.task_id, queue=item.queue, raw=item.raw, reason=str(exc))
+        op = self._broker.archive_malformed_op(record, attempt=item.attempt)
         with anyio.CancelScope(shield=True):
             await self._acker.submit(op)
 
-    async def _archive_oversized(self, msg: TaskMessage) -> None:
+    async def _archive_oversized(self, msg: TaskMessage, attempt: str) -> None:
         """A payload over Config.max_payload_bytes (a foreign producer has no Client limit) is
         archived unrun, whole, so an operator can inspect it and run it after raising the limit."""
         error = PayloadTooLargeError(
@@ -328,7 +335,7 @@ class Processor:
             f"{self._config.max_payload_bytes} bytes (Config.max_payload_bytes)"
         )
         log.error("task %s (%s) archived unrun: %s", msg.id, msg.type, error, extra=task_fields(msg))
-        op = self._broker.fail_op(msg, error=str(error), archive=True)
+        op = self._broker.fail_op(msg, error=str(error), archive=True, attempt=attempt)
         with anyio.CancelScope(shield=True):
             await self._acker.submit(op)
 

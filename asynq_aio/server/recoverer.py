@@ -10,19 +10,53 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import anyio
 
-from asynq_aio.protocol.broker import SWEPT_STATES, Broker
+from asynq_aio.protocol.broker import SWEPT_STATES, Broker, MalformedRecord
+from asynq_aio.task import Task
 
 log = logging.getLogger("asynq_aio.server")
 
 LEASE_EXPIRED = "task lease expired"
 
 
-async def recover_once(broker: Broker, queues: list[str]) -> int:
+#: Go's recoverer only takes leases that expired this long ago, against clock skew between the
+#: server that wrote a lease and the one that reads it.
+DEFAULT_RECOVERY_SKEW = 30.0
+#: Expired leases read and failed per call; a round keeps calling while it finds full batches.
+RECOVER_BATCH = 100
+
+
+class LeaseExpiredError(Exception):
+    """The error a recovered task is retried or archived with (Go's ``ErrLeaseExpired``)."""
+
+    def __init__(self) -> None:
+        super().__init__(LEASE_EXPIRED)
+
+
+RetryDelay = Callable[[int, BaseException, Task], float]
+
+
+def _no_delay(retried: int, error: BaseException, task: Task) -> float:
+    return 0.0
+
+
+async def recover_once(
+    broker: Broker,
+    queues: list[str],
+    *,
+    skew: float = 0.0,
+    retry_delay: RetryDelay = _no_delay,
+    batch: int = RECOVER_BATCH,
+) -> int:
+    """Retry (or archive, when out of retries) every task whose lease expired ``skew`` seconds ago
+    or earlier, as Go's recoverer does: the retry is scheduled through ``retry_delay`` (the
+    server's ``retry_delay_func``), so a task that kills its worker is not re-run fleet-wide at once.
+    A record that cannot be decoded is archived as it is (it can never run) instead of blocking the
+    queue's recovery round after round."""
     recovered = 0
-    now = time.time()
     for q in queues:
         try:
             healed = await broker.heal_orphans(q)
@@ -31,28 +65,62 @@ async def recover_once(broker: Broker, queues: list[str]) -> int:
                     "requeued %d task(s) found in active without a lease in %s", healed, q, extra={"queue": q}
                 )
             recovered += healed
-            msgs = await broker.expired_leases(q, now)
-            if not msgs:
-                continue
-            ops = [
-                broker.fail_op(
-                    m,
-                    error=LEASE_EXPIRED,
-                    archive=m.retried >= m.retry,
-                    retry_at=now,
-                    only_if_lease_expired_by=now,
-                    now=now,
-                )
-                for m in msgs
-            ]
-            results = await broker.run(ops)
-            n = sum(1 for r in results if r == 1)
-            if n:
-                log.warning("recovered %d task(s) with an expired lease in %s", n, q, extra={"queue": q})
-            recovered += n
+            while True:
+                now = time.time()
+                cutoff = now - skew
+                found, n = await _recover_batch(broker, q, now, cutoff, retry_delay, batch)
+                recovered += n
+                if n:
+                    log.warning("recovered %d task(s) with an expired lease in %s", n, q, extra={"queue": q})
+                if found < batch or n == 0:
+                    break
         except Exception as exc:
             log.error("recoverer: queue %s: %s", q, exc, extra={"queue": q})
     return recovered
+
+
+async def _recover_batch(
+    broker: Broker, queue: str, now: float, cutoff: float, retry_delay: RetryDelay, batch: int
+) -> tuple[int, int]:
+    """One batch of expired leases: (how many were found, how many this call moved)."""
+    expired = await broker.expired_leases(queue, cutoff, limit=batch)
+    if not expired:
+        return 0, 0
+    ops = []
+    error = LeaseExpiredError()
+    for item in expired:
+        if isinstance(item, MalformedRecord):
+            log.error(
+                "task %s in %s has an undecodable record; archiving it: %s",
+                item.task_id,
+                queue,
+                item.reason,
+                extra={"queue": queue, "task_id": item.task_id},
+            )
+            ops.append(broker.archive_malformed_op(item, only_if_lease_expired_by=cutoff))
+            continue
+        msg = item
+        archive = msg.retried >= msg.retry
+        retry_at = now
+        if not archive:
+            try:
+                delay = retry_delay(msg.retried, error, Task(msg.type, msg.payload))
+            except Exception as exc:  # a user function must not lose the task
+                log.error("retry_delay_func failed for a recovered task, using 60s: %s", exc)
+                delay = 60.0
+            retry_at = now + max(0.0, delay)
+        ops.append(
+            broker.fail_op(
+                msg,
+                error=LEASE_EXPIRED,
+                archive=archive,
+                retry_at=retry_at,
+                only_if_lease_expired_by=cutoff,
+                now=now,
+            )
+        )
+    results = await broker.run(ops)
+    return len(expired), sum(1 for r in results if r == 1)
 
 
 class StateSweeper:
@@ -111,12 +179,15 @@ async def recover_loop(
     interval: float,
     sweep_interval: float = 60.0,
     sweep_batch: int = 100,
+    *,
+    skew: float = DEFAULT_RECOVERY_SKEW,
+    retry_delay: RetryDelay = _no_delay,
 ) -> None:
     """Recover every ``interval``; sweep the state lists every ``sweep_interval`` (0 = never)."""
     sweeper = StateSweeper(broker, queues, sweep_batch)
     next_sweep = time.monotonic() + sweep_interval
     while True:
-        await recover_once(broker, queues)
+        await recover_once(broker, queues, skew=skew, retry_delay=retry_delay)
         if sweep_interval > 0 and time.monotonic() >= next_sweep:
             await sweeper.sweep_once()
             next_sweep = time.monotonic() + sweep_interval

@@ -7,6 +7,7 @@ import signal
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import anyio
 
@@ -90,12 +91,16 @@ class Server:
                         btg.start_soon(heartbeat.run)
                         btg.start_soon(forward_loop, broker, queues, cfg.forward_interval)
                         btg.start_soon(
-                            recover_loop,
-                            broker,
-                            queues,
-                            cfg.recovery_interval,
-                            cfg.sweep_interval,
-                            cfg.sweep_batch,
+                            partial(
+                                recover_loop,
+                                broker,
+                                queues,
+                                cfg.recovery_interval,
+                                cfg.sweep_interval,
+                                cfg.sweep_batch,
+                                skew=cfg.recovery_skew,
+                                retry_delay=cfg.retry_delay_func,
+                            )
                         )
                         btg.start_soon(janitor_loop, broker, queues, cfg.janitor_interval)
                         btg.start_soon(cancel_loop, transport, active)

@@ -137,6 +137,8 @@ def chaos_config(
         lease_duration=lease,
         heartbeat_interval=heartbeat if heartbeat is not None else lease / 4,
         recovery_interval=recovery,
+        recovery_skew=0.0,
+        retry_delay_func=lambda n, e, t: 0.0,  # recovered tasks run again at once
         forward_interval=0.2,
         idle_wait=idle_wait,
         shutdown_timeout=1.0,

@@ -97,6 +97,8 @@ async def test_server_sweeps_on_its_own(redis_target: RedisTarget, client: Clien
         lease_duration=2,
         heartbeat_interval=0.5,
         recovery_interval=0.1,
+        recovery_skew=0.0,
+        retry_delay_func=lambda n, e, t: 0.0,  # recovered tasks run again at once
         sweep_interval=0.2,
         shutdown_timeout=1,
     )

@@ -3,8 +3,13 @@
 -- KEYS[6] processed today  KEYS[7] unique lock (optional)
 -- ARGV[1] id  ARGV[2] msg with completed_at ("" = delete)  ARGV[3] completed zset score
 -- ARGV[4] expire-at for today's counter (unix s)
--- Returns 1 acked, 0 no-op (not active any more: already acked, or recovered by another server).
+-- ARGV[5] attempt token from the dequeue ("" = no check: a caller that owns no attempt)
+-- Returns 1 acked, 0 no-op (not active any more: already acked, or recovered by another server,
+-- or another attempt owns it now).
 if not redis.call("ZSCORE", KEYS[2], ARGV[1]) then
+  return 0
+end
+if ARGV[5] ~= "" and redis.call("HGET", KEYS[3], "aio_attempt") ~= ARGV[5] then
   return 0
 end
 redis.call("LREM", KEYS[1], 0, ARGV[1])
@@ -13,6 +18,7 @@ if ARGV[2] == "" then
   redis.call("DEL", KEYS[3])
 else
   redis.call("HSET", KEYS[3], "msg", ARGV[2], "state", "completed")
+  redis.call("HDEL", KEYS[3], "aio_attempt")
   redis.call("ZADD", KEYS[4], ARGV[3], ARGV[1])
 end
 redis.call("INCR", KEYS[5])
