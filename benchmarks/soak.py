@@ -29,10 +29,13 @@ from typing import Any
 import redis
 
 from asynq_aio import Client, Config, ServeMux, Server, Task, parse_redis_url
+from asynq_aio.protocol import scripts
 from asynq_aio.protocol.keys import queue_keys
+from asynq_aio.transport import LuaScript
 from benchmarks.procs import SingleRedis
 
 QUEUE = "soak"
+SCRIPT_NAMES = {s.sha: s.name for s in vars(scripts).values() if isinstance(s, LuaScript)}
 RESULTS = Path(__file__).with_name("results")
 STEADY_FIELDS = (
     "used_memory",
@@ -151,8 +154,10 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
         backlog_mem = int(r.info("memory")["used_memory"])
         r.slowlog_reset()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if args.src:  # the worker imports asynq_aio from another tree (e.g. an older commit)
+            env["PYTHONPATH"] = args.src
         worker = subprocess.Popen(  # noqa: ASYNC220 - started once, before the load
-            [sys.executable, "-m", "benchmarks.soak", "worker", "--url", server.url,
+            [sys.executable, __file__, "worker", "--url", server.url,
              "--concurrency", str(args.concurrency), "--fail-every", str(args.fail_every)],
             env=env,
         )  # fmt: skip
@@ -188,6 +193,13 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
         await feeder
         slow = r.slowlog_get(10000)
         longest = max(slow, key=lambda e: e["duration"], default=None)
+        by_script: dict[str, int] = {}
+        for e in slow:
+            words = e["command"].split()
+            name = (
+                SCRIPT_NAMES.get(words[1].decode(), "?") if words[:1] == [b"EVALSHA"] else words[0].decode()
+            )
+            by_script[name] = max(by_script.get(name, 0), int(e["duration"]))
         steady = [s for s in samples if s["t"] >= args.duration / 3]
         elapsed = samples[-1]["t"] if samples else 0.0
         rate = samples[-1]["processed"] / elapsed if elapsed else 0.0
@@ -203,6 +215,7 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
             "longest_command_us": longest["duration"] if longest else None,
             "longest_command": (longest["command"].decode(errors="replace")[:80] if longest else None),
             "commands_over_1ms": len(slow),
+            "longest_us_by_command": dict(sorted(by_script.items(), key=lambda kv: -kv[1])),
             "steady": {
                 k: {"min": min(s[k] for s in steady), "max": max(s[k] for s in steady)}
                 for k in (
@@ -240,10 +253,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fail-every", type=int, default=10, help="every Nth task fails (0 = none)")
     p.add_argument("--concurrency", type=int, default=100)
     p.add_argument("--backlog", type=int, default=200_000, help="expired completed tasks written first")
+    p.add_argument("--src", default="", help="run the worker on the asynq_aio of this tree (a git worktree)")
     args = p.parse_args(argv)
     if args.role == "worker":
         worker_main(args)
         return
+    # the worker imports this file by path; the driver imports it as benchmarks.soak
     result = asyncio.run(drive(args))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"soak-{datetime.now(tz=UTC):%Y%m%dT%H%M%SZ}.json"

@@ -7,7 +7,7 @@ cleaned as fast as it fills (Asynq, and this janitor before, removed at most 100
 round: 12.5 tasks/s at the default interval). Each script call still handles at most ``batch`` IDs,
 so Redis is never blocked for long, and queues take turns batch by batch, so one queue's backlog
 does not starve the others. A round that stops at its time budget with work left starts the next
-round at once; a round that deleted a full batch or more sleeps at most ``BUSY_INTERVAL``, so the
+round at once; a round that deleted anything sleeps at most ``BUSY_INTERVAL``, so the
 completed set of a busy queue holds about rate x (retention + 1 s); otherwise the janitor sleeps
 ``interval``. Sleeps have jitter, so several servers started together do not sweep in lock step.
 
@@ -32,8 +32,8 @@ from asynq_aio.protocol.keys import queue_keys
 
 log = logging.getLogger("asynq_aio.server")
 
-#: Longest sleep after a round that deleted at least one full batch: under load the completed set
-#: then holds about rate x (retention + 1 s) instead of rate x (retention + interval).
+#: Longest sleep after a round that deleted anything: under load the completed set then holds about
+#: rate x (retention + 1 s) instead of rate x (retention + interval).
 BUSY_INTERVAL = 1.0
 #: IDs per delete script call. 500 completed tasks (zset entry + hash) take well under a millisecond
 #: of Redis time on the benchmark box (benchmarks/soak.py prints the longest call it saw).
@@ -105,5 +105,5 @@ async def janitor_loop(broker: Broker, queues: list[str], interval: float) -> No
         if r.backlog_left:
             await anyio.lowlevel.checkpoint()
             continue
-        pause = min(interval, BUSY_INTERVAL) if r.deleted >= DELETE_BATCH else interval
+        pause = min(interval, BUSY_INTERVAL) if r.deleted else interval
         await anyio.sleep(pause * random.uniform(0.75, 1.25))
