@@ -78,12 +78,24 @@ class RedisClusterClientOpt(_CommonOpt):
     """A Redis Cluster, reached through any of its nodes (seed addresses)."""
 
     addrs: list[str] = Field(min_length=1)
+    # "host:port" as the cluster announces a node -> "host:port" to dial instead: for clusters
+    # behind NAT, port mappings (Docker, Kubernetes) or a proxy, whose nodes announce addresses
+    # this client cannot reach directly.
+    address_map: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("addrs")
     @classmethod
     def _check_addrs(cls, v: list[str]) -> list[str]:
         for a in v:
             _split_addr(a)
+        return v
+
+    @field_validator("address_map")
+    @classmethod
+    def _check_address_map(cls, v: dict[str, str]) -> dict[str, str]:
+        for a, b in v.items():
+            _split_addr(a)
+            _split_addr(b)
         return v
 
     def describe(self) -> str:

@@ -179,8 +179,15 @@ class Transport:
         max_conns = opt.pool_size + 64
         if isinstance(opt, RedisClusterClientOpt):
             nodes = [ClusterNode(*split_addr(a)) for a in opt.addrs]
+            remap: dict[tuple[str, int], tuple[str, int]] = {
+                split_addr(a): split_addr(b) for a, b in opt.address_map.items()
+            }
             client: RedisClient = RedisCluster(
-                startup_nodes=nodes, max_connections=max_conns, require_full_coverage=True, **common
+                startup_nodes=nodes,
+                max_connections=max_conns,
+                require_full_coverage=True,
+                address_remap=(lambda addr: remap.get(addr, addr)) if remap else None,
+                **common,
             )
         elif isinstance(opt, RedisClientOpt):
             host, port = split_addr(opt.addr)

@@ -11,8 +11,9 @@ Faults:
   reply reaches the client: the client sees a dropped connection after its command ran, the
   ambiguous failure every script must survive by being re-sent.
 - ``drop_replies_at_rate(trigger, rate)``: the same, for a random share of such chunks.
-- ``delay`` (seconds added before each reply is passed on), ``stall()`` / ``resume()`` (replies
-  are held until resumed), ``cut_all()`` (every open connection is closed now).
+- ``set_delay(seconds)``: added before each reply is passed on (a slow node).
+- ``stall()`` / ``resume()``: commands and replies are held until resumed, as a SIGSTOPped node
+  holds them (it runs nothing meanwhile); ``cut_all()``: every open connection is closed now.
 """
 
 from __future__ import annotations
@@ -146,6 +147,8 @@ class FaultProxy:
                 data = await c_reader.read(65536)
                 if not data:
                     break
+                if self._faults.stalled is not None:  # a stalled node runs nothing until resumed
+                    await self._faults.stalled.wait()
                 armed = self._armed(data)
                 if armed:
                     self._faults.dropped += 1

@@ -126,3 +126,36 @@ async def test_a_wake_up_names_the_tail_so_the_dequeue_reads_no_list(
     assert [d.task_id for d in got] == ids
     assert "LRANGE" not in sent
     assert await raw.cmd("LLEN", q(unique_queue)("pending")) == 0
+
+
+async def test_a_lock_in_another_slot_does_not_fail_the_batch(
+    client: Client, raw: RawRedis, unique_queue: str
+) -> None:
+    """A foreign producer wrote a unique_key under another queue's hash tag (another cluster slot):
+    the batch is acked (that task's lock is left to its TTL) instead of failing with CROSSSLOT."""
+    k = q(unique_queue)
+    foreign_lock = "asynq:{some_other_queue}:unique:t:abc"
+    a = await client.enqueue(Task("t", b"a"), queue=unique_queue)
+    b = await client.enqueue(Task("t", b"b"), queue=unique_queue)
+    msg = decode_task_message(await raw.cmd("HGET", k(f"t:{b.id}"), "msg"))
+    msg.unique_key = foreign_lock
+    await raw.cmd("HSET", k(f"t:{b.id}"), "msg", msg.SerializeToString())
+    await raw.cmd("SET", foreign_lock, b.id, "EX", 300)
+    try:
+        got = await take(client.broker, unique_queue, 2)
+        msgs = [decode_task_message(d.raw) for d in got]
+        assert msgs[1].unique_key == foreign_lock
+        attempts = [d.attempt for d in got]
+        assert await client.broker.run(
+            [client.broker.ack_many_op(unique_queue, msgs, attempts=attempts)]
+        ) == [[1, 1]]
+        assert await raw.cmd("EXISTS", k(f"t:{a.id}"), k(f"t:{b.id}")) == 0
+        assert await raw.cmd("GET", foreign_lock) == b.id.encode()  # not ours to release
+        one = await client.enqueue(Task("t", b"c"), queue=unique_queue)
+        (d,) = await take(client.broker, unique_queue, 1)
+        single = decode_task_message(d.raw)
+        single.unique_key = foreign_lock
+        assert await client.broker.run([client.broker.ack_op(single, attempt=d.attempt)]) == [1]
+        assert d.task_id == one.id
+    finally:
+        await raw.cmd("DEL", foreign_lock)

@@ -258,7 +258,7 @@ class Broker:
         qk = queue_keys(msg.queue)
         day = datetime.fromtimestamp(now, tz=UTC)
         keys = [qk.active, qk.lease, qk.task(msg.id), qk.completed, qk.processed, qk.processed_on(day)]
-        if msg.unique_key:
+        if _own_lock(qk, msg):
             keys.append(msg.unique_key)
         stored = b""
         score = 0
@@ -289,7 +289,8 @@ class Broker:
         tokens = attempts if attempts is not None else [""] * len(msgs)
         for msg, attempt in zip(msgs, tokens, strict=True):
             keys.append(qk.task(msg.id))
-            if msg.unique_key:
+            has_lock = _own_lock(qk, msg)
+            if has_lock:
                 keys.append(msg.unique_key)
             stored = b""
             score = 0
@@ -299,7 +300,7 @@ class Broker:
                 done.completed_at = int(now)
                 stored = done.SerializeToString()
                 score = int(now) + msg.retention
-            args += [msg.id, stored, score, 1 if msg.unique_key else 0, attempt]
+            args += [msg.id, stored, score, 1 if has_lock else 0, attempt]
         return Op.eval(scripts.ACK_MANY, keys, args)
 
     def fail_op(
@@ -638,6 +639,14 @@ def _enqueue_target(req: EnqueueRequest, now: float) -> tuple[list[str], str, fl
     if kind == "aggregating":
         keys.append(qk.groups)
     return keys, kind, score
+
+
+def _own_lock(qk: QueueKeys, msg: TaskMessage) -> bool:
+    """Whether the ack may release the task's unique lock: only a lock under the queue's own hash
+    tag, so in the queue's slot. A foreign producer can write any name; a lock in another slot would
+    make the script (and, in ``ack_many``, every other task of the call) fail with CROSSSLOT. Such a
+    lock is left to expire with its TTL."""
+    return bool(msg.unique_key) and msg.unique_key.startswith(qk.prefix)
 
 
 def _batch_outcomes(

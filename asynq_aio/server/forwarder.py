@@ -1,7 +1,8 @@
 """Moves scheduled and retry tasks to pending when they fall due.
 
 Sleeps until the earliest due time it knows of (capped at ``forward_interval``, since other producers
-may schedule earlier tasks meanwhile), rather than polling on a fixed period.
+may schedule earlier tasks meanwhile), rather than polling on a fixed period. Queues are forwarded
+side by side (server/fanout.py), so a stalled master delays only its own queues.
 """
 
 from __future__ import annotations
@@ -12,23 +13,21 @@ import time
 import anyio
 
 from asynq_aio.protocol.broker import Broker
+from asynq_aio.server.fanout import each_queue
 
 log = logging.getLogger("asynq_aio.server")
 
 
-async def forward_loop(broker: Broker, queues: list[str], max_sleep: float) -> None:
+async def forward_loop(broker: Broker, queues: list[str], max_sleep: float, budget: float = 5.0) -> None:
+    async def forward_one(q: str) -> float | None:
+        moved = await broker.forward(q)
+        if moved:
+            log.debug("forwarded %d task(s) in %s", moved, q, extra={"queue": q})
+        return await broker.next_due(q)
+
     while True:
-        next_due: float | None = None
-        for q in queues:
-            try:
-                moved = await broker.forward(q)
-                if moved:
-                    log.debug("forwarded %d task(s) in %s", moved, q, extra={"queue": q})
-                due = await broker.next_due(q)
-            except Exception as exc:
-                log.error("forwarder: queue %s: %s", q, exc, extra={"queue": q})
-                continue
-            if due is not None and (next_due is None or due < next_due):
-                next_due = due
+        dues = await each_queue(queues, forward_one, budget=budget, what="forwarder")
+        known = [d for d in dues.values() if d is not None]
+        next_due = min(known) if known else None
         sleep = max_sleep if next_due is None else min(max_sleep, max(0.0, next_due - time.time()))
         await anyio.sleep(max(sleep, 0.005))

@@ -1,7 +1,9 @@
 """Extends the leases of running tasks and publishes server/worker info in Asynq's format.
 
 A task whose lease could not be extended before it ran out is cancelled here: by then another server
-may have recovered it, and two copies must not both report an outcome.
+may have recovered it, and two copies must not both report an outcome. Each queue's leases are
+extended concurrently with the others, within a time budget, so one stalled master cannot make the
+leases on healthy masters run out.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import anyio
 
 from asynq_aio.protocol.broker import Broker
 from asynq_aio.protocol.codec import ServerRecord, WorkerRecord
-from asynq_aio.server.active import ActiveTasks
+from asynq_aio.server.active import ActiveTask, ActiveTasks
 from asynq_aio.server.config import Config
 
 log = logging.getLogger("asynq_aio.server")
@@ -57,44 +59,69 @@ class Heartbeat:
             active_worker_count=len(self._active),
         )
 
+    @property
+    def call_budget(self) -> float:
+        """Longest one Redis call of a beat may take. Half the margin between a lease's length and
+        the beat's period: a beat that waited this long on a stalled node still extends the other
+        nodes' leases long before they run out."""
+        return max(0.5, (self._config.lease_duration - self._config.heartbeat_interval) / 2)
+
     async def beat(self) -> None:
+        """Extend every queue's leases concurrently, each within :attr:`call_budget`, then write the
+        server info within it too: a stalled or slow master delays only its own queues' leases."""
         await self._extend_leases()
-        await self._write_info()
+        with anyio.move_on_after(self.call_budget) as scope:
+            await self._write_info()
+        if scope.cancelled_caught:
+            log.error("writing server info took over %.1fs; skipped this beat", self.call_budget)
 
     async def _extend_leases(self) -> None:
         now = time.time()
         until = math.ceil(now + self._config.lease_duration)
-        for queue, all_tasks in self._active.by_queue().items():
-            # A lease that already ran out may belong to another server by now: never extend it.
-            tasks = []
-            for t in all_tasks:
-                if t.lease_expiry <= now:
-                    self._active.cancel(t.msg.id, "lease")
-                else:
-                    tasks.append(t)
-            if not tasks:
-                continue
+        async with anyio.create_task_group() as tg:
+            for queue, all_tasks in self._active.by_queue().items():
+                # A lease that already ran out may belong to another server by now: never extend it.
+                tasks = []
+                for t in all_tasks:
+                    if t.lease_expiry <= now:
+                        self._active.cancel(t.msg.id, "lease")
+                    else:
+                        tasks.append(t)
+                if tasks:
+                    tg.start_soon(self._extend_queue, queue, tasks, until)
+
+    async def _extend_queue(self, queue: str, tasks: list[ActiveTask], until: float) -> None:
+        lost: set[str] | None = None
+        error: str = ""
+        with anyio.move_on_after(self.call_budget):
             try:
                 lost = set(
                     await self._broker.extend_leases(queue, [(t.msg.id, t.attempt) for t in tasks], until)
                 )
             except Exception as exc:
-                log.error("could not extend leases in %s: %s", queue, exc, extra={"queue": queue})
-                for t in tasks:
-                    if t.lease_expiry <= time.time():
-                        self._active.cancel(t.msg.id, "lease")
-                continue
+                error = str(exc)
+        if lost is None:
+            log.error(
+                "could not extend leases in %s: %s",
+                queue,
+                error or f"no answer within {self.call_budget:.1f}s",
+                extra={"queue": queue},
+            )
             for t in tasks:
-                if t.msg.id in lost:
-                    # recovered by another server (or run by another attempt): stop this copy now
-                    log.warning(
-                        "task %s: this attempt no longer owns it (its lease was taken over); cancelling",
-                        t.msg.id,
-                        extra={"queue": queue, "task_id": t.msg.id},
-                    )
+                if t.lease_expiry <= time.time():
                     self._active.cancel(t.msg.id, "lease")
-                else:
-                    t.lease_expiry = until
+            return
+        for t in tasks:
+            if t.msg.id in lost:
+                # recovered by another server (or run by another attempt): stop this copy now
+                log.warning(
+                    "task %s: this attempt no longer owns it (its lease was taken over); cancelling",
+                    t.msg.id,
+                    extra={"queue": queue, "task_id": t.msg.id},
+                )
+                self._active.cancel(t.msg.id, "lease")
+            else:
+                t.lease_expiry = until
 
     async def _write_info(self) -> None:
         workers = [

@@ -8,6 +8,7 @@ import inspect
 import logging
 import math
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import anyio
@@ -22,7 +23,7 @@ from asynq_aio.errors import (
     SkipRetry,
 )
 from asynq_aio.logfmt import context_fields, task_fields
-from asynq_aio.protocol.broker import PAUSED, Broker, Dequeued, MalformedRecord
+from asynq_aio.protocol.broker import PAUSED, Broker, Dequeued, MalformedRecord, Paused
 from asynq_aio.protocol.codec import TaskMessage, decode_fetched_message
 from asynq_aio.server.acker import Acker
 from asynq_aio.server.active import ActiveTask, ActiveTasks
@@ -45,12 +46,14 @@ class Processor:
         self._active = active
         self._acker = acker
         self._selector = QueueSelector(config.queues, strict=config.strict_priority)
-        self._running = 0
+        self._running = 0  # handler slots in use
+        self._outstanding = 0  # tasks taken whose outcome is not written yet (>= _running)
         self._slot_freed = anyio.Event()
         self._stopping = anyio.Event()
         self._all_done = anyio.Event()
         self._all_done.set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._set_aside: dict[str, float] = {}  # queue -> monotonic time its dequeues resume
 
     @property
     def running(self) -> int:
@@ -94,19 +97,43 @@ class Processor:
                     self._start(item)
             await self._all_done.wait()
         finally:
-            if self._running:
+            if self._outstanding:
                 self.cancel_all_for_shutdown()
                 with anyio.move_on_after(cfg.shutdown_timeout + 5.0, shield=True):
                     await self._all_done.wait()
 
     async def _fetch(self, count: int) -> list[Dequeued] | None:
+        """Dequeue from the first queue (in selection order) that has tasks. A queue whose dequeue
+        fails or does not answer within the budget (its master is stalled or slow) is set aside for
+        a while and the others are tried: one node's fault must not stop the queues on the others.
+        Tasks a timed-out dequeue took anyway wait in active for their lease to run out. Raises
+        when no queue answered at all (Redis is down), so the fetch loop backs off."""
         lease_until = math.ceil(time.time() + self._config.lease_duration)
+        budget = min(5.0, max(1.0, self._config.lease_duration / 6))
+        problem: Exception | None = None
+        answered = False
         for queue in self._selector.order():
-            res = await self._broker.dequeue(queue, count, lease_until)
+            if self._set_aside.get(queue, 0.0) > time.monotonic():
+                continue
+            res: list[Dequeued] | Paused | None = None
+            with anyio.move_on_after(budget) as scope:
+                try:
+                    res = await self._broker.dequeue(queue, count, lease_until)
+                except Exception as exc:
+                    problem = exc
+            if scope.cancelled_caught:
+                problem = TimeoutError(f"dequeue from {queue} took over {budget:.1f}s")
+            if res is None:
+                log.error("dequeue from %s: %s; trying the other queues", queue, problem)
+                self._set_aside[queue] = time.monotonic() + budget
+                continue
+            answered = True
             if res is PAUSED or not res:
                 continue
             assert isinstance(res, list)
             return res
+        if problem is not None and not answered:
+            raise problem
         return None
 
     async def _wait_for_work(self) -> None:
@@ -114,10 +141,14 @@ class Processor:
         woke = anyio.Event()
 
         async def watch(queue: str) -> None:
-            if await self._broker.is_paused(queue):
+            try:
+                if self._set_aside.get(queue, 0.0) > time.monotonic() or await self._broker.is_paused(queue):
+                    await anyio.sleep(self._config.idle_wait)
+                else:
+                    await self._broker.wait_for_work(queue, self._config.idle_wait)
+            except Exception as exc:  # its node is down: the next fetch says so and backs off
+                log.debug("waiting on %s failed: %s", queue, exc)
                 await anyio.sleep(self._config.idle_wait)
-            else:
-                await self._broker.wait_for_work(queue, self._config.idle_wait)
             woke.set()
 
         async def stop_on_shutdown() -> None:
@@ -135,6 +166,7 @@ class Processor:
 
     def _start(self, item: Dequeued) -> None:
         self._running += 1
+        self._outstanding += 1
         self._all_done = anyio.Event() if self._all_done.is_set() else self._all_done
         t = asyncio.get_running_loop().create_task(self._execute(item))
         self._tasks.add(t)
@@ -146,13 +178,17 @@ class Processor:
             # a bug in outcome handling (not a handler's error, which is an outcome): say so loudly
             log.error("task runner failed: %r", exc, exc_info=exc)
 
-    def _release(self) -> None:
-        self._running -= 1
-        self._slot_freed.set()
-        if self._running == 0:
-            self._all_done.set()
-
     async def _execute(self, item: Dequeued) -> None:
+        slot = [True]
+
+        def free_slot() -> None:
+            """The handler is done: its slot takes the next task while the outcome is written. An
+            outcome waiting on a stalled node must not keep other queues' tasks from running."""
+            if slot[0]:
+                slot[0] = False
+                self._running -= 1
+                self._slot_freed.set()
+
         try:
             try:
                 msg = decode_fetched_message(item.raw, queue=item.queue, task_id=item.task_id)
@@ -162,11 +198,14 @@ class Processor:
             if len(msg.payload) > self._config.max_payload_bytes:
                 await self._archive_oversized(msg, item.attempt)
                 return
-            await self._run_one(msg, item.attempt)
+            await self._run_one(msg, item.attempt, free_slot)
         finally:
-            self._release()
+            free_slot()
+            self._outstanding -= 1
+            if self._outstanding == 0:
+                self._all_done.set()
 
-    async def _run_one(self, msg: TaskMessage, attempt: str) -> None:
+    async def _run_one(self, msg: TaskMessage, attempt: str, free_slot: Callable[[], None]) -> None:
         now = time.time()
         deadline_unix = _deadline_of(msg, now)
         entry = ActiveTask(
@@ -207,6 +246,7 @@ class Processor:
         # No shield needed: this runner is a plain task outside every anyio cancel scope. The task
         # stays in the active set (so the heartbeat keeps extending its lease) until its outcome is
         # written: an ack waiting on a slow node must not let the lease lapse.
+        free_slot()
         try:
             await self._finish(msg, task, error, entry)
         finally:
@@ -243,7 +283,9 @@ class Processor:
             )
             return
         if reason == "shutdown":
-            await self._acker.submit(self._broker.requeue_op(msg.queue, msg.id, attempt=entry.attempt))
+            await self._acker.submit(
+                msg.queue, self._broker.requeue_op(msg.queue, msg.id, attempt=entry.attempt)
+            )
             return
         if error is None:
             await self._acker.submit_ack(msg, entry.attempt)
@@ -253,7 +295,7 @@ class Processor:
             dropped = TaskMessage()
             dropped.CopyFrom(msg)
             dropped.retention = 0
-            await self._acker.submit(self._broker.ack_op(dropped, attempt=entry.attempt))
+            await self._acker.submit(msg.queue, self._broker.ack_op(dropped, attempt=entry.attempt))
             return
         await self._report_error(task, error)
         text = _error_text(error)
@@ -288,7 +330,7 @@ class Processor:
         op: Op = self._broker.fail_op(
             msg, error=text, archive=archive, retry_at=retry_at, is_failure=is_failure, attempt=entry.attempt
         )
-        await self._acker.submit(op)
+        await self._acker.submit(msg.queue, op)
 
     def _is_failure(self, error: BaseException) -> bool:
         fn = self._config.is_failure
@@ -325,7 +367,7 @@ class Processor:
         record = MalformedRecord(task_id=item.task_id, queue=item.queue, raw=item.raw, reason=str(exc))
         op = self._broker.archive_malformed_op(record, attempt=item.attempt)
         with anyio.CancelScope(shield=True):
-            await self._acker.submit(op)
+            await self._acker.submit(item.queue, op)
 
     async def _archive_oversized(self, msg: TaskMessage, attempt: str) -> None:
         """A payload over Config.max_payload_bytes (a foreign producer has no Client limit) is
@@ -337,7 +379,7 @@ class Processor:
         log.error("task %s (%s) archived unrun: %s", msg.id, msg.type, error, extra=task_fields(msg))
         op = self._broker.fail_op(msg, error=str(error), archive=True, attempt=attempt)
         with anyio.CancelScope(shield=True):
-            await self._acker.submit(op)
+            await self._acker.submit(msg.queue, op)
 
     def cancel_all_for_shutdown(self) -> None:
         for t in self._active.snapshot():

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import anyio
 
 from asynq_aio.protocol.broker import SWEPT_STATES, Broker, MalformedRecord
+from asynq_aio.server.fanout import each_queue
 from asynq_aio.task import Task
 
 log = logging.getLogger("asynq_aio.server")
@@ -50,33 +51,35 @@ async def recover_once(
     skew: float = 0.0,
     retry_delay: RetryDelay = _no_delay,
     batch: int = RECOVER_BATCH,
+    budget: float = 10.0,
 ) -> int:
     """Retry (or archive, when out of retries) every task whose lease expired ``skew`` seconds ago
     or earlier, as Go's recoverer does: the retry is scheduled through ``retry_delay`` (the
     server's ``retry_delay_func``), so a task that kills its worker is not re-run fleet-wide at once.
     A record that cannot be decoded is archived as it is (it can never run) instead of blocking the
     queue's recovery round after round."""
-    recovered = 0
-    for q in queues:
-        try:
-            healed = await broker.heal_orphans(q)
-            if healed:
-                log.warning(
-                    "requeued %d task(s) found in active without a lease in %s", healed, q, extra={"queue": q}
-                )
-            recovered += healed
-            while True:
-                now = time.time()
-                cutoff = now - skew
-                found, n = await _recover_batch(broker, q, now, cutoff, retry_delay, batch)
-                recovered += n
-                if n:
-                    log.warning("recovered %d task(s) with an expired lease in %s", n, q, extra={"queue": q})
-                if found < batch or n == 0:
-                    break
-        except Exception as exc:
-            log.error("recoverer: queue %s: %s", q, exc, extra={"queue": q})
-    return recovered
+
+    async def recover_queue(q: str) -> int:
+        recovered = 0
+        healed = await broker.heal_orphans(q)
+        if healed:
+            log.warning(
+                "requeued %d task(s) found in active without a lease in %s", healed, q, extra={"queue": q}
+            )
+        recovered += healed
+        while True:
+            now = time.time()
+            cutoff = now - skew
+            found, n = await _recover_batch(broker, q, now, cutoff, retry_delay, batch)
+            recovered += n
+            if n:
+                log.warning("recovered %d task(s) with an expired lease in %s", n, q, extra={"queue": q})
+            if found < batch or n == 0:
+                return recovered
+
+    # queues side by side, each within a budget: a stalled master delays only its own queues
+    done = await each_queue(queues, recover_queue, budget=budget, what="recoverer")
+    return sum(done.values())
 
 
 async def _recover_batch(

@@ -1,0 +1,154 @@
+"""One master of a cluster stalls or slows: only its own queues may be delayed.
+
+One worker serves two queues on two different masters, reaching every node through a TCP proxy
+(tests/faultproxy.py) via ``RedisClusterClientOpt.address_map``. One master's proxy is then stalled
+(it runs nothing and answers nothing, like a SIGSTOPped node) for longer than a lease, or slowed;
+the other queue must keep at least half its normal pace, and afterwards every task has run, none
+is left in active, and the healthy queue ran nothing twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
+import anyio
+import pytest
+from conftest import RunningCluster
+from faultproxy import FaultProxy, fault_proxy
+from redis.crc import key_slot
+from workerproc import RawRedis, wait_until
+
+from asynq_aio import Client, Config, RedisClusterClientOpt, ServeMux, Server, Task
+from asynq_aio.protocol.admin import Admin
+from asynq_aio.protocol.keys import queue_keys
+from asynq_aio.protocol.topology import Shard, shard_for_slot
+from asynq_aio.transport import Transport
+
+pytestmark = [pytest.mark.anyio, pytest.mark.cluster, pytest.mark.slow]
+
+N = 600  # tasks per queue: more than the worker runs before the fault ends
+WORK = 0.05  # seconds per handler call
+
+
+@contextmanager
+def proxied(addrs: list[str]) -> Iterator[tuple[dict[str, FaultProxy], RedisClusterClientOpt]]:
+    with ExitStack() as stack:
+        proxies = {a: stack.enter_context(fault_proxy(*_split(a))) for a in addrs}
+        opt = RedisClusterClientOpt(
+            addrs=[f"127.0.0.1:{p.port}" for p in proxies.values()],
+            address_map={a: f"127.0.0.1:{p.port}" for a, p in proxies.items()},
+        )
+        yield proxies, opt
+
+
+def _split(addr: str) -> tuple[str, int]:
+    host, port = addr.rsplit(":", 1)
+    return host, int(port)
+
+
+async def _two_queues_on_two_masters(addrs: list[str], tag: str) -> tuple[str, str, str]:
+    """Queue names on different masters, and the address of the first one's master."""
+    transport = Transport.connect(RedisClusterClientOpt(addrs=addrs))
+    try:
+        shards: list[Shard] = await Admin(transport).cluster_shards()
+    finally:
+        await transport.aclose()
+
+    def master(queue: str) -> str:
+        shard = shard_for_slot(shards, key_slot(queue_keys(queue).pending.encode()))
+        assert shard is not None and shard.master is not None
+        return shard.master.addr
+
+    names = [f"nf_{tag}_{i}" for i in range(50)]
+    a = names[0]
+    b = next(n for n in names if master(n) != master(a))
+    return a, b, master(a)
+
+
+async def _run_fault(redis_cluster: RunningCluster, fault: str) -> None:
+    addrs = list(redis_cluster.addrs)
+    qa, qb, master_a = await _two_queues_on_two_masters(addrs, f"{fault}{int(time.time())}")
+    runs: Counter[str] = Counter()
+    done_at: dict[str, list[float]] = {qa: [], qb: []}
+    mux = ServeMux()
+
+    async def handler(task: Task) -> None:
+        await anyio.sleep(WORK)
+        key = task.payload.decode()
+        runs[key] += 1
+        done_at[key.split("/")[0]].append(time.monotonic())
+
+    mux.handle_func("t", handler)
+    async with Client(RedisClusterClientOpt(addrs=addrs)) as client:
+        for q in (qa, qb):
+            await client.enqueue_many([Task("t", f"{q}/{i}".encode()) for i in range(N)], queue=q)
+    cfg = Config(
+        concurrency=4,
+        queues={qa: 1, qb: 1},
+        lease_duration=3.0,
+        heartbeat_interval=0.5,
+        recovery_interval=0.5,
+        recovery_skew=0.0,
+        forward_interval=0.1,
+        retry_delay_func=lambda n, e, t: 0.0,
+    )
+    raw = RawRedis("cluster", None, addrs)
+    try:
+        with proxied(addrs) as (proxies, opt):
+            with anyio.fail_after(120):
+                async with Server(opt, cfg).serve(mux):
+                    await anyio.sleep(2.0)
+                    t0 = time.monotonic()
+                    await anyio.sleep(2.0)
+                    t1 = time.monotonic()
+                    if fault == "stall":
+                        proxies[master_a].stall()
+                    else:
+                        proxies[master_a].set_delay(0.3)
+                    await anyio.sleep(4.0)  # longer than a lease
+                    t2 = time.monotonic()
+                    proxies[master_a].resume()
+                    proxies[master_a].set_delay(0.0)
+
+                    async def all_ran() -> bool:
+                        return len(runs) == 2 * N
+
+                    await wait_until(all_ran, 60, what="every task ran")
+
+                    async def settled() -> bool:
+                        for q in (qa, qb):
+                            if int(await raw.cmd("LLEN", queue_keys(q).active)):
+                                return False
+                            if int(await raw.cmd("ZCARD", queue_keys(q).lease)):
+                                return False
+                        return True
+
+                    await wait_until(settled, 30, what="nothing left in active")
+        before = sum(1 for t in done_at[qb] if t0 <= t < t1) / (t1 - t0)
+        during = sum(1 for t in done_at[qb] if t1 <= t < t2) / (t2 - t1)
+        assert before > 0
+
+        def per_half_second(q: str) -> list[int]:
+            return [sum(1 for t in done_at[q] if t0 + i / 2 <= t < t0 + (i + 1) / 2) for i in range(24)]
+
+        pace = (
+            f"healthy queue: {before:.0f}/s before, {during:.0f}/s during the {fault}; "
+            f"completions per 0.5 s from 2 s before: {per_half_second(qb)} (the faulty queue's: "
+            f"{per_half_second(qa)})"
+        )
+        assert during >= before / 2, pace
+        assert sorted(runs) == sorted(f"{q}/{i}" for q in (qa, qb) for i in range(N))  # none lost
+        assert [k for k, c in runs.items() if c > 1 and k.startswith(qb)] == []
+    finally:
+        await raw.aclose()
+
+
+async def test_a_stalled_master_delays_only_its_own_queues(redis_cluster: RunningCluster) -> None:
+    await _run_fault(redis_cluster, "stall")
+
+
+async def test_a_slow_master_delays_only_its_own_queues(redis_cluster: RunningCluster) -> None:
+    await _run_fault(redis_cluster, "slow")
