@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -68,7 +69,9 @@ def resolve(
         raise InvalidTaskError("task_id must not be empty")
     if process_at is not None and process_in is not None:
         raise InvalidTaskError("give process_at or process_in, not both")
-    t = int(seconds(timeout, "timeout"))
+    # Asynq stores timeout and retention as whole seconds: a fraction rounds up, never down to 0
+    # (a 0.3 s timeout became 0, which means "the 30-minute default"; a 0.5 s retention meant none).
+    t = math.ceil(seconds(timeout, "timeout"))
     d = int(unix(deadline, "deadline")) if deadline is not None else 0
     if t == 0 and d == 0:
         t = DEFAULT_TIMEOUT_S
@@ -93,6 +96,6 @@ def resolve(
         deadline_unix=d,
         process_at=at if at is not None and at > now else None,
         unique_ttl_s=unique_ttl,
-        retention_s=int(seconds(retention, "retention")),
+        retention_s=math.ceil(seconds(retention, "retention")),
         group=group or "",
     )

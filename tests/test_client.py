@@ -80,7 +80,7 @@ async def test_enqueue_writes_hash_fields_and_lpushes_id(
     assert await raw.cmd("LRANGE", k("pending"), 0, -1) == [info2.id.encode(), info.id.encode()]
 
 
-async def test_task_info_fields(client: Client, unique_queue: str) -> None:
+async def test_task_info_fields(client: Client, raw: RawRedis, unique_queue: str) -> None:
     deadline = datetime.now(tz=UTC).replace(microsecond=0) + timedelta(hours=1)
     info = await client.enqueue(
         Task("report:build", b"p", headers={"trace": "abc"}),
@@ -109,6 +109,13 @@ async def test_task_info_fields(client: Client, unique_queue: str) -> None:
     assert default.max_retry == 25
     assert default.timeout == timedelta(minutes=30)
     assert default.deadline is None
+
+    # Asynq stores whole seconds: a fraction rounds up, never down to 0 (0 = the 30-minute default)
+    short = await client.enqueue(Task("x"), queue=unique_queue, timeout=0.3, retention=0.5)
+    assert short.timeout == timedelta(seconds=1)
+    assert short.retention == timedelta(seconds=1)
+    stored = decode_task_message(await raw.cmd("HGET", f"asynq:{{{unique_queue}}}:t:{short.id}", "msg"))
+    assert (stored.timeout, stored.retention) == (1, 1)
 
 
 async def test_process_in_goes_to_scheduled_with_the_right_score(
