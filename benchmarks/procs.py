@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from asynq_aio.devcluster import DevCluster, find_free_port_base, find_redis_server
+from benchmarks.common import rss_bytes
 from benchmarks.envs import ROOT, python_of
 
 LOG_DIR = Path(tempfile.gettempdir()) / "asynq-aio-bench-logs"
@@ -93,14 +94,7 @@ class Driver:
         return " | ".join(lines[-n:])
 
     def rss(self) -> int:
-        try:
-            with open(f"/proc/{self.proc.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return 0
+        return rss_bytes(self.proc.pid)
 
     def signal(self, sig: int) -> None:
         if self.proc.poll() is None:

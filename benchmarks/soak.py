@@ -32,6 +32,7 @@ from asynq_aio import Client, Config, ServeMux, Server, Task, parse_redis_url
 from asynq_aio.protocol import scripts
 from asynq_aio.protocol.keys import queue_keys
 from asynq_aio.transport import LuaScript
+from benchmarks.common import rss_bytes
 from benchmarks.procs import SingleRedis
 
 QUEUE = "soak"
@@ -70,17 +71,6 @@ def worker_main(args: argparse.Namespace) -> None:
 
 
 # -- the driver -----------------------------------------------------------------------------------
-
-
-def rss_of(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def write_backlog(r: redis.Redis, n: int) -> None:
@@ -122,7 +112,7 @@ def sample(r: redis.Redis, worker_pid: int, t0: float, processed0: int) -> dict[
         "lease": lease,
         "keys": keys,
         "processed": int(processed or 0) - processed0,
-        "worker_rss": rss_of(worker_pid),
+        "worker_rss": rss_bytes(worker_pid),
     }
 
 
@@ -217,16 +207,7 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
             "commands_over_1ms": len(slow),
             "longest_us_by_command": dict(sorted(by_script.items(), key=lambda kv: -kv[1])),
             "steady": {
-                k: {"min": min(s[k] for s in steady), "max": max(s[k] for s in steady)}
-                for k in (
-                    "used_memory",
-                    "completed",
-                    "completed_overdue_1s",
-                    "retry",
-                    "archived",
-                    "keys",
-                    "worker_rss",
-                )
+                k: {"min": min(s[k] for s in steady), "max": max(s[k] for s in steady)} for k in STEADY_FIELDS
             }
             if steady
             else {},
