@@ -116,7 +116,21 @@ async def _run_fault(redis_cluster: RunningCluster, fault: str) -> None:
                     async def all_ran() -> bool:
                         return len(runs) == 2 * N
 
-                    await wait_until(all_ran, 60, what="every task ran")
+                    try:
+                        await wait_until(all_ran, 60, what="every task ran")
+                    except AssertionError:
+                        missing = sorted({f"{q}/{i}" for q in (qa, qb) for i in range(N)} - set(runs))
+                        states = {}
+                        for q in (qa, qb):
+                            qk = queue_keys(q)
+                            states[q] = {
+                                "pending": await raw.cmd("LLEN", qk.pending),
+                                "active": await raw.cmd("LLEN", qk.active),
+                                "lease": await raw.cmd("ZRANGE", qk.lease, 0, -1, "WITHSCORES"),
+                                "retry": await raw.cmd("ZCARD", qk.retry),
+                                "archived": await raw.cmd("ZCARD", qk.archived),
+                            }
+                        raise AssertionError(f"not run: {missing[:10]} ({len(missing)}); {states}") from None
 
                     async def settled() -> bool:
                         for q in (qa, qb):

@@ -8,15 +8,44 @@ budget; a queue whose call fails or runs out of time is logged and left for the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import anyio
 
 log = logging.getLogger("asynq_aio.server")
 
 T = TypeVar("T")
+
+
+class BudgetExceeded(TimeoutError):
+    """A bounded Redis call did not finish within its budget."""
+
+
+async def within(budget: float, coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro`` for at most ``budget`` seconds; raise :class:`BudgetExceeded` after that.
+
+    The call runs in a task of its own, which is cancelled at the deadline, rather than under a
+    cancel scope of the caller: redis-py's own socket timeouts are asyncio timeouts, and a cancel
+    scope whose deadline races one of them can leave a stray cancellation that escapes into the
+    caller's loop and silently ends its whole task group (seen with a stalled master: the
+    heartbeat, forwarder and recoverer all stopped). Here only the inner task can be hit.
+    """
+    task = asyncio.ensure_future(coro)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=budget)
+    except BaseException:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        raise BudgetExceeded(f"no answer within {budget:.1f}s")
+    if task.cancelled():
+        raise BudgetExceeded("the call was cancelled")
+    return task.result()
+
 
 #: Queues worked on at once: enough to ride out a few stalled nodes, few enough that 1,000 queues
 #: do not open 1,000 connections.
@@ -38,20 +67,14 @@ async def each_queue(
 
     async def one(queue: str) -> None:
         async with limiter:
-            with anyio.move_on_after(budget) as scope:
-                try:
-                    results[queue] = await fn(queue)
-                except Exception as exc:
-                    log.error("%s: queue %s: %s", what, queue, exc, extra={"queue": queue})
-                    return
-            if scope.cancelled_caught:
+            try:
+                results[queue] = await within(budget, _call(fn, queue))
+            except BudgetExceeded as exc:
                 log.error(
-                    "%s: queue %s: no answer within %.1fs; its node may be stalled",
-                    what,
-                    queue,
-                    budget,
-                    extra={"queue": queue},
+                    "%s: queue %s: %s; its node may be stalled", what, queue, exc, extra={"queue": queue}
                 )
+            except Exception as exc:
+                log.error("%s: queue %s: %s", what, queue, exc, extra={"queue": queue})
 
     if len(queues) == 1:  # the common case: no task group needed
         await one(queues[0])
@@ -60,3 +83,7 @@ async def each_queue(
         for q in queues:
             tg.start_soon(one, q)
     return results
+
+
+async def _call(fn: Callable[[str], Awaitable[T]], queue: str) -> T:
+    return await fn(queue)

@@ -22,6 +22,7 @@ from asynq_aio.protocol.broker import Broker
 from asynq_aio.protocol.codec import ServerRecord, WorkerRecord
 from asynq_aio.server.active import ActiveTask, ActiveTasks
 from asynq_aio.server.config import Config
+from asynq_aio.server.fanout import BudgetExceeded, within
 
 log = logging.getLogger("asynq_aio.server")
 
@@ -70,10 +71,10 @@ class Heartbeat:
         """Extend every queue's leases concurrently, each within :attr:`call_budget`, then write the
         server info within it too: a stalled or slow master delays only its own queues' leases."""
         await self._extend_leases()
-        with anyio.move_on_after(self.call_budget) as scope:
-            await self._write_info()
-        if scope.cancelled_caught:
-            log.error("writing server info took over %.1fs; skipped this beat", self.call_budget)
+        try:
+            await within(self.call_budget, self._write_info())
+        except BudgetExceeded as exc:
+            log.error("writing server info: %s; skipped this beat", exc)
 
     async def _extend_leases(self) -> None:
         now = time.time()
@@ -93,20 +94,13 @@ class Heartbeat:
     async def _extend_queue(self, queue: str, tasks: list[ActiveTask], until: float) -> None:
         lost: set[str] | None = None
         error: str = ""
-        with anyio.move_on_after(self.call_budget):
-            try:
-                lost = set(
-                    await self._broker.extend_leases(queue, [(t.msg.id, t.attempt) for t in tasks], until)
-                )
-            except Exception as exc:
-                error = str(exc)
+        try:
+            owned = [(t.msg.id, t.attempt) for t in tasks]
+            lost = set(await within(self.call_budget, self._broker.extend_leases(queue, owned, until)))
+        except Exception as exc:
+            error = str(exc)
         if lost is None:
-            log.error(
-                "could not extend leases in %s: %s",
-                queue,
-                error or f"no answer within {self.call_budget:.1f}s",
-                extra={"queue": queue},
-            )
+            log.error("could not extend leases in %s: %s", queue, error, extra={"queue": queue})
             for t in tasks:
                 if t.lease_expiry <= time.time():
                     self._active.cancel(t.msg.id, "lease")

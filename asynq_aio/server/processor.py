@@ -28,12 +28,16 @@ from asynq_aio.protocol.codec import TaskMessage, decode_fetched_message
 from asynq_aio.server.acker import Acker
 from asynq_aio.server.active import ActiveTask, ActiveTasks
 from asynq_aio.server.config import Config
+from asynq_aio.server.fanout import within
 from asynq_aio.server.queues import QueueSelector
 from asynq_aio.task import Task
 from asynq_aio.transport import Op
 from asynq_aio.types import Handler
 
 log = logging.getLogger("asynq_aio.server")
+
+#: A dequeue slower than this (seconds) marks its queue's node as slow; it is asked less often.
+SLOW_DEQUEUE = 0.1
 
 
 class Processor:
@@ -116,18 +120,25 @@ class Processor:
             if self._set_aside.get(queue, 0.0) > time.monotonic():
                 continue
             res: list[Dequeued] | Paused | None = None
-            with anyio.move_on_after(budget) as scope:
-                try:
-                    res = await self._broker.dequeue(queue, count, lease_until)
-                except Exception as exc:
-                    problem = exc
-            if scope.cancelled_caught:
-                problem = TimeoutError(f"dequeue from {queue} took over {budget:.1f}s")
+            started = time.monotonic()
+            try:
+                res = await within(budget, self._broker.dequeue(queue, count, lease_until))
+            except Exception as exc:
+                problem = exc
             if res is None:
                 log.error("dequeue from %s: %s; trying the other queues", queue, problem)
                 self._set_aside[queue] = time.monotonic() + budget
                 continue
             answered = True
+            took = time.monotonic() - started
+            if took > SLOW_DEQUEUE:
+                # A slow node (a dequeue takes well under a millisecond normally): ask it less
+                # often, so the fetcher spends its time on the queues that answer.
+                pause = min(budget, 10 * took)
+                log.warning(
+                    "dequeue from %s took %.0f ms; asking it again in %.1fs", queue, took * 1000, pause
+                )
+                self._set_aside[queue] = time.monotonic() + pause
             if res is PAUSED or not res:
                 continue
             assert isinstance(res, list)
