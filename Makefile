@@ -18,8 +18,10 @@ BIN := $(VENV)/bin
 TOOLS_DIR ?= .tools
 UV_VERSION ?= 0.13.9
 UV ?= $(or $(shell command -v uv 2>/dev/null),$(TOOLS_DIR)/bin/uv)
-# Never let uv fetch a Python build (only package registries are reachable); use $(PYTHON).
-UV_ENV := UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1
+# Never let uv fetch a Python build (only package registries are reachable); use $(PYTHON). Trust the
+# system's certificate store as pip does (uv otherwise uses its own bundled roots, which fail behind
+# a TLS-inspecting proxy whose CA only the system store knows).
+UV_ENV := UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1 UV_NATIVE_TLS=1
 # mkdocs-material prints a banner about its successor on every run; it is not a warning.
 MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
 STAMP := $(VENV)/.installed

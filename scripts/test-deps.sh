@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 UV=${UV:-uv}
 PYTHON=${PYTHON:-python3}
-export UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1
+export UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1 UV_NATIVE_TLS=1  # as the Makefile: see there
 PYTEST_ARGS=${PYTEST_ARGS:-"-q -m 'not slow' --ignore=tests/chaos"}
 
 edges=("$@")
