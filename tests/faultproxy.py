@@ -26,6 +26,8 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from asynq_aio import RedisClusterClientOpt
+
 
 @dataclass
 class _Faults:
@@ -203,3 +205,21 @@ def fault_proxy(host: str, port: int) -> Iterator[FaultProxy]:
         yield proxy
     finally:
         proxy.stop()
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    host, port = addr.rsplit(":", 1)
+    return host, int(port)
+
+
+@contextlib.contextmanager
+def proxied_cluster(addrs: list[str]) -> Iterator[tuple[dict[str, FaultProxy], RedisClusterClientOpt]]:
+    """A proxy in front of every node of a cluster, and client options that reach the nodes only
+    through them (``address_map`` turns the addresses the cluster announces into the proxies')."""
+    with contextlib.ExitStack() as stack:
+        proxies = {a: stack.enter_context(fault_proxy(*split_addr(a))) for a in addrs}
+        opt = RedisClusterClientOpt(
+            addrs=[f"127.0.0.1:{p.port}" for p in proxies.values()],
+            address_map={a: f"127.0.0.1:{p.port}" for a, p in proxies.items()},
+        )
+        yield proxies, opt

@@ -11,14 +11,27 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from urllib.parse import urlparse
 
 import anyio
 import pytest
-from faultproxy import fault_proxy
+from conftest import RedisTarget
+from faultproxy import FaultProxy, fault_proxy
 from workerproc import RawRedis, wait_until
 
-from asynq_aio import Client, Config, RedisClientOpt, ServeMux, Server, Task
+from asynq_aio import (
+    Client,
+    Config,
+    RedisClientOpt,
+    RedisClusterClientOpt,
+    ServeMux,
+    Server,
+    Task,
+    parse_redis_url,
+)
+from asynq_aio.connection import RedisConnOpt
 from asynq_aio.protocol import scripts
 from asynq_aio.protocol.broker import Broker, Dequeued
 from asynq_aio.protocol.codec import decode_task_message
@@ -152,13 +165,35 @@ async def test_a_re_sent_dequeue_hands_back_the_same_batch(single_redis_url: str
         await raw.aclose()
 
 
+@contextmanager
+def _through_proxies(
+    target: RedisTarget,
+) -> Iterator[tuple[list[FaultProxy], RedisConnOpt, RedisConnOpt]]:
+    """Every node of the target behind its own fault proxy: (proxies, options through them, direct)."""
+    with ExitStack() as stack:
+        if target.kind == "single":
+            assert target.url is not None
+            host, port, db = _single_addr(target.url)
+            proxy = stack.enter_context(fault_proxy(host, port))
+            yield [proxy], RedisClientOpt(addr=f"127.0.0.1:{proxy.port}", db=db), parse_redis_url(target.url)
+            return
+        addrs = list(target.addrs or [])
+        by_addr = {
+            a: stack.enter_context(fault_proxy(a.rsplit(":", 1)[0], int(a.rsplit(":", 1)[1]))) for a in addrs
+        }
+        opt = RedisClusterClientOpt(
+            addrs=[f"127.0.0.1:{p.port}" for p in by_addr.values()],
+            address_map={a: f"127.0.0.1:{p.port}" for a, p in by_addr.items()},
+        )
+        yield list(by_addr.values()), opt, RedisClusterClientOpt(addrs=addrs)
+
+
 async def test_lost_replies_during_a_workload_lose_nothing_and_run_nothing_twice(
-    single_redis_url: str, unique_queue: str
+    redis_target: RedisTarget, raw: RawRedis, unique_queue: str
 ) -> None:
-    """A worker whose connection loses 2% of its script replies (dequeue, ack_many, fail, lease
-    extension, requeue at shutdown): every task runs exactly once, none waits in active for a lease
-    to expire, and none is counted as a failed attempt it did not have."""
-    host, port, db = _single_addr(single_redis_url)
+    """A worker whose connections lose 2% of its script replies (dequeue, ack_many, fail, lease
+    extension, forward, requeue at shutdown), on every node: every task runs exactly once, none
+    waits in active for a lease to expire, and none is counted as a failed attempt it did not have."""
     qk = queue_keys(unique_queue)
     n = 600
     runs: Counter[str] = Counter()
@@ -174,37 +209,34 @@ async def test_lost_replies_during_a_workload_lose_nothing_and_run_nothing_twice
             raise RuntimeError("planned failure")
 
     mux.handle_func("t", handler)
-    raw = RawRedis("single", single_redis_url, None)
-    try:
-        async with Client(RedisClientOpt(addr=f"{host}:{port}", db=db)) as client:
+    with _through_proxies(redis_target) as (proxies, proxied, direct):
+        async with Client(direct) as client:
             await client.enqueue_many([Task("t", str(i).encode()) for i in range(n)], queue=unique_queue)
-        with fault_proxy(host, port) as proxy:
-            cfg = Config(
-                concurrency=20,
-                queues={unique_queue: 1},
-                dequeue_batch=8,
-                heartbeat_interval=0.2,
-                forward_interval=0.05,
-                recovery_skew=0.0,
-                retry_delay_func=lambda n, e, t: 0.0,
-            )
-            proxy.drop_replies_at_rate(b"EVALSHA", 0.02, seed=7)
-            with anyio.fail_after(120):
-                async with Server(RedisClientOpt(addr=f"127.0.0.1:{proxy.port}", db=db), cfg).serve(mux):
+        cfg = Config(
+            concurrency=20,
+            queues={unique_queue: 1},
+            dequeue_batch=8,
+            heartbeat_interval=0.2,
+            forward_interval=0.05,
+            recovery_skew=0.0,
+            retry_delay_func=lambda n, e, t: 0.0,
+        )
+        for seed, proxy in enumerate(proxies, start=7):
+            proxy.drop_replies_at_rate(b"EVALSHA", 0.02, seed=seed)
+        with anyio.fail_after(120):
+            async with Server(proxied, cfg).serve(mux):
 
-                    async def all_done() -> bool:
-                        return int(await raw.cmd("GET", qk.processed) or 0) >= n + n // 10
+                async def all_done() -> bool:
+                    return int(await raw.cmd("GET", qk.processed) or 0) >= n + n // 10
 
-                    await wait_until(all_done, 100, what="every task done")
-            dropped = proxy.dropped
-        assert dropped > 0, "the proxy lost no reply: the test proved nothing"
-        assert sorted(runs) == sorted(str(i) for i in range(n))  # nothing lost
-        twice = {k: c for k, c in runs.items() if c != (2 if int(k) % 10 == 0 else 1)}
-        assert twice == {}  # nothing run twice (beyond the planned retry)
-        assert int(await raw.cmd("GET", qk.failed)) == n // 10  # no attempt wrongly counted as failed
-        for key in (qk.active, qk.pending):
-            assert await raw.cmd("LLEN", key) == 0
-        for key in (qk.lease, qk.retry, qk.archived):
-            assert await raw.cmd("ZCARD", key) == 0
-    finally:
-        await raw.aclose()
+                await wait_until(all_done, 100, what="every task done")
+        dropped = sum(p.dropped for p in proxies)
+    assert dropped > 0, "the proxies lost no reply: the test proved nothing"
+    assert sorted(runs) == sorted(str(i) for i in range(n))  # nothing lost
+    twice = {k: c for k, c in runs.items() if c != (2 if int(k) % 10 == 0 else 1)}
+    assert twice == {}  # nothing run twice (beyond the planned retry)
+    assert int(await raw.cmd("GET", qk.failed)) == n // 10  # no attempt wrongly counted as failed
+    for key in (qk.active, qk.pending):
+        assert await raw.cmd("LLEN", key) == 0
+    for key in (qk.lease, qk.retry, qk.archived):
+        assert await raw.cmd("ZCARD", key) == 0

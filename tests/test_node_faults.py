@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 
 import anyio
 import pytest
 from conftest import RunningCluster
-from faultproxy import FaultProxy, fault_proxy
+from faultproxy import proxied_cluster
 from redis.crc import key_slot
 from workerproc import RawRedis, wait_until
 
@@ -31,22 +29,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.cluster, pytest.mark.slow]
 
 N = 600  # tasks per queue: more than the worker runs before the fault ends
 WORK = 0.05  # seconds per handler call
-
-
-@contextmanager
-def proxied(addrs: list[str]) -> Iterator[tuple[dict[str, FaultProxy], RedisClusterClientOpt]]:
-    with ExitStack() as stack:
-        proxies = {a: stack.enter_context(fault_proxy(*_split(a))) for a in addrs}
-        opt = RedisClusterClientOpt(
-            addrs=[f"127.0.0.1:{p.port}" for p in proxies.values()],
-            address_map={a: f"127.0.0.1:{p.port}" for a, p in proxies.items()},
-        )
-        yield proxies, opt
-
-
-def _split(addr: str) -> tuple[str, int]:
-    host, port = addr.rsplit(":", 1)
-    return host, int(port)
 
 
 async def _two_queues_on_two_masters(addrs: list[str], tag: str) -> tuple[str, str, str]:
@@ -97,7 +79,7 @@ async def _run_fault(redis_cluster: RunningCluster, fault: str) -> None:
     )
     raw = RawRedis("cluster", None, addrs)
     try:
-        with proxied(addrs) as (proxies, opt):
+        with proxied_cluster(addrs) as (proxies, opt):
             with anyio.fail_after(120):
                 async with Server(opt, cfg).serve(mux):
                     await anyio.sleep(2.0)
