@@ -1,0 +1,78 @@
+"""server/fanout.py without Redis: bounded calls and per-queue fan-out.
+
+``within`` exists because a cancel scope around a redis-py call could leave a stray cancellation
+that ended the caller's whole task group; these tests pin down that nothing escapes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from asynq_aio.server.fanout import BudgetExceeded, each_queue, within
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_within_returns_the_result_and_raises_the_calls_own_error() -> None:
+    async def ok() -> int:
+        await asyncio.sleep(0)
+        return 42
+
+    async def boom() -> int:
+        raise ValueError("boom")
+
+    assert await within(1.0, ok()) == 42
+    with pytest.raises(ValueError, match="boom"):
+        await within(1.0, boom())
+
+
+async def test_within_gives_up_after_its_budget_and_cancels_the_call() -> None:
+    cancelled = asyncio.Event()
+
+    async def hangs() -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            cancelled.set()
+
+    with pytest.raises(BudgetExceeded, match=r"no answer within 0\.1s"):
+        await within(0.1, hangs())
+    await asyncio.wait_for(cancelled.wait(), 1)
+
+
+async def test_a_cancellation_inside_the_call_does_not_escape_to_the_caller() -> None:
+    """What redis-py's own timeouts could leave behind: a CancelledError the caller never asked for."""
+
+    async def cancelled_from_inside() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await asyncio.sleep(1)
+
+    with pytest.raises(BudgetExceeded, match="cancelled"):
+        await within(1.0, cancelled_from_inside())
+    await anyio.lowlevel.checkpoint()  # the caller is not being cancelled: it goes on
+
+
+async def test_each_queue_keeps_the_answers_in_time_and_logs_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def per_queue(q: str) -> str:
+        if q == "stalled":
+            await asyncio.sleep(60)
+        if q == "broken":
+            raise RuntimeError("node down")
+        return q.upper()
+
+    with caplog.at_level(logging.ERROR, logger="asynq_aio.server"):
+        with anyio.fail_after(5):
+            got = await each_queue(["a", "stalled", "broken", "b"], per_queue, budget=0.2, what="test")
+    assert got == {"a": "A", "b": "B"}
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("stalled" in m and "no answer within 0.2s" in m for m in messages)
+    assert any("broken" in m and "node down" in m for m in messages)
