@@ -46,7 +46,7 @@ from asynq_aio.protocol.keys import (
     scheduler_history_key,
     workers_key,
 )
-from asynq_aio.protocol.replies import score_pairs, score_pairs_raw, text
+from asynq_aio.protocol.replies import hash_fields, score_pairs, score_pairs_raw, text
 from asynq_aio.protocol.topology import Shard, parse_cluster_shards, parse_info
 from asynq_aio.task import TaskInfo, TaskState
 from asynq_aio.transport import EncodableArg, Op, Transport
@@ -353,7 +353,7 @@ class Admin:
 
     async def task(self, queue: str, task_id: str) -> TaskInfo:
         qk = await self.require_queue(queue)
-        fields = _hash(await self.transport.call("HGETALL", qk.task(task_id)))
+        fields = hash_fields(await self.transport.call("HGETALL", qk.task(task_id)))
         if "msg" not in fields:
             raise TaskNotFoundError(f'task "{task_id}" not found in queue "{queue}"')
         state = TaskState(fields.get("state", b"pending").decode())
@@ -404,7 +404,7 @@ class Admin:
         scores = replies[len(ids) :] or [None] * len(ids)
         out = []
         for raw, score in zip(replies[: len(ids)], scores, strict=True):
-            fields = _hash(raw)
+            fields = hash_fields(raw)
             if "msg" in fields:  # an ID whose hash is gone (deleted under us) is skipped
                 out.append(self._info(fields, state, score))
         return out
@@ -708,12 +708,6 @@ def _raise_errors(replies: list[Any]) -> list[Any]:
         if isinstance(r, Exception):
             raise r
     return replies
-
-
-def _hash(raw: Any) -> dict[str, bytes]:
-    if isinstance(raw, dict):
-        return {text(k): bytes(v) for k, v in raw.items()}
-    return {text(raw[i]): bytes(raw[i + 1]) for i in range(0, len(raw), 2)}
 
 
 def _ts(ts: Timestamp) -> datetime | None:

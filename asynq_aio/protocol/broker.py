@@ -34,7 +34,7 @@ from asynq_aio.protocol.keys import (
     server_info_key,
     workers_key,
 )
-from asynq_aio.protocol.replies import score_pairs, text
+from asynq_aio.protocol.replies import hash_fields, score_pairs, text
 from asynq_aio.transport import EncodableArg, Op, Transport
 
 STATS_TTL = timedelta(days=90)
@@ -545,10 +545,7 @@ class Broker:
         return sorted(text(x) for x in await self.transport.call("SMEMBERS", ALL_QUEUES))
 
     async def task_hash(self, queue: str, task_id: str) -> dict[str, bytes]:
-        raw = await self.transport.call("HGETALL", queue_keys(queue).task(task_id))
-        if isinstance(raw, dict):
-            return {text(k): bytes(v) for k, v in raw.items()}
-        return {text(raw[i]): bytes(raw[i + 1]) for i in range(0, len(raw), 2)}
+        return hash_fields(await self.transport.call("HGETALL", queue_keys(queue).task(task_id)))
 
     # -- servers ------------------------------------------------------------------------------------
 

@@ -8,9 +8,10 @@ helpers, never by indexing a shape they assume.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["score_pairs", "score_pairs_raw", "text"]
+__all__ = ["hash_fields", "mapping", "score_pairs", "score_pairs_raw", "text"]
 
 
 def text(value: Any) -> str:
@@ -35,3 +36,20 @@ def score_pairs_raw(reply: Any) -> list[tuple[Any, float]]:
 def score_pairs(reply: Any) -> list[tuple[str, float]]:
     """A ``ZRANGE ... WITHSCORES`` reply as (member as text, score) pairs."""
     return [(text(m), score) for m, score in score_pairs_raw(reply)]
+
+
+def mapping(reply: Any) -> dict[str, Any]:
+    """A map reply (RESP3 map, or a dict redis-py built) or a RESP2 flat ``[key, value, ...]`` list,
+    as a dict with text keys; the values as they came."""
+    if isinstance(reply, Mapping):
+        return {text(k): v for k, v in reply.items()}
+    if isinstance(reply, list | tuple):
+        if len(reply) % 2:
+            raise ValueError(f"expected a flat key/value list, got {len(reply)} items")
+        return {text(reply[i]): reply[i + 1] for i in range(0, len(reply), 2)}
+    raise ValueError(f"expected a map or a key/value list, got {type(reply).__name__}")
+
+
+def hash_fields(reply: Any) -> dict[str, bytes]:
+    """An ``HGETALL`` reply as ``{field: value bytes}``."""
+    return {k: bytes(v) for k, v in mapping(reply).items()}

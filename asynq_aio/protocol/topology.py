@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from asynq_aio.protocol.replies import text
+from asynq_aio.protocol.replies import mapping, text
 
 __all__ = [
     "Shard",
@@ -56,17 +56,6 @@ class Shard:
         return next((n for n in self.nodes if n.role == "master"), None)
 
 
-def _mapping(value: Any) -> dict[str, Any]:
-    """A RESP3 map / parsed dict, or a RESP2 flat ``[key, value, key, value, ...]`` list, as a dict."""
-    if isinstance(value, Mapping):
-        return {text(k): v for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        if len(value) % 2:
-            raise ValueError(f"expected a flat key/value list, got {len(value)} items")
-        return {text(value[i]): value[i + 1] for i in range(0, len(value), 2)}
-    raise ValueError(f"expected a map or a key/value list, got {type(value).__name__}")
-
-
 def _flat_ints(value: Any) -> list[int]:
     """Slot bounds as a flat list, from ``[0, 5460, ...]``, ``[(0, 5460), ...]`` or ``[[b"0", b"5460"]]``."""
     if isinstance(value, int):
@@ -95,14 +84,14 @@ def parse_cluster_shards(reply: Any) -> list[Shard]:
         raise ValueError(f"CLUSTER SHARDS: expected a list of shards, got {type(reply).__name__}")
     shards: list[Shard] = []
     for raw_shard in reply:
-        shard = _mapping(raw_shard)
+        shard = mapping(raw_shard)
         flat = _flat_ints(shard.get("slots") or [])
         if len(flat) % 2:
             raise ValueError(f"CLUSTER SHARDS: odd number of slot bounds {flat!r}")
         ranges = tuple((flat[i], flat[i + 1]) for i in range(0, len(flat), 2))
         nodes: list[ShardNode] = []
         for raw_node in shard.get("nodes") or []:
-            node = _mapping(raw_node)
+            node = mapping(raw_node)
             nodes.append(
                 ShardNode(
                     node_id=text(node.get("id")),

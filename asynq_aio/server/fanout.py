@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import anyio
@@ -54,7 +54,7 @@ MAX_PARALLEL = 16
 
 async def each_queue(
     queues: list[str],
-    fn: Callable[[str], Awaitable[T]],
+    fn: Callable[[str], Coroutine[Any, Any, T]],
     *,
     budget: float,
     what: str,
@@ -68,7 +68,7 @@ async def each_queue(
     async def one(queue: str) -> None:
         async with limiter:
             try:
-                results[queue] = await within(budget, _call(fn, queue))
+                results[queue] = await within(budget, fn(queue))
             except BudgetExceeded as exc:
                 log.error(
                     "%s: queue %s: %s; its node may be stalled", what, queue, exc, extra={"queue": queue}
@@ -83,7 +83,3 @@ async def each_queue(
         for q in queues:
             tg.start_soon(one, q)
     return results
-
-
-async def _call(fn: Callable[[str], Awaitable[T]], queue: str) -> T:
-    return await fn(queue)

@@ -92,15 +92,11 @@ class Heartbeat:
                     tg.start_soon(self._extend_queue, queue, tasks, until)
 
     async def _extend_queue(self, queue: str, tasks: list[ActiveTask], until: float) -> None:
-        lost: set[str] | None = None
-        error: str = ""
+        owned = [(t.msg.id, t.attempt) for t in tasks]
         try:
-            owned = [(t.msg.id, t.attempt) for t in tasks]
             lost = set(await within(self.call_budget, self._broker.extend_leases(queue, owned, until)))
         except Exception as exc:
-            error = str(exc)
-        if lost is None:
-            log.error("could not extend leases in %s: %s", queue, error, extra={"queue": queue})
+            log.error("could not extend leases in %s: %s", queue, exc, extra={"queue": queue})
             for t in tasks:
                 if t.lease_expiry <= time.time():
                     self._active.cancel(t.msg.id, "lease")

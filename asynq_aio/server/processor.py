@@ -190,13 +190,14 @@ class Processor:
             log.error("task runner failed: %r", exc, exc_info=exc)
 
     async def _execute(self, item: Dequeued) -> None:
-        slot = [True]
+        holds_slot = True
 
         def free_slot() -> None:
             """The handler is done: its slot takes the next task while the outcome is written. An
             outcome waiting on a stalled node must not keep other queues' tasks from running."""
-            if slot[0]:
-                slot[0] = False
+            nonlocal holds_slot
+            if holds_slot:
+                holds_slot = False
                 self._running -= 1
                 self._slot_freed.set()
 
