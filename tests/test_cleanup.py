@@ -16,7 +16,7 @@ from asynq_aio.protocol.admin import Admin
 from asynq_aio.protocol.broker import MALFORMED_TYPE
 from asynq_aio.protocol.codec import decode_task_message
 from asynq_aio.protocol.keys import ALL_SERVERS, ALL_WORKERS, queue_keys
-from asynq_aio.server.janitor import janitor_round
+from asynq_aio.server.janitor import janitor_loop, janitor_round
 from asynq_aio.server.recoverer import LEASE_EXPIRED, recover_once
 
 pytestmark = pytest.mark.anyio
@@ -65,6 +65,26 @@ async def test_janitor_round_stops_at_its_budget_and_says_so(
     assert (r.deleted, r.calls, r.backlog_left) == (100, 1, True)
     r = await janitor_round(client.broker, admin, [unique_queue], batch=100)
     assert (r.deleted, r.backlog_left) == (150, False)
+
+
+async def test_a_busy_janitor_comes_back_within_about_a_second(
+    client: Client, raw: RawRedis, unique_queue: str
+) -> None:
+    """After a round that deleted something, the next round starts within BUSY_INTERVAL (1 s, with
+    up to 25% jitter), not after janitor_interval (here an hour)."""
+    qk = queue_keys(unique_queue)
+    await _completed(raw, unique_queue, [f"first-{i}" for i in range(10)], time.time() - 10)
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(janitor_loop, client.broker, [unique_queue], 3600.0)
+
+            async def cleared() -> bool:
+                return int(await raw.cmd("ZCARD", qk.completed)) == 0
+
+            await wait_until(cleared, 5, what="the first round")
+            await _completed(raw, unique_queue, [f"second-{i}" for i in range(10)], time.time() - 10)
+            await wait_until(cleared, 5, what="a second round within about a second")
+            tg.cancel_scope.cancel()
 
 
 async def test_janitor_prunes_dead_servers_from_the_indexes(client: Client, raw: RawRedis) -> None:

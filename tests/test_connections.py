@@ -53,6 +53,14 @@ def test_parse_urls() -> None:
             parse_redis_url(bad)
 
 
+def test_address_map_needs_host_port_on_both_sides() -> None:
+    opt = RedisClusterClientOpt(addrs=["127.0.0.1:17000"], address_map={"10.0.0.5:6379": "127.0.0.1:17000"})
+    assert opt.address_map == {"10.0.0.5:6379": "127.0.0.1:17000"}
+    for bad in ({"10.0.0.5": "127.0.0.1:17000"}, {"10.0.0.5:6379": "127.0.0.1:port"}):
+        with pytest.raises(ValueError, match="expected host:port"):
+            RedisClusterClientOpt(addrs=["127.0.0.1:17000"], address_map=bad)
+
+
 @pytest.mark.anyio
 async def test_existing_client_is_borrowed_not_closed(single_redis_url: str, unique_queue: str) -> None:
     rc = Redis.from_url(single_redis_url)

@@ -19,7 +19,7 @@ import anyio
 import pytest
 from conftest import RedisTarget
 from faultproxy import FaultProxy, fault_proxy
-from workerproc import RawRedis, wait_until
+from workerproc import RawRedis, conn_opt, wait_until
 
 from asynq_aio import (
     Client,
@@ -115,6 +115,39 @@ async def test_re_sent_acks_and_fails_apply_once(client: Client, raw: RawRedis, 
     assert int(await raw.cmd("GET", qk.processed)) == 3 and int(await raw.cmd("GET", qk.failed)) == 1
     retried = decode_task_message(await raw.cmd("HGET", qk.task(got[2].task_id), "msg"))
     assert retried.retried == 1 and await raw.cmd("HGET", qk.task(got[2].task_id), "aio_attempt") is None
+
+
+async def test_a_handler_whose_attempt_was_taken_over_is_cancelled_and_reports_nothing(
+    redis_target: RedisTarget, raw: RawRedis, unique_queue: str
+) -> None:
+    """The heartbeat's lease extension finds another attempt's token on the task (it was recovered
+    and dequeued again elsewhere): this copy's handler is cancelled and writes no outcome."""
+    qk = queue_keys(unique_queue)
+    started, cancelled = anyio.Event(), anyio.Event()
+    mux = ServeMux()
+
+    async def long(task: Task) -> None:
+        started.set()
+        try:
+            await anyio.sleep(60)
+        finally:
+            cancelled.set()
+
+    mux.handle_func("long", long)
+    opt = conn_opt(redis_target.kind, redis_target.url, redis_target.addrs)
+    async with Client(opt) as client:
+        info = await client.enqueue(Task("long"), queue=unique_queue)
+    cfg = Config(queues={unique_queue: 1}, heartbeat_interval=0.2, lease_duration=30)
+    with anyio.fail_after(30):
+        async with Server(opt, cfg).serve(mux):
+            await started.wait()
+            await raw.cmd("HSET", qk.task(info.id), "aio_attempt", "someone-else-1")
+            await cancelled.wait()
+            await anyio.sleep(0.5)  # an outcome, if any were sent, would have landed
+            assert await raw.cmd("HGET", qk.task(info.id), "state") == b"active"
+            assert await raw.cmd("ZCARD", qk.retry) == 0
+            assert await raw.cmd("GET", qk.processed) is None
+            await raw.cmd("HSET", qk.task(info.id), "aio_attempt", "")  # let shutdown find nothing of ours
 
 
 async def test_go_readers_see_no_difference(client: Client, raw: RawRedis, unique_queue: str) -> None:
