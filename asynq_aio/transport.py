@@ -253,6 +253,12 @@ class Transport:
             await self.client.aclose(close_connection_pool=True)
         else:
             await self.client.aclose()
+            # redis-py (8.x) disconnects the nodes a topology refresh dropped in fire-and-forget
+            # tasks; wait for them, or their connections outlive the loop and the GC finds them
+            # open (redis-py internals: kept here, the one module that touches them).
+            dropping = list(getattr(self.client.nodes_manager, "_background_tasks", ()))
+            if dropping:
+                await asyncio.wait(dropping, timeout=1.0)
         for extra in self._also_close:
             await extra.aclose(close_connection_pool=True)
 

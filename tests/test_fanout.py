@@ -42,7 +42,35 @@ async def test_within_gives_up_after_its_budget_and_cancels_the_call() -> None:
 
     with pytest.raises(BudgetExceeded, match=r"no answer within 0\.1s"):
         await within(0.1, hangs())
-    await asyncio.wait_for(cancelled.wait(), 1)
+    # unwound before within() raised: a call left running would still hold its connection
+    assert cancelled.is_set()
+
+
+async def test_a_cancelled_caller_waits_for_its_call_to_unwind() -> None:
+    """The caller's own cancellation (a server stopping) also waits for the call to end, so the
+    caller can close its client without a command still in flight on it."""
+    unwound = asyncio.Event()
+    started = asyncio.Event()
+
+    async def hangs() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        finally:
+            await asyncio.sleep(0.05)  # cleanup that itself awaits, as closing a connection does
+            unwound.set()
+
+    with anyio.CancelScope() as scope:
+
+        async def cancel_soon() -> None:
+            await started.wait()
+            scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cancel_soon)
+            await within(5.0, hangs())
+    assert scope.cancelled_caught
+    assert unwound.is_set()
 
 
 async def test_a_cancellation_inside_the_call_does_not_escape_to_the_caller() -> None:

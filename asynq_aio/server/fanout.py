@@ -32,19 +32,37 @@ async def within(budget: float, coro: Coroutine[Any, Any, T]) -> T:
     scope whose deadline races one of them can leave a stray cancellation that escapes into the
     caller's loop and silently ends its whole task group (seen with a stalled master: the
     heartbeat, forwarder and recoverer all stopped). Here only the inner task can be hit.
+
+    A call given up on is cancelled and waited for (briefly) before this returns or raises, so no
+    call outlives its caller: one left running would still hold a connection when the caller goes
+    on to close its client, and that connection would be left for the garbage collector.
     """
     task = asyncio.ensure_future(coro)
     try:
         done, _ = await asyncio.wait({task}, timeout=budget)
     except BaseException:
-        task.cancel()
+        await _reap(task)
         raise
     if not done:
-        task.cancel()
+        await _reap(task)
         raise BudgetExceeded(f"no answer within {budget:.1f}s")
     if task.cancelled():
         raise BudgetExceeded("the call was cancelled")
     return task.result()
+
+
+#: How long a cancelled call may take to unwind (redis-py drops the connection at once).
+REAP_TIMEOUT = 1.0
+
+
+async def _reap(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` and wait up to REAP_TIMEOUT for it to end, shielded from the caller's own
+    cancellation (which is why we are here); its outcome is read so nothing is logged as lost."""
+    task.cancel()
+    with anyio.CancelScope(shield=True):
+        await asyncio.wait({task}, timeout=REAP_TIMEOUT)
+    if task.done() and not task.cancelled():
+        task.exception()
 
 
 #: Queues worked on at once: enough to ride out a few stalled nodes, few enough that 1,000 queues
