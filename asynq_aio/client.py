@@ -167,9 +167,7 @@ class Client:
             group=opts.group,
             headers=task.headers,
         )
-        req = EnqueueRequest(
-            msg=msg, process_at=opts.process_at, unique_ttl=opts.unique_ttl_s, generated_id=task_id is None
-        )
+        req = EnqueueRequest(msg=msg, process_at=opts.process_at, unique_ttl=opts.unique_ttl_s)
         if opts.group and opts.process_at is None:
             state = TaskState.AGGREGATING
         elif opts.process_at is not None:

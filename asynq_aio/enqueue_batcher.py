@@ -4,7 +4,7 @@ A web app enqueues one task per request, from many coroutines at once. Sent one 
 costs a round trip, a command packed and parsed by redis-py, and a script run by Redis: the client
 spends its time per task, not per byte. The batcher lets a caller that arrives while writes are in
 flight join a queue instead; when a write finishes, everything queued by then goes out as one
-batch through :meth:`Broker.enqueue_many` (one ``enqueue_many.lua`` call per queue and chunk, in
+batch through :meth:`Broker.enqueue_many` (one ``enqueue.lua`` call per queue and chunk, in
 one pipeline). Under load the batches grow by themselves; alone, a caller writes at once.
 
 What each caller sees does not change: its own task is stored, or its own error is raised

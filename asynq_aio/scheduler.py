@@ -442,7 +442,7 @@ class Scheduler:
             )
             await self._register_queue(client, info.queue)
             code = await store.enqueue_fire(
-                client.broker._enqueue_op(req), info.queue, entry.id, fire_unix, self.id, ttl
+                client.broker.enqueue_op(req), info.queue, entry.id, fire_unix, self.id, ttl
             )
             if code == SETTLED_BY_OTHER:  # this scheduler took over a lease, the other one finished
                 log.debug("fire %s was enqueued by another scheduler", fire.task_id)

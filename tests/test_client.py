@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
+from test_inspector import queue_key_names
 from workerproc import RawRedis, q
 
 import asynq_aio.options
@@ -329,16 +330,67 @@ async def test_enqueue_script_is_safe_to_run_twice(client: Client, raw: RawRedis
         )
         return EnqueueRequest(msg=msg, process_at=process_at, unique_ttl=unique_ttl)
 
-    pending_op = broker._enqueue_op(request("twice-pending"))
-    sched_op = broker._enqueue_op(request("twice-sched", process_at=time.time() + 300))
-    unique_op = broker._enqueue_op(request("twice-unique", unique_ttl=60))
+    pending_op = broker.enqueue_op(request("twice-pending"))
+    sched_op = broker.enqueue_op(request("twice-sched", process_at=time.time() + 300))
+    unique_op = broker.enqueue_op(request("twice-unique", unique_ttl=60))
 
     replies = await broker.transport.batch([pending_op, pending_op, sched_op, sched_op, unique_op, unique_op])
-    assert replies == [1, 1, 1, 1, 1, 1]
+    assert replies == [[1]] * 6
     # and once more, as a lone re-send
-    assert await broker.transport.batch([pending_op]) == [1]
+    assert await broker.transport.batch([pending_op]) == [[1]]
 
     assert sorted(await raw.cmd("LRANGE", k("pending"), 0, -1)) == [b"twice-pending", b"twice-unique"]
     assert await raw.cmd("ZRANGE", k("scheduled"), 0, -1) == [b"twice-sched"]
     lock = k(f"unique:twice:{hashlib.md5(b'twice-unique').hexdigest()}")
     assert await raw.cmd("GET", lock) == b"twice-unique"
+
+
+async def test_a_re_sent_enqueue_stores_nothing_after_its_task_ran_and_was_deleted(
+    client: Client, raw: RawRedis, unique_queue: str
+) -> None:
+    """The enqueue ran, its reply was lost; before the transport re-sends it, a worker takes the
+    task, runs it and its ack deletes the hash (no retention). The re-send must recognise its own
+    call (the producer's fence bit), not store the task a second time. For a lone enqueue and a
+    batch, with generated and caller-chosen IDs."""
+    k = q(unique_queue)
+    broker = client.broker
+
+    def request(task_id: str) -> EnqueueRequest:
+        msg = new_task_message(
+            task_id=task_id, task_type="once", payload=b"", queue=unique_queue, max_retry=5,
+            timeout_s=60, deadline_unix=0, unique_key="",
+        )  # fmt: skip
+        return EnqueueRequest(msg=msg)
+
+    lone = broker.enqueue_op(request(str(uuid.uuid4())))
+    chosen = broker.enqueue_op(request("my-own-id"))
+    ((batch, _),) = broker.enqueue_ops([request(f"b-{i}") for i in range(3)])
+    assert await broker.transport.batch([lone, chosen, batch]) == [[1], [1], [1, 1, 1]]
+    # a worker runs all five; the acks delete their hashes
+    taken = await broker.dequeue(unique_queue, 10, time.time() + 60)
+    assert isinstance(taken, list) and len(taken) == 5
+    acks = [broker.ack_op(decode_task_message(d.raw), attempt=d.attempt) for d in taken]
+    assert await broker.run(acks) == [1] * 5
+    assert await raw.cmd("EXISTS", *(k(f"t:{d.task_id}") for d in taken)) == 0
+    # the lost replies' re-sends: the same ops again
+    assert await broker.transport.batch([lone, chosen, batch]) == [[1], [1], [1, 1, 1]]
+    assert await raw.cmd("LLEN", k("pending")) == 0
+    assert await raw.cmd("EXISTS", *(k(f"t:{d.task_id}") for d in taken)) == 0
+    # a new call with a caller-chosen ID is not a re-send: it stores the task again, as Go does
+    # once the first one is gone
+    assert await broker.transport.batch([broker.enqueue_op(request("my-own-id"))]) == [[1]]
+    assert await raw.cmd("LRANGE", k("pending"), 0, -1) == [b"my-own-id"]
+
+
+async def test_the_enqueue_fence_is_a_small_expiring_bitmap(
+    client: Client, raw: RawRedis, unique_queue: str
+) -> None:
+    """One bitmap per producer and queue (a bit per enqueue), with a TTL, outside Go's layout."""
+    await client.enqueue_many([Task("f", b"") for _ in range(300)], queue=unique_queue)
+    await client.enqueue(Task("f", b""), queue=unique_queue)
+    fences = [key for key in await queue_key_names(raw, unique_queue) if ":aio:fence:" in key]
+    assert len(fences) == 1
+    assert re.fullmatch(re.escape(q(unique_queue)("aio:fence:")) + r"[0-9a-f]{12}:0", fences[0])
+    assert await raw.cmd("BITCOUNT", fences[0]) == 301
+    assert await raw.cmd("STRLEN", fences[0]) <= 301 // 8 + 1
+    assert 590 <= int(await raw.cmd("TTL", fences[0])) <= 600

@@ -156,7 +156,7 @@ async def test_a_resent_batch_changes_nothing_and_reports_success(
         build(client, Task("t", b"later"), unique_queue, process_in=3600),
         build(client, Task("t", b"grouped"), unique_queue, group="g1"),
     ]
-    ops = client.broker.enqueue_many_ops(reqs)
+    ops = client.broker.enqueue_ops(reqs)
     assert len(ops) == 1
     first = await client.broker.run([ops[0][0]])
     assert first == [[1, 1, -1, -1, 1, 1, 1]]

@@ -225,8 +225,10 @@ async def test_lost_replies_during_a_workload_lose_nothing_and_run_nothing_twice
     redis_target: RedisTarget, raw: RawRedis, unique_queue: str
 ) -> None:
     """A worker whose connections lose 2% of its script replies (dequeue, ack_many, fail, lease
-    extension, forward, requeue at shutdown), on every node: every task runs exactly once, none
-    waits in active for a lease to expire, and none is counted as a failed attempt it did not have."""
+    extension, forward, requeue at shutdown), on every node, while a producer enqueues half of the
+    tasks through the same faulty proxies (lone enqueues and batches): every task runs exactly
+    once, none waits in active for a lease to expire, and none is counted as a failed attempt it
+    did not have."""
     qk = queue_keys(unique_queue)
     n = 600
     runs: Counter[str] = Counter()
@@ -244,7 +246,7 @@ async def test_lost_replies_during_a_workload_lose_nothing_and_run_nothing_twice
     mux.handle_func("t", handler)
     with _through_proxies(redis_target) as (proxies, proxied, direct):
         async with Client(direct) as client:
-            await client.enqueue_many([Task("t", str(i).encode()) for i in range(n)], queue=unique_queue)
+            await client.enqueue_many([Task("t", str(i).encode()) for i in range(n // 2)], queue=unique_queue)
         cfg = Config(
             concurrency=20,
             queues={unique_queue: 1},
@@ -257,7 +259,14 @@ async def test_lost_replies_during_a_workload_lose_nothing_and_run_nothing_twice
         for seed, proxy in enumerate(proxies, start=7):
             proxy.drop_replies_at_rate(b"EVALSHA", 0.02, seed=seed)
         with anyio.fail_after(120):
-            async with Server(proxied, cfg).serve(mux):
+            async with Server(proxied, cfg).serve(mux), Client(proxied) as producer:
+                for start in range(n // 2, n, 20):  # alternately ten lone enqueues and a batch of ten
+                    for i in range(start, start + 10):
+                        await producer.enqueue(Task("t", str(i).encode()), queue=unique_queue)
+                    await producer.enqueue_many(
+                        [Task("t", str(i).encode()) for i in range(start + 10, start + 20)],
+                        queue=unique_queue,
+                    )
 
                 async def all_done() -> bool:
                     return int(await raw.cmd("GET", qk.processed) or 0) >= n + n // 10

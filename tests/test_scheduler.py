@@ -207,7 +207,7 @@ async def test_fire_claim_lease_and_atomic_settle(
                 deadline=None, process_at=None, process_in=None, unique=kw.get("unique"),
                 retention=None, group=None,
             )  # fmt: skip
-            return client.broker._enqueue_op(req)
+            return client.broker.enqueue_op(req)
 
         # the holder stores the task and settles the fire in one step; a re-send gets the same answer
         assert await store.enqueue_fire(op("e1:100"), q, "e1", 100, "A", 60) == 1

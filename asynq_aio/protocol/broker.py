@@ -38,10 +38,15 @@ from asynq_aio.protocol.replies import hash_fields, score_pairs, text
 from asynq_aio.transport import EncodableArg, Op, Transport
 
 STATS_TTL = timedelta(days=90)
-# Most tasks one enqueue_many.lua call stores: Redis runs nothing else while a script runs. A task
-# costs Redis the same ~13 us inside a batch as in its own enqueue.lua call (measured on a loaded
-# 2-core box), so 128 tasks hold it ~1.6 ms; 256 or 1,000 per call measured no more throughput.
+# Most tasks one enqueue.lua call stores: Redis runs nothing else while a script runs. A task
+# costs Redis the same ~13 us inside a batch as in its own call (measured on a loaded 2-core box),
+# so 128 tasks hold it ~1.6 ms; 256 or 1,000 per call measured no more throughput.
 ENQUEUE_CHUNK = 128
+# A producer's enqueue sequence numbers in a queue are bits of fence bitmaps of 2**16 bits (8 KiB
+# at most) each; a bitmap expires FENCE_TTL seconds after its last write. The transport re-sends a
+# call within its retry budget (30 s by default), so ten minutes is far beyond any re-send.
+FENCE_EPOCH_BITS = 16
+FENCE_TTL = 600
 DEQUEUE_TAIL = 32  # shortest pending tail a dequeue reports back (the IDs the next dequeue names)
 
 Clock = Callable[[], float]
@@ -54,7 +59,6 @@ class EnqueueRequest:
     msg: TaskMessage
     process_at: float | None = None  # unix s; None = pending now
     unique_ttl: int = 0  # s; 0 = not unique
-    generated_id: bool = True  # the client made the ID (so a matching stored msg means a re-send)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,67 +109,71 @@ class Broker:
         # same on a re-send of that call, so a re-sent dequeue recognises what it already took.
         self._attempt_prefix = uuid.uuid4().hex[:12]
         self._attempts = itertools.count(1)
+        # This producer's next enqueue sequence number per queue (see enqueue.lua's fence).
+        self._fence_next: dict[str, int] = {}
 
     # -- enqueue ------------------------------------------------------------------------------------
 
-    def _enqueue_op(self, req: EnqueueRequest) -> Op:
-        """One task as one ``enqueue.lua`` call (the lone-caller path, and the scheduler's fire)."""
-        now = self.clock()
-        keys, kind, score = _enqueue_target(req, now)
-        args = (
-            req.msg.SerializeToString(),
-            req.msg.id,
-            int(now * 1e9),
-            kind,
-            int(score),
-            req.unique_ttl,
-            req.msg.group_key,
-            "1" if req.generated_id else "0",
-        )
-        return Op.eval(scripts.ENQUEUE, keys, args)
-
-    def enqueue_many_ops(
+    def enqueue_ops(
         self, reqs: Sequence[EnqueueRequest], *, chunk: int | None = None
     ) -> list[tuple[Op, list[int]]]:
-        """The requests as ``enqueue_many.lua`` calls: grouped by queue (one call may only touch one
+        """The requests as ``enqueue.lua`` calls: grouped by queue (one call may only touch one
         queue's slot), at most ``chunk`` tasks per call so one call does not hold Redis for long.
         Each op comes with the indexes in ``reqs`` of its tasks, in order; the ops of one queue are
         in the caller's order, so sending them in order keeps pending in the caller's order.
 
-        Each task gets its own ``now`` in nanoseconds (``pending_since``): a caller-chosen ID named
-        twice in one batch must still be a conflict the second time, not look like a re-send."""
-        size = chunk or ENQUEUE_CHUNK
+        Every task draws this producer's next sequence number in its queue; the script marks it
+        in a fence bitmap when it stores the task, so a re-send of the same op (a lost reply)
+        recognises its own work even after a worker has run the task and deleted it."""
+        size = max(1, min(chunk or ENQUEUE_CHUNK, 1 << FENCE_EPOCH_BITS))
         now = self.clock()
         now_ns = int(now * 1e9)
         by_queue: dict[str, list[int]] = {}
         for i, req in enumerate(reqs):
             by_queue.setdefault(req.msg.queue, []).append(i)
         out: list[tuple[Op, list[int]]] = []
-        for idxs in by_queue.values():
+        for queue, idxs in by_queue.items():
             for start in range(0, len(idxs), size):
                 part = idxs[start : start + size]
-                keys: list[str] = []
-                args: list[EncodableArg] = []
-                for i in part:
+                fence, first = self._draw_sequence(queue, len(part))
+                keys: list[str] = [fence]
+                args: list[EncodableArg] = [now_ns, FENCE_TTL]
+                for seq, i in enumerate(part, start=first):
                     req = reqs[i]
                     tkeys, kind, score = _enqueue_target(req, now)
                     keys += tkeys
-                    gen = 1 if req.generated_id else 0
-                    spec = f"{now_ns + i} {int(score)} {req.unique_ttl} {gen} {len(tkeys)} {kind} "
+                    spec = f"{seq} {int(score)} {req.unique_ttl} {len(tkeys)} {kind} "
                     args += [req.msg.SerializeToString(), req.msg.id, spec + req.msg.group_key]
-                out.append((Op.eval(scripts.ENQUEUE_MANY, keys, args), part))
+                out.append((Op.eval(scripts.ENQUEUE, keys, args), part))
         return out
+
+    def enqueue_op(self, req: EnqueueRequest) -> Op:
+        """One task as one ``enqueue.lua`` call (the scheduler runs it inside its fire script)."""
+        ((op, _),) = self.enqueue_ops([req])
+        return op
+
+    def _draw_sequence(self, queue: str, n: int) -> tuple[str, int]:
+        """``n`` consecutive sequence numbers of this producer in ``queue``, all in one fence
+        bitmap (a call names one): that bitmap's key and the first number's bit in it."""
+        size = 1 << FENCE_EPOCH_BITS
+        seq = self._fence_next.get(queue, 0)
+        if seq % size + n > size:  # would straddle two bitmaps: start the next one
+            seq += size - seq % size
+        self._fence_next[queue] = seq + n
+        epoch, bit = divmod(seq, size)
+        return queue_keys(queue).enqueue_fence(self._attempt_prefix, epoch), bit
 
     async def enqueue(self, req: EnqueueRequest) -> None:
         """Store one task; raises TaskIDConflictError / DuplicateTaskError."""
-        _check_enqueue(req.msg, await self.transport.run_op(self._enqueue_op(req)))
+        (code,) = await self.transport.run_op(self.enqueue_op(req))
+        _check_enqueue(req.msg, code)
 
     async def enqueue_many(
         self, reqs: Sequence[EnqueueRequest], *, chunk: int | None = None
     ) -> list[Exception | None]:
         """Store many tasks: one script call per queue and chunk, all in one pipeline (per node in a
         cluster); one result per request (None = stored)."""
-        ops = self.enqueue_many_ops(reqs, chunk=chunk)
+        ops = self.enqueue_ops(reqs, chunk=chunk)
         replies = await self.transport.batch([op for op, _ in ops])
         return _batch_outcomes(reqs, ops, replies)
 
@@ -174,7 +182,7 @@ class Broker:
     ) -> tuple[list[Exception | None], int]:
         """Store tasks like :meth:`enqueue_many`, then WAIT on each written node until ``replicas``
         replicas hold them (or ``timeout`` seconds pass); also returns the fewest replicas that did."""
-        ops = self.enqueue_many_ops(reqs)
+        ops = self.enqueue_ops(reqs)
         # any key of an op finds its node: all of them share the queue's slot
         route = [queue_keys(reqs[part[0]].msg.queue).task(reqs[part[0]].msg.id) for _, part in ops]
         replies, acked = await self.transport.batch_then_wait([op for op, _ in ops], route, replicas, timeout)
@@ -649,7 +657,7 @@ def _own_lock(qk: QueueKeys, msg: TaskMessage) -> bool:
 def _batch_outcomes(
     reqs: Sequence[EnqueueRequest], ops: Sequence[tuple[Op, list[int]]], replies: Sequence[Any]
 ) -> list[Exception | None]:
-    """One outcome per request from the replies of ``enqueue_many_ops``: a failed call is that
+    """One outcome per request from the replies of ``enqueue_ops``: a failed call is that
     error for each of its tasks, a list of codes is one code per task."""
     codes: list[Any] = [None] * len(reqs)
     for (_, part), reply in zip(ops, replies, strict=True):

@@ -105,6 +105,11 @@ class QueueKeys:
     def group(self, group: str) -> str:
         return f"{self.prefix}g:{group}"
 
+    def enqueue_fence(self, producer: str, epoch: int) -> str:
+        """``Q aio:fence:<producer>:<epoch>``: a bitmap of the sequence numbers one producer's
+        enqueues stored in this queue (asynq-aio only; Go never reads it, and it expires)."""
+        return f"{self.prefix}aio:fence:{producer}:{epoch}"
+
     def aggregation_set(self, group: str, set_id: str) -> str:
         return f"{self.prefix}g:{group}:{set_id}"
 

@@ -122,7 +122,7 @@ end
 local ekeys, eargv = {}, {}
 for i = 1, #KEYS - 1 do ekeys[i] = KEYS[i] end
 for i = 1, #ARGV - 2 do eargv[i] = ARGV[i] end
-local code = enqueue(ekeys, eargv)
+local code = enqueue(ekeys, eargv)[1]
 redis.call("SET", claim, "D " .. owner .. " " .. code, "EX", ARGV[#ARGV])
 return code
 """,

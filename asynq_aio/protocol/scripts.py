@@ -5,7 +5,6 @@ from __future__ import annotations
 from asynq_aio.transport import LuaScript
 
 ENQUEUE = LuaScript.load("enqueue")
-ENQUEUE_MANY = LuaScript.load("enqueue_many")
 DEQUEUE = LuaScript.load("dequeue")
 ACK = LuaScript.load("ack")
 ACK_MANY = LuaScript.load("ack_many")
