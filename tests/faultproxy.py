@@ -223,3 +223,16 @@ def proxied_cluster(addrs: list[str]) -> Iterator[tuple[dict[str, FaultProxy], R
             address_map={a: f"127.0.0.1:{p.port}" for a, p in proxies.items()},
         )
         yield proxies, opt
+
+
+def report_fault_figures(scenario: str, **figures: object) -> None:
+    """Print one run's figures (``pytest -s`` shows them) and, when ``CHAOS_RESULTS`` names a file,
+    append them to it as a JSON line, as the chaos suite does: docs/reliability.md quotes them."""
+    import json
+    import os
+
+    print(f"[fault] {scenario}: " + " ".join(f"{k}={v}" for k, v in figures.items()))  # noqa: T201
+    out = os.environ.get("CHAOS_RESULTS")
+    if out:
+        with open(out, "a") as f:
+            f.write(json.dumps({"scenario": scenario, **figures}) + "\n")

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import anyio
 import pytest
 from conftest import RedisTarget
-from faultproxy import FaultProxy, fault_proxy
+from faultproxy import FaultProxy, fault_proxy, report_fault_figures
 from workerproc import RawRedis, conn_opt, wait_until
 
 from asynq_aio import (
@@ -26,6 +26,8 @@ from asynq_aio import (
     Config,
     RedisClientOpt,
     RedisClusterClientOpt,
+    RedisUnavailableError,
+    RetryPolicy,
     ServeMux,
     Server,
     Task,
@@ -198,6 +200,48 @@ async def test_a_re_sent_dequeue_hands_back_the_same_batch(single_redis_url: str
         await raw.aclose()
 
 
+async def test_a_dequeue_given_up_on_is_re_sent_by_the_next_one(
+    single_redis_url: str, unique_queue: str
+) -> None:
+    """The dequeue ran but the caller gave up on it (here: no retry budget left when the reply was
+    lost; in a worker: the call ran out of its time budget on a stalled node). Its tasks are in
+    active under its token; the next dequeue of the queue re-sends that call and hands them out,
+    in pieces no larger than asked for, instead of leaving them to wait for their lease to expire."""
+    host, port, db = _single_addr(single_redis_url)
+    qk = queue_keys(unique_queue)
+    raw = RawRedis("single", single_redis_url, None)
+    try:
+        async with Client(RedisClientOpt(addr=f"{host}:{port}", db=db)) as client:
+            infos = await client.enqueue_many(
+                [Task("t", str(i).encode()) for i in range(10)], queue=unique_queue
+            )
+        await raw.cmd("SCRIPT", "LOAD", scripts.DEQUEUE.source)
+        with fault_proxy(host, port) as proxy:
+            transport = Transport.connect(
+                RedisClientOpt(addr=f"127.0.0.1:{proxy.port}", db=db), retry=RetryPolicy(budget=0)
+            )
+            try:
+                broker = Broker(transport)
+                proxy.drop_reply_after(scripts.DEQUEUE.sha.encode())
+                with pytest.raises(RedisUnavailableError):
+                    await broker.dequeue(unique_queue, 10, time.time() + 60)
+                assert proxy.dropped == 1
+                assert await raw.cmd("LLEN", qk.active) == 10  # it ran: all ten are taken
+                first = await broker.dequeue(unique_queue, 4, time.time() + 60)
+                rest = await broker.dequeue(unique_queue, 10, time.time() + 60)
+            finally:
+                await transport.aclose()
+        assert isinstance(first, list) and isinstance(rest, list)
+        assert (len(first), len(rest)) == (4, 6)
+        assert sorted(d.task_id for d in first + rest) == sorted(
+            i.id for i in infos if not isinstance(i, Exception)
+        )
+        assert len({d.attempt for d in first + rest}) == 1  # the given-up call's own attempt
+        assert await raw.cmd("LLEN", qk.pending) == 0 and await raw.cmd("LLEN", qk.active) == 10
+    finally:
+        await raw.aclose()
+
+
 @contextmanager
 def _through_proxies(
     target: RedisTarget,
@@ -273,6 +317,16 @@ async def test_lost_replies_during_a_workload_lose_nothing_and_run_nothing_twice
 
                 await wait_until(all_done, 100, what="every task done")
         dropped = sum(p.dropped for p in proxies)
+    report_fault_figures(
+        f"2% of script replies lost, {redis_target.kind}",
+        enqueued=n,
+        replies_lost=dropped,
+        ran=len(runs),
+        lost=n - len(runs),
+        duplicate_runs=sum(1 for k, c in runs.items() if c > (2 if int(k) % 10 == 0 else 1)),
+        left_in_active=int(await raw.cmd("LLEN", qk.active)),
+        wrongly_failed=int(await raw.cmd("GET", qk.failed) or 0) - n // 10,
+    )
     assert dropped > 0, "the proxies lost no reply: the test proved nothing"
     assert sorted(runs) == sorted(str(i) for i in range(n))  # nothing lost
     twice = {k: c for k, c in runs.items() if c != (2 if int(k) % 10 == 0 else 1)}

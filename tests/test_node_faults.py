@@ -15,7 +15,7 @@ from collections import Counter
 import anyio
 import pytest
 from conftest import RunningCluster
-from faultproxy import proxied_cluster
+from faultproxy import proxied_cluster, report_fault_figures
 from redis.crc import key_slot
 from workerproc import RawRedis, wait_until
 
@@ -134,6 +134,17 @@ async def _run_fault(redis_cluster: RunningCluster, fault: str) -> None:
             f"healthy queue: {before:.0f}/s before, {during:.0f}/s during the {fault}; "
             f"completions per 0.5 s from 2 s before: {per_half_second(qb)} (the faulty queue's: "
             f"{per_half_second(qa)})"
+        )
+        failed = {q: int(await raw.cmd("GET", queue_keys(q).failed) or 0) for q in (qa, qb)}
+        report_fault_figures(
+            f"one master {'stalled 4 s' if fault == 'stall' else 'slowed by 300 ms per reply'} (lease 3 s)",
+            enqueued=2 * N,
+            ran=len(runs),
+            lost=2 * N - len(runs),
+            duplicate_runs=sum(c - 1 for c in runs.values() if c > 1),
+            wrongly_failed=sum(failed.values()),
+            healthy_per_s_before=round(before),
+            healthy_per_s_during=round(during),
         )
         assert during >= before / 2, pace
         assert sorted(runs) == sorted(f"{q}/{i}" for q in (qa, qb) for i in range(N))  # none lost

@@ -111,6 +111,10 @@ class Broker:
         self._attempts = itertools.count(1)
         # This producer's next enqueue sequence number per queue (see enqueue.lua's fence).
         self._fence_next: dict[str, int] = {}
+        # Per queue, a dequeue call given up on (timeout, lost connection, cancelled) that may
+        # still have run: its token and the IDs it named. The next dequeue of the queue re-sends
+        # it first, so what it took is handed out now, not left in active until its lease expires.
+        self._unsettled: dict[str, tuple[str, list[str]]] = {}
 
     # -- enqueue ------------------------------------------------------------------------------------
 
@@ -207,24 +211,36 @@ class Broker:
         # does not cap the size of the next one.
         tail_len = max(count, DEQUEUE_TAIL)
         for _ in range(4):  # a few rounds when another server moved the tail under us
-            expected = self._tails.get(queue, [])[:count]
-            if not expected:
-                if out:  # took all the cached tail named; the rest comes with the next call
-                    return out
-                tail = await self.transport.call("LRANGE", qk.pending, -count, -1)
-                expected = [text(x) for x in reversed(tail)]
+            unsettled = self._unsettled.pop(queue, None)
+            if unsettled is not None:  # re-send the call given up on: same token, same IDs
+                # (no more IDs than the caller has room for; the script checks each ID on its own,
+                # so the rest can be re-sent by the next call)
+                attempt, named = unsettled
+                expected = named[:count]
+                if named[count:]:
+                    self._unsettled[queue] = (attempt, named[count:])
+            else:
+                expected = self._tails.get(queue, [])[:count]
                 if not expected:
-                    if await self.transport.call("EXISTS", qk.paused):
-                        return PAUSED
-                    return out
+                    if out:  # took all the cached tail named; the rest comes with the next call
+                        return out
+                    tail = await self.transport.call("LRANGE", qk.pending, -count, -1)
+                    expected = [text(x) for x in reversed(tail)]
+                    if not expected:
+                        if await self.transport.call("EXISTS", qk.paused):
+                            return PAUSED
+                        return out
+                attempt = f"{self._attempt_prefix}-{next(self._attempts)}"
             keys = [qk.pending, qk.active, qk.lease, qk.paused, *(qk.task(i) for i in expected)]
-            attempt = f"{self._attempt_prefix}-{next(self._attempts)}"
             try:
                 reply = await self.transport.script(
                     scripts.DEQUEUE, keys, [int(lease_until), tail_len, attempt, *expected]
                 )
-            except Exception:
-                if not out:
+            except BaseException as exc:
+                held = self._unsettled.get(queue)
+                rest = held[1] if held is not None and held[0] == attempt else []
+                self._unsettled[queue] = (attempt, expected + rest)
+                if not out or not isinstance(exc, Exception):
                     raise
                 # The tasks of the earlier rounds are already active under our lease: hand them
                 # out (raising would strand them until their lease ran out).

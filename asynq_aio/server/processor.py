@@ -110,7 +110,8 @@ class Processor:
         """Dequeue from the first queue (in selection order) that has tasks. A queue whose dequeue
         fails or does not answer within the budget (its master is stalled or slow) is set aside for
         a while and the others are tried: one node's fault must not stop the queues on the others.
-        Tasks a timed-out dequeue took anyway wait in active for their lease to run out. Raises
+        Tasks a timed-out dequeue took anyway come with the next dequeue of that queue (the broker
+        re-sends the call it gave up on). Raises
         when no queue answered at all (Redis is down), so the fetch loop backs off."""
         lease_until = math.ceil(time.time() + self._config.lease_duration)
         budget = min(5.0, max(1.0, self._config.lease_duration / 6))
