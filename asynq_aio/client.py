@@ -14,12 +14,10 @@ from typing import Self
 
 from asynq_aio.connection import RedisConnOpt
 from asynq_aio.enqueue_batcher import EnqueueBatcher
-from asynq_aio.errors import InvalidTaskError, NotDurableError, PayloadTooLargeError
-from asynq_aio.options import Duration, resolve
+from asynq_aio.errors import NotDurableError
+from asynq_aio.options import Duration, EnqueueOptions, prepare
 from asynq_aio.protocol.broker import Broker, EnqueueRequest
-from asynq_aio.protocol.codec import from_unix, new_task_message, task_info
-from asynq_aio.protocol.keys import queue_keys
-from asynq_aio.task import Task, TaskInfo, TaskState
+from asynq_aio.task import Task, TaskInfo
 from asynq_aio.transport import RedisClient, RetryPolicy, Transport
 
 log = logging.getLogger("asynq_aio.client")
@@ -105,6 +103,11 @@ class Client:
     def broker(self) -> Broker:
         return self._broker
 
+    @property
+    def max_payload_bytes(self) -> int:
+        """The largest payload this client stores (larger ones raise PayloadTooLargeError)."""
+        return self._max_payload
+
     async def __aenter__(self) -> Self:
         return self
 
@@ -116,70 +119,6 @@ class Client:
     async def aclose(self) -> None:
         await self._batcher.aclose()
         await self._transport.aclose()
-
-    def _request(
-        self,
-        task: Task,
-        *,
-        queue: str | None,
-        max_retry: int | None,
-        timeout: Duration | None,
-        deadline: datetime | None,
-        process_at: datetime | None,
-        process_in: Duration | None,
-        unique: Duration | None,
-        task_id: str | None,
-        retention: Duration | None,
-        group: str | None,
-    ) -> tuple[EnqueueRequest, TaskInfo]:
-        if not isinstance(task, Task):
-            raise InvalidTaskError(f"enqueue takes a Task, got {type(task).__name__}")
-        if len(task.payload) > self._max_payload:
-            raise PayloadTooLargeError(
-                f"payload of {len(task.payload)} bytes (task type {task.type!r}) is over the limit of "
-                f"{self._max_payload} bytes (Client max_payload_bytes)"
-            )
-        now = time.time()
-        opts = resolve(
-            now=now,
-            queue=queue,
-            max_retry=max_retry,
-            timeout=timeout,
-            deadline=deadline,
-            process_at=process_at,
-            process_in=process_in,
-            unique=unique,
-            task_id=task_id,
-            retention=retention,
-            group=group,
-        )
-        qk = queue_keys(opts.queue)
-        msg = new_task_message(
-            task_id=opts.task_id,
-            task_type=task.type,
-            payload=task.payload,
-            queue=opts.queue,
-            max_retry=opts.max_retry,
-            timeout_s=opts.timeout_s,
-            deadline_unix=opts.deadline_unix,
-            unique_key=qk.unique(task.type, task.payload) if opts.unique_ttl_s else "",
-            retention_s=opts.retention_s,
-            group=opts.group,
-            headers=task.headers,
-        )
-        req = EnqueueRequest(msg=msg, process_at=opts.process_at, unique_ttl=opts.unique_ttl_s)
-        if opts.group and opts.process_at is None:
-            state = TaskState.AGGREGATING
-        elif opts.process_at is not None:
-            state = TaskState.SCHEDULED
-        else:
-            state = TaskState.PENDING
-        nxt = (
-            from_unix(opts.process_at)
-            if opts.process_at
-            else (from_unix(now) if state == TaskState.PENDING else None)
-        )
-        return req, task_info(msg, state, next_process_at=nxt)
 
     def _open_hooks(self, task: Task, req: EnqueueRequest, info: TaskInfo) -> tuple[TaskInfo, ExitStack]:
         """Enter every enqueue hook for one built task and store the headers they set; the caller
@@ -225,8 +164,7 @@ class Client:
     ) -> TaskInfo:
         """Store ``task`` and return its info. Raises TaskIDConflictError, DuplicateTaskError,
         InvalidTaskError, InvalidQueueName or RedisUnavailableError; on error nothing is stored."""
-        req, info = self._request(
-            task,
+        options = EnqueueOptions(
             queue=queue,
             max_retry=max_retry,
             timeout=timeout,
@@ -238,6 +176,7 @@ class Client:
             retention=retention,
             group=group,
         )
+        req, info = prepare(task, options, now=time.time(), max_payload=self._max_payload)
         info, hooks = self._open_hooks(task, req, info)
         with hooks:
             await self._ensure_registered([req.msg.queue])
@@ -267,22 +206,18 @@ class Client:
     ) -> list[TaskInfo | Exception]:
         """Enqueue many tasks in one pipelined round trip per node; one outcome per task, in order
         (a TaskInfo, or the error for that task)."""
-        built = [
-            self._request(
-                t,
-                queue=queue,
-                max_retry=max_retry,
-                timeout=timeout,
-                deadline=deadline,
-                process_at=process_at,
-                process_in=process_in,
-                unique=None,
-                task_id=None,
-                retention=retention,
-                group=group,
-            )
-            for t in tasks
-        ]
+        options = EnqueueOptions(
+            queue=queue,
+            max_retry=max_retry,
+            timeout=timeout,
+            deadline=deadline,
+            process_at=process_at,
+            process_in=process_in,
+            retention=retention,
+            group=group,
+        )
+        now = time.time()
+        built = [prepare(t, options, now=now, max_payload=self._max_payload) for t in tasks]
         if self._enqueue_hooks:
             return await self._enqueue_many_hooked(tasks, built)
         await self._ensure_registered([r.msg.queue for r, _ in built])

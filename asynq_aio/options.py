@@ -1,14 +1,20 @@
-"""Enqueue options: parsing what a caller passes (seconds, timedelta, datetime) into wire values."""
+"""The one enqueue path's first half: what a caller passes (seconds, timedelta, datetime) becomes
+the stored message and the request to store it. The client, the scheduler and the group aggregator
+all build their tasks here, so a task means the same whoever enqueues it."""
 
 from __future__ import annotations
 
 import math
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
+from typing import Any
 
-from asynq_aio.errors import InvalidTaskError
-from asynq_aio.protocol.keys import validate_queue_name
+from asynq_aio.errors import InvalidTaskError, PayloadTooLargeError
+from asynq_aio.protocol.broker import EnqueueRequest
+from asynq_aio.protocol.codec import from_unix, new_task_message, task_info
+from asynq_aio.protocol.keys import queue_keys, validate_queue_name
+from asynq_aio.task import Task, TaskInfo, TaskState
 
 Duration = int | float | timedelta
 DEFAULT_QUEUE = "default"
@@ -48,54 +54,106 @@ class ResolvedOptions:
     group: str
 
 
-def resolve(
-    *,
-    now: float,
-    queue: str | None,
-    max_retry: int | None,
-    timeout: Duration | None,
-    deadline: datetime | None,
-    process_at: datetime | None,
-    process_in: Duration | None,
-    unique: Duration | None,
-    task_id: str | None,
-    retention: Duration | None,
-    group: str | None,
-) -> ResolvedOptions:
-    q = validate_queue_name(queue if queue is not None else DEFAULT_QUEUE)
-    if max_retry is not None and max_retry < 0:
-        raise InvalidTaskError(f"max_retry must not be negative, got {max_retry}")
-    if task_id is not None and not task_id.strip():
-        raise InvalidTaskError("task_id must not be empty")
-    if process_at is not None and process_in is not None:
-        raise InvalidTaskError("give process_at or process_in, not both")
-    # Asynq stores timeout and retention as whole seconds: a fraction rounds up, never down to 0
-    # (a 0.3 s timeout became 0, which means "the 30-minute default"; a 0.5 s retention meant none).
-    t = math.ceil(seconds(timeout, "timeout"))
-    d = int(unix(deadline, "deadline")) if deadline is not None else 0
-    if t == 0 and d == 0:
-        t = DEFAULT_TIMEOUT_S
-    at: float | None = None
-    if process_at is not None:
-        at = unix(process_at, "process_at")
-    elif process_in is not None:
-        at = now + seconds(process_in, "process_in")
-    unique_s = seconds(unique, "unique")
-    if unique is not None and unique_s < 1:
-        raise InvalidTaskError("unique TTL must be at least one second")
-    unique_ttl = int(unique_s)
-    if unique_ttl and at is not None and at > now:
-        unique_ttl += int(at - now)
-    if group is not None and not group.strip():
-        raise InvalidTaskError("group must not be empty")
-    return ResolvedOptions(
-        queue=q,
-        task_id=task_id or str(uuid.uuid4()),
-        max_retry=DEFAULT_MAX_RETRY if max_retry is None else max_retry,
-        timeout_s=t,
-        deadline_unix=d,
-        process_at=at if at is not None and at > now else None,
-        unique_ttl_s=unique_ttl,
-        retention_s=math.ceil(seconds(retention, "retention")),
-        group=group or "",
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnqueueOptions:
+    """Enqueue options as a caller gives them; ``None`` leaves an option to its default. The same
+    names and meanings as :meth:`Client.enqueue`'s keyword arguments."""
+
+    queue: str | None = None
+    max_retry: int | None = None
+    timeout: Duration | None = None
+    deadline: datetime | None = None
+    process_at: datetime | None = None
+    process_in: Duration | None = None
+    unique: Duration | None = None
+    task_id: str | None = None
+    retention: Duration | None = None
+    group: str | None = None
+
+    def over(self, defaults: EnqueueOptions) -> EnqueueOptions:
+        """These options, with ``defaults``' value wherever one is left unset here."""
+        unset = {f.name: getattr(defaults, f.name) for f in fields(self) if getattr(self, f.name) is None}
+        return replace(self, **unset)
+
+    def given(self) -> dict[str, Any]:
+        """The options that are set, as keyword arguments of :meth:`Client.enqueue`."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def resolve(self, now: float) -> ResolvedOptions:
+        """Check the options and reduce them to what the wire format stores; raises
+        InvalidTaskError / InvalidQueueName."""
+        q = validate_queue_name(self.queue if self.queue is not None else DEFAULT_QUEUE)
+        if self.max_retry is not None and self.max_retry < 0:
+            raise InvalidTaskError(f"max_retry must not be negative, got {self.max_retry}")
+        if self.task_id is not None and not self.task_id.strip():
+            raise InvalidTaskError("task_id must not be empty")
+        if self.process_at is not None and self.process_in is not None:
+            raise InvalidTaskError("give process_at or process_in, not both")
+        # Asynq stores timeout and retention as whole seconds: a fraction rounds up, never down to
+        # 0 (a 0.3 s timeout became 0, which means "the 30-minute default"; a 0.5 s retention meant
+        # none).
+        t = math.ceil(seconds(self.timeout, "timeout"))
+        d = int(unix(self.deadline, "deadline")) if self.deadline is not None else 0
+        if t == 0 and d == 0:
+            t = DEFAULT_TIMEOUT_S
+        at: float | None = None
+        if self.process_at is not None:
+            at = unix(self.process_at, "process_at")
+        elif self.process_in is not None:
+            at = now + seconds(self.process_in, "process_in")
+        unique_s = seconds(self.unique, "unique")
+        if self.unique is not None and unique_s < 1:
+            raise InvalidTaskError("unique TTL must be at least one second")
+        unique_ttl = int(unique_s)
+        if unique_ttl and at is not None and at > now:
+            unique_ttl += int(at - now)
+        if self.group is not None and not self.group.strip():
+            raise InvalidTaskError("group must not be empty")
+        return ResolvedOptions(
+            queue=q,
+            task_id=self.task_id or str(uuid.uuid4()),
+            max_retry=DEFAULT_MAX_RETRY if self.max_retry is None else self.max_retry,
+            timeout_s=t,
+            deadline_unix=d,
+            process_at=at if at is not None and at > now else None,
+            unique_ttl_s=unique_ttl,
+            retention_s=math.ceil(seconds(self.retention, "retention")),
+            group=self.group or "",
+        )
+
+
+def prepare(
+    task: Task, options: EnqueueOptions, *, now: float, max_payload: int | None = None
+) -> tuple[EnqueueRequest, TaskInfo]:
+    """The request that stores ``task`` with ``options`` (resolved at ``now``), and the TaskInfo
+    the caller gets back once it is stored. Raises InvalidTaskError, InvalidQueueName or
+    PayloadTooLargeError (over ``max_payload`` bytes); nothing is written here."""
+    if not isinstance(task, Task):
+        raise InvalidTaskError(f"enqueue takes a Task, got {type(task).__name__}")
+    if max_payload is not None and len(task.payload) > max_payload:
+        raise PayloadTooLargeError(
+            f"payload of {len(task.payload)} bytes (task type {task.type!r}) is over the limit of "
+            f"{max_payload} bytes (Client max_payload_bytes)"
+        )
+    opts = options.resolve(now)
+    msg = new_task_message(
+        task_id=opts.task_id,
+        task_type=task.type,
+        payload=task.payload,
+        queue=opts.queue,
+        max_retry=opts.max_retry,
+        timeout_s=opts.timeout_s,
+        deadline_unix=opts.deadline_unix,
+        unique_key=queue_keys(opts.queue).unique(task.type, task.payload) if opts.unique_ttl_s else "",
+        retention_s=opts.retention_s,
+        group=opts.group,
+        headers=task.headers,
     )
+    req = EnqueueRequest(msg=msg, process_at=opts.process_at, unique_ttl=opts.unique_ttl_s)
+    if opts.process_at is not None:
+        state, nxt = TaskState.SCHEDULED, from_unix(opts.process_at)
+    elif opts.group:
+        state, nxt = TaskState.AGGREGATING, None
+    else:
+        state, nxt = TaskState.PENDING, from_unix(now)
+    return req, task_info(msg, state, next_process_at=nxt)

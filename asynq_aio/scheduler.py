@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -34,7 +34,7 @@ from asynq_aio import cron
 from asynq_aio.client import Client
 from asynq_aio.connection import RedisConnOpt
 from asynq_aio.errors import DuplicateTaskError, TaskIDConflictError
-from asynq_aio.options import DEFAULT_QUEUE, Duration, resolve
+from asynq_aio.options import DEFAULT_QUEUE, Duration, EnqueueOptions, prepare
 from asynq_aio.protocol.scheduler_store import (
     SETTLED_BY_OTHER,
     EnqueueEvent,
@@ -79,19 +79,13 @@ class EntryOptions:
 
     def validate(self) -> None:
         """Raise InvalidTaskError / InvalidQueueName now rather than at every fire."""
-        resolve(
-            now=time.time(),
-            queue=self.queue,
-            max_retry=self.max_retry,
-            timeout=self.timeout,
-            deadline=self.deadline,
-            process_at=None,
-            process_in=self.process_in,
-            unique=self.unique,
-            task_id=None,
-            retention=self.retention,
-            group=self.group,
-        )
+        self.enqueue_options().resolve(time.time())
+
+    def enqueue_options(self, task_id: str | None = None) -> EnqueueOptions:
+        """These options for one fire's task (with its own ID)."""
+        given = {f.name: getattr(self, f.name) for f in fields(self)}
+        options: EnqueueOptions = replace(EnqueueOptions(task_id=task_id), **given)
+        return options
 
     def go_strings(self) -> list[str]:
         """As Go prints them in ``SchedulerEntry.enqueue_options``: ``Queue("x")``, ``MaxRetry(3)``."""
@@ -427,18 +421,11 @@ class Scheduler:
             except Exception:  # as in Go, the hook observes; it cannot veto the enqueue
                 log.exception("pre_enqueue hook raised; enqueueing %s anyway", fire.task_id)
         try:
-            req, info = client._request(
+            req, info = prepare(
                 entry.task,
-                task_id=fire.task_id,
-                queue=opts.queue,
-                max_retry=opts.max_retry,
-                timeout=opts.timeout,
-                deadline=opts.deadline,
-                process_at=None,
-                process_in=opts.process_in,
-                unique=opts.unique,
-                retention=opts.retention,
-                group=opts.group,
+                opts.enqueue_options(fire.task_id),
+                now=time.time(),
+                max_payload=client.max_payload_bytes,
             )
             await self._register_queue(client, info.queue)
             code = await store.enqueue_fire(

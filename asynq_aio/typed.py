@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Generic
 
@@ -32,7 +33,7 @@ from pydantic import BaseModel, ValidationError
 from asynq_aio.client import Client
 from asynq_aio.errors import InvalidTaskError, PayloadValidationError
 from asynq_aio.mux import ServeMux
-from asynq_aio.options import Duration
+from asynq_aio.options import Duration, EnqueueOptions
 from asynq_aio.task import ModelT, Task, TaskInfo
 from asynq_aio.types import Handler
 
@@ -72,6 +73,9 @@ class TaskDef(Generic[ModelT]):
         self.retention = retention
         self.unique = unique
         self.group = group
+        self._defaults = EnqueueOptions(
+            queue=queue, max_retry=max_retry, timeout=timeout, retention=retention, unique=unique, group=group
+        )
 
     def __repr__(self) -> str:
         return f"TaskDef({self.type!r}, {self.model.__name__})"
@@ -104,18 +108,20 @@ class TaskDef(Generic[ModelT]):
         group: str | None = None,
     ) -> TaskInfo:
         """Enqueue one task with ``client``; the options default to the definition's."""
-        return await client.enqueue(
-            self.task(payload, headers=headers),
-            queue=queue if queue is not None else self.queue,
-            max_retry=max_retry if max_retry is not None else self.max_retry,
-            timeout=timeout if timeout is not None else self.timeout,
+        options = EnqueueOptions(
+            queue=queue,
+            max_retry=max_retry,
+            timeout=timeout,
             deadline=deadline,
             process_at=process_at,
             process_in=process_in,
-            unique=unique if unique is not None else self.unique,
+            unique=unique,
             task_id=task_id,
-            retention=retention if retention is not None else self.retention,
-            group=group if group is not None else self.group,
+            retention=retention,
+            group=group,
+        )
+        return await client.enqueue(
+            self.task(payload, headers=headers), **options.over(self._defaults).given()
         )
 
     async def enqueue_many(
@@ -133,17 +139,19 @@ class TaskDef(Generic[ModelT]):
         group: str | None = None,
     ) -> list[TaskInfo | Exception]:
         """Enqueue many tasks in one round trip per node; one outcome per payload, in order."""
-        return await client.enqueue_many(
-            [self.task(p) for p in payloads],
-            queue=queue if queue is not None else self.queue,
-            max_retry=max_retry if max_retry is not None else self.max_retry,
-            timeout=timeout if timeout is not None else self.timeout,
+        options = EnqueueOptions(
+            queue=queue,
+            max_retry=max_retry,
+            timeout=timeout,
             deadline=deadline,
             process_at=process_at,
             process_in=process_in,
-            retention=retention if retention is not None else self.retention,
-            group=group if group is not None else self.group,
+            retention=retention,
+            group=group,
         )
+        # a batch takes generated IDs and no unique lock (see Client.enqueue_many)
+        defaults = replace(self._defaults, unique=None)
+        return await client.enqueue_many([self.task(p) for p in payloads], **options.over(defaults).given())
 
     # -- consuming ----------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from asynq_aio import (
     TaskInfo,
 )
 from asynq_aio.client import OutgoingTask
+from asynq_aio.options import EnqueueOptions, prepare
 from asynq_aio.protocol.broker import ENQUEUE_CHUNK, EnqueueRequest
 
 pytestmark = pytest.mark.anyio
@@ -33,19 +34,7 @@ pytestmark = pytest.mark.anyio
 
 def build(client: Client, task: Task, queue: str, **kw: Any) -> EnqueueRequest:
     """The request ``Client.enqueue`` would send for ``task``."""
-    opts: dict[str, Any] = {
-        "max_retry": None,
-        "timeout": None,
-        "deadline": None,
-        "process_at": None,
-        "process_in": None,
-        "unique": None,
-        "task_id": None,
-        "retention": None,
-        "group": None,
-    }
-    opts.update(kw)
-    req, _ = client._request(task, queue=queue, **opts)
+    req, _ = prepare(task, EnqueueOptions(queue=queue, **kw), now=time.time())
     return req
 
 

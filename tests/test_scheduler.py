@@ -29,6 +29,7 @@ from asynq_aio import (
 )
 from asynq_aio.connection import RedisConnOpt
 from asynq_aio.inspector import Inspector, SchedulerEntryInfo
+from asynq_aio.options import EnqueueOptions, prepare
 from asynq_aio.protocol.asynq_pb2 import SchedulerEnqueueEvent, SchedulerEntry
 from asynq_aio.protocol.codec import decode_task_message
 from asynq_aio.protocol.keys import (
@@ -202,11 +203,8 @@ async def test_fire_claim_lease_and_atomic_settle(
         assert (await store.claim_fire(q, "e1", 101, "B", 5)).won  # another fire is independent
 
         def op(task_id: str, **kw: Any) -> Op:
-            req, _ = client._request(
-                Task("t:fire", b"p"), task_id=task_id, queue=q, max_retry=None, timeout=None,
-                deadline=None, process_at=None, process_in=None, unique=kw.get("unique"),
-                retention=None, group=None,
-            )  # fmt: skip
+            options = EnqueueOptions(task_id=task_id, queue=q, unique=kw.get("unique"))
+            req, _ = prepare(Task("t:fire", b"p"), options, now=time.time())
             return client.broker.enqueue_op(req)
 
         # the holder stores the task and settles the fire in one step; a re-send gets the same answer

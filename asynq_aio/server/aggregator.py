@@ -15,9 +15,9 @@ from collections.abc import Sequence
 
 import anyio
 
-from asynq_aio.options import resolve
+from asynq_aio.options import EnqueueOptions, prepare
 from asynq_aio.protocol.broker import Broker
-from asynq_aio.protocol.codec import TaskMessage, new_task_message
+from asynq_aio.protocol.codec import TaskMessage
 from asynq_aio.protocol.groups import SET_TIMEOUT, AggregationSet, GroupPolicy, GroupStore
 from asynq_aio.server.config import Config, GroupAggregator
 from asynq_aio.task import Task
@@ -40,29 +40,8 @@ def merged_message(task: Task, queue: str, now: float) -> TaskMessage:
     """The message of an aggregator's result: the client's defaults (max retry 25, 30 min timeout)."""
     if not isinstance(task, Task):
         raise TypeError(f"group_aggregator must return a Task, got {type(task).__name__}")
-    opts = resolve(
-        now=now,
-        queue=queue,
-        max_retry=None,
-        timeout=None,
-        deadline=None,
-        process_at=None,
-        process_in=None,
-        unique=None,
-        task_id=None,
-        retention=None,
-        group=None,
-    )
-    return new_task_message(
-        task_id=opts.task_id,
-        task_type=task.type,
-        payload=task.payload,
-        queue=queue,
-        max_retry=opts.max_retry,
-        timeout_s=opts.timeout_s,
-        deadline_unix=opts.deadline_unix,
-        headers=task.headers,
-    )
+    req, _ = prepare(task, EnqueueOptions(queue=queue), now=now)
+    return req.msg
 
 
 class Aggregator:

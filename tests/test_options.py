@@ -1,0 +1,67 @@
+"""The one enqueue path's option handling, without Redis: layering defaults, and every producer
+(client, typed definitions, scheduler entries, the group aggregator) building the same message."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from asynq_aio import InvalidTaskError, Task, TaskState
+from asynq_aio.options import DEFAULT_MAX_RETRY, DEFAULT_TIMEOUT_S, EnqueueOptions, prepare
+from asynq_aio.scheduler import EntryOptions
+from asynq_aio.server.aggregator import merged_message
+
+NOW = 1_800_000_000.0
+
+
+def test_over_fills_only_what_the_call_left_unset() -> None:
+    defaults = EnqueueOptions(queue="q", max_retry=3, timeout=10, group="g")
+    call = EnqueueOptions(max_retry=0, timeout=None, retention=5)
+    merged = call.over(defaults)
+    assert merged == EnqueueOptions(queue="q", max_retry=0, timeout=10, retention=5, group="g")
+    assert merged.given() == {"queue": "q", "max_retry": 0, "timeout": 10, "retention": 5, "group": "g"}
+
+
+def test_a_scheduler_entry_carries_every_option_it_has() -> None:
+    """EntryOptions must name only enqueue options (a new field there that EnqueueOptions lacks
+    fails here, not at the first fire)."""
+    entry = EntryOptions(
+        queue="q", max_retry=1, timeout=2, deadline=datetime(2030, 1, 1, tzinfo=UTC),
+        process_in=3, unique=4, retention=5, group="g",
+    )  # fmt: skip
+    opts = entry.enqueue_options("e:1")
+    assert opts.task_id == "e:1"
+    for f in fields(entry):
+        assert getattr(opts, f.name) == getattr(entry, f.name)
+
+
+def test_prepare_builds_the_message_and_the_info() -> None:
+    req, info = prepare(Task("t", b"p"), EnqueueOptions(queue="q", unique=60, process_in=30), now=NOW)
+    msg = req.msg
+    assert (msg.type, msg.payload, msg.queue) == ("t", b"p", "q")
+    assert (msg.retry, msg.timeout, msg.deadline) == (DEFAULT_MAX_RETRY, DEFAULT_TIMEOUT_S, 0)
+    assert msg.unique_key.startswith("asynq:{q}:unique:t:")
+    assert req.process_at == NOW + 30 and req.unique_ttl == 90  # the lock outlives the wait
+    assert info.state is TaskState.SCHEDULED and info.id == msg.id
+    _, info = prepare(Task("t"), EnqueueOptions(group="g"), now=NOW)
+    assert info.state is TaskState.AGGREGATING and info.next_process_at is None
+
+
+def test_prepare_rejects_bad_input_before_anything_is_written() -> None:
+    with pytest.raises(InvalidTaskError, match="not both"):
+        prepare(Task("t"), EnqueueOptions(process_in=1, process_at=datetime.now(UTC)), now=NOW)
+    with pytest.raises(InvalidTaskError, match="over the limit"):
+        prepare(Task("t", b"xx"), EnqueueOptions(), now=NOW, max_payload=1)
+    with pytest.raises(InvalidTaskError, match="takes a Task"):
+        prepare("t", EnqueueOptions(), now=NOW)  # type: ignore[arg-type]
+    with pytest.raises(InvalidTaskError, match="at least one second"):
+        prepare(Task("t"), EnqueueOptions(unique=timedelta(milliseconds=300)), now=NOW)
+
+
+def test_the_aggregator_builds_its_task_as_the_client_does() -> None:
+    merged = merged_message(Task("batch", b"123", headers={"k": "v"}), "q", NOW)
+    req, _ = prepare(Task("batch", b"123", headers={"k": "v"}), EnqueueOptions(queue="q"), now=NOW)
+    merged.id = req.msg.id = "same"
+    assert merged == req.msg
