@@ -17,7 +17,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 from google.protobuf.message import DecodeError
-from google.protobuf.timestamp_pb2 import Timestamp
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from asynq_aio.errors import (
@@ -28,12 +27,13 @@ from asynq_aio.errors import (
     TaskNotFoundError,
 )
 from asynq_aio.protocol import admin_scripts as scripts
-from asynq_aio.protocol.asynq_pb2 import SchedulerEnqueueEvent, SchedulerEntry
+from asynq_aio.protocol.asynq_pb2 import SchedulerEnqueueEvent
 from asynq_aio.protocol.codec import (
     WorkerRecord,
     decode_server_info,
     decode_task_message,
     decode_worker_info,
+    from_timestamp,
     from_unix,
     task_info,
 )
@@ -47,6 +47,7 @@ from asynq_aio.protocol.keys import (
     workers_key,
 )
 from asynq_aio.protocol.replies import hash_fields, score_pairs, score_pairs_raw, text
+from asynq_aio.protocol.scheduler_store import decode_entry
 from asynq_aio.protocol.topology import Shard, parse_cluster_shards, parse_info
 from asynq_aio.task import TaskInfo, TaskState
 from asynq_aio.transport import EncodableArg, Op, Transport
@@ -601,10 +602,9 @@ class Admin:
         out = []
         for items in lists:
             for raw in items if isinstance(items, list) else []:
-                entry = SchedulerEntry()
                 try:
-                    entry.ParseFromString(bytes(raw))
-                except DecodeError:
+                    entry = decode_entry(bytes(raw))
+                except MalformedTaskError:
                     continue
                 out.append(
                     SchedulerEntryInfo(
@@ -613,8 +613,8 @@ class Admin:
                         task_type=entry.task_type,
                         task_payload=entry.task_payload,
                         options=list(entry.enqueue_options),
-                        next_enqueue_at=_ts(entry.next_enqueue_time),
-                        prev_enqueue_at=_ts(entry.prev_enqueue_time),
+                        next_enqueue_at=entry.next_enqueue,
+                        prev_enqueue_at=entry.prev_enqueue,
                     )
                 )
         out.sort(key=lambda e: (e.spec, e.id))
@@ -632,7 +632,7 @@ class Admin:
                 ev.ParseFromString(bytes(raw))
             except DecodeError:
                 continue
-            when = _ts(ev.enqueue_time) or datetime.fromtimestamp(float(score), tz=UTC)
+            when = from_timestamp(ev.enqueue_time) or datetime.fromtimestamp(float(score), tz=UTC)
             out.append(SchedulerEnqueueEventInfo(ev.task_id, when))
         return out
 
@@ -708,14 +708,6 @@ def _raise_errors(replies: list[Any]) -> list[Any]:
         if isinstance(r, Exception):
             raise r
     return replies
-
-
-def _ts(ts: Timestamp) -> datetime | None:
-    # unset, or Go's zero time.Time (-62135596800 s: what a Go or asynq-aio scheduler writes as the
-    # previous enqueue of an entry that has not run yet; Go's `asynq cron ls` shows it as N/A)
-    if (not ts.seconds and not ts.nanos) or ts.seconds <= -62135596800:
-        return None
-    return ts.ToDatetime(tzinfo=UTC)
 
 
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")

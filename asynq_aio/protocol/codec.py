@@ -162,10 +162,26 @@ def task_info(
     )
 
 
-def _timestamp(when: datetime) -> Timestamp:
+# Go's zero time.Time as a Timestamp: what Go writes for "never" (a scheduler entry's previous
+# enqueue before its first run; ``asynq cron ls`` shows it as "N/A"). An unset Timestamp would
+# read as 1970.
+GO_ZERO_SECONDS = -62135596800
+
+
+def to_timestamp(when: datetime | None) -> Timestamp:
+    """A protobuf Timestamp as Go writes it; None becomes Go's zero time."""
+    if when is None:
+        return Timestamp(seconds=GO_ZERO_SECONDS)
     ts = Timestamp()
     ts.FromDatetime(when.astimezone(UTC))
     return ts
+
+
+def from_timestamp(ts: Timestamp) -> datetime | None:
+    """The time a Timestamp holds; None when it is unset or Go's zero time."""
+    if ts.seconds <= GO_ZERO_SECONDS or (ts.seconds == 0 and ts.nanos == 0):
+        return None
+    return ts.ToDatetime(tzinfo=UTC)
 
 
 def _datetime(ts: Timestamp) -> datetime:
@@ -211,7 +227,7 @@ def encode_server_info(rec: ServerRecord) -> bytes:
         concurrency=rec.concurrency,
         strict_priority=rec.strict_priority,
         status=rec.status,
-        start_time=_timestamp(rec.started),
+        start_time=to_timestamp(rec.started),
         active_worker_count=rec.active_worker_count,
     )
     msg.queues.update(rec.queues)
@@ -246,8 +262,8 @@ def encode_worker_info(rec: WorkerRecord) -> bytes:
         task_type=rec.task_type,
         task_payload=rec.task_payload,
         queue=rec.queue,
-        start_time=_timestamp(rec.started),
-        deadline=_timestamp(rec.deadline),
+        start_time=to_timestamp(rec.started),
+        deadline=to_timestamp(rec.deadline),
     ).SerializeToString()
 
 

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.message import DecodeError
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from asynq_aio.errors import MalformedTaskError
 from asynq_aio.protocol import scripts
 from asynq_aio.protocol.asynq_pb2 import SchedulerEnqueueEvent, SchedulerEntry
+from asynq_aio.protocol.codec import from_timestamp, to_timestamp
 from asynq_aio.protocol.keys import (
     ALL_SCHEDULERS,
     fire_claim_key,
@@ -56,9 +56,6 @@ __all__ = [
 ]
 
 HISTORY_LIMIT = 1000
-# Go's zero time.Time as a Timestamp: what Go writes as prev_enqueue_time before the first run, and
-# what ``asynq cron ls`` shows as "N/A" (an unset Timestamp would read as 1970).
-_GO_ZERO_SECONDS = -62135596800
 
 # KEYS[1] entries list  ARGV[1] TTL (s)  ARGV[2..] encoded entries. Rewrites the list atomically so
 # a reader never sees it half-written; running it twice leaves the same list.
@@ -175,20 +172,6 @@ class EnqueueEvent:
     enqueued_at: datetime
 
 
-def _timestamp(when: datetime | None) -> Timestamp:
-    if when is None:
-        return Timestamp(seconds=_GO_ZERO_SECONDS)
-    ts = Timestamp()
-    ts.FromDatetime(when.astimezone(UTC))
-    return ts
-
-
-def _from_timestamp(ts: Timestamp) -> datetime | None:
-    if ts.seconds <= _GO_ZERO_SECONDS or (ts.seconds == 0 and ts.nanos == 0):
-        return None
-    return ts.ToDatetime(tzinfo=UTC)
-
-
 def encode_entry(rec: EntryRecord) -> bytes:
     return SchedulerEntry(
         id=rec.id,
@@ -196,8 +179,8 @@ def encode_entry(rec: EntryRecord) -> bytes:
         task_type=rec.task_type,
         task_payload=rec.task_payload,
         enqueue_options=list(rec.enqueue_options),
-        next_enqueue_time=_timestamp(rec.next_enqueue),
-        prev_enqueue_time=_timestamp(rec.prev_enqueue),
+        next_enqueue_time=to_timestamp(rec.next_enqueue),
+        prev_enqueue_time=to_timestamp(rec.prev_enqueue),
     ).SerializeToString()
 
 
@@ -213,14 +196,14 @@ def decode_entry(data: bytes) -> EntryRecord:
         task_type=msg.task_type,
         task_payload=msg.task_payload,
         enqueue_options=tuple(msg.enqueue_options),
-        next_enqueue=_from_timestamp(msg.next_enqueue_time),
-        prev_enqueue=_from_timestamp(msg.prev_enqueue_time),
+        next_enqueue=from_timestamp(msg.next_enqueue_time),
+        prev_enqueue=from_timestamp(msg.prev_enqueue_time),
     )
 
 
 def encode_event(ev: EnqueueEvent) -> bytes:
     return SchedulerEnqueueEvent(
-        task_id=ev.task_id, enqueue_time=_timestamp(ev.enqueued_at)
+        task_id=ev.task_id, enqueue_time=to_timestamp(ev.enqueued_at)
     ).SerializeToString()
 
 
