@@ -12,7 +12,6 @@ from conftest import RedisTarget
 from workerproc import RawRedis, conn_opt, wait_until
 
 from asynq_aio import Client, Config, ServeMux, Server, Task
-from asynq_aio.protocol.admin import Admin
 from asynq_aio.protocol.broker import MALFORMED_TYPE
 from asynq_aio.protocol.codec import decode_task_message
 from asynq_aio.protocol.keys import ALL_SERVERS, ALL_WORKERS, queue_keys
@@ -44,10 +43,7 @@ async def test_janitor_round_works_off_a_backlog_of_many_batches(
     alive = [f"new-{i}" for i in range(30)]
     await _completed(raw, unique_queue, expired, now - 10)
     await _completed(raw, unique_queue, alive, now + 3600)
-    broker = client.broker
-    admin = Admin(broker.transport)
-
-    r = await janitor_round(broker, admin, [unique_queue], batch=100)
+    r = await janitor_round(client.broker, [unique_queue], batch=100)
 
     assert r.deleted == 1250 and not r.backlog_left
     assert r.calls == 13  # 12 full batches, then one of 50 ends the round
@@ -60,10 +56,9 @@ async def test_janitor_round_stops_at_its_budget_and_says_so(
     client: Client, raw: RawRedis, unique_queue: str
 ) -> None:
     await _completed(raw, unique_queue, [f"old-{i}" for i in range(250)], time.time() - 10)
-    admin = Admin(client.broker.transport)
-    r = await janitor_round(client.broker, admin, [unique_queue], batch=100, budget=0)
+    r = await janitor_round(client.broker, [unique_queue], batch=100, budget=0)
     assert (r.deleted, r.calls, r.backlog_left) == (100, 1, True)
-    r = await janitor_round(client.broker, admin, [unique_queue], batch=100)
+    r = await janitor_round(client.broker, [unique_queue], batch=100)
     assert (r.deleted, r.backlog_left) == (150, False)
 
 

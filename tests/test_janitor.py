@@ -10,7 +10,7 @@ from conftest import RedisTarget
 from workerproc import RawRedis, conn_opt, wait_until
 
 from asynq_aio import Client, Config, ServeMux, Server, SkipRetry, Task
-from asynq_aio.protocol import admin
+from asynq_aio.protocol import archive
 from asynq_aio.protocol.keys import queue_keys
 
 pytestmark = pytest.mark.anyio
@@ -21,7 +21,7 @@ DAY = 86_400
 async def test_janitor_trims_old_and_excess_archived_tasks_with_their_hashes(
     redis_target: RedisTarget, raw: RawRedis, unique_queue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(admin, "ARCHIVE_MAX", 2)
+    monkeypatch.setattr(archive, "ARCHIVE_MAX", 2)
     qk = queue_keys(unique_queue)
     opt = conn_opt(redis_target.kind, redis_target.url, redis_target.addrs)
     async with Client(opt) as client:

@@ -27,6 +27,7 @@ from asynq_aio.errors import (
     TaskNotFoundError,
 )
 from asynq_aio.protocol import admin_scripts as scripts
+from asynq_aio.protocol.archive import trim_archive
 from asynq_aio.protocol.asynq_pb2 import SchedulerEnqueueEvent
 from asynq_aio.protocol.codec import (
     WorkerRecord,
@@ -54,8 +55,6 @@ from asynq_aio.transport import EncodableArg, Op, Transport
 
 BATCH = 100  # most task IDs one admin script call handles
 MEMORY_SAMPLE = 20  # task hashes sampled for the memory estimate of a queue
-ARCHIVE_MAX = 10_000  # Asynq keeps the newest 10,000 archived tasks ...
-ARCHIVE_TTL = timedelta(days=90)  # ... of the last 90 days
 
 Action = Literal["delete", "run", "archive"]
 
@@ -513,24 +512,7 @@ class Admin:
 
     async def trim_archive(self, qk: QueueKeys) -> int:
         """Drop archived tasks older than 90 days or beyond the newest 10,000, hashes included."""
-        trimmed = 0
-        cutoff = self.clock() - ARCHIVE_TTL.total_seconds()
-        while True:
-            excess = int(await self.transport.call("ZCARD", qk.archived)) - ARCHIVE_MAX
-            pairs = await self.transport.call("ZRANGE", qk.archived, 0, BATCH - 1, "WITHSCORES")
-            ids = [m for rank, (m, score) in enumerate(score_pairs(pairs)) if score < cutoff or rank < excess]
-            if not ids:
-                return trimmed
-            n = int(
-                await self.transport.script(
-                    scripts.TRIM_ARCHIVED,
-                    [qk.archived, *(qk.task(i) for i in ids)],
-                    [int(cutoff), ARCHIVE_MAX, *ids],
-                )
-            )
-            trimmed += n
-            if n < BATCH:
-                return trimmed
+        return await trim_archive(self.transport, qk, self.clock())
 
     async def update_payload(self, queue: str, task_id: str, payload: bytes) -> TaskInfo:
         qk = await self.require_queue(queue)

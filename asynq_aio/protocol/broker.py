@@ -16,6 +16,7 @@ from typing import Any
 
 from asynq_aio.errors import DuplicateTaskError, MalformedTaskError, TaskIDConflictError
 from asynq_aio.protocol import scripts
+from asynq_aio.protocol.archive import trim_archive
 from asynq_aio.protocol.codec import (
     ServerRecord,
     TaskMessage,
@@ -555,6 +556,10 @@ class Broker:
         )
 
     # -- queues -------------------------------------------------------------------------------------
+
+    async def trim_archive(self, queue: str) -> int:
+        """Apply Asynq's archive limits to the queue (see protocol/archive.py)."""
+        return await trim_archive(self.transport, queue_keys(queue), self.clock())
 
     async def is_paused(self, queue: str) -> bool:
         return bool(await self.transport.call("EXISTS", queue_keys(queue).paused))

@@ -18,8 +18,8 @@ from typing import Any
 
 import anyio
 
-from asynq_aio.protocol.broker import Broker
 from asynq_aio.protocol.codec import TaskMessage
+from asynq_aio.server.storage import WorkerBroker
 from asynq_aio.transport import Op
 
 log = logging.getLogger("asynq_aio.server")
@@ -45,7 +45,7 @@ class Acker:
     so a stalled or slow node delays only its own queues' outcomes, never another queue's (one
     shared pipeline waited for its slowest node, and every later flush waited behind it)."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: WorkerBroker) -> None:
         self._broker = broker
         self._lanes: dict[str, _Lane] = {}
         self._closed = False

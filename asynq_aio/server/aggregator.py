@@ -16,7 +16,6 @@ from collections.abc import Sequence
 import anyio
 
 from asynq_aio.options import EnqueueOptions, prepare
-from asynq_aio.protocol.broker import Broker
 from asynq_aio.protocol.codec import TaskMessage
 from asynq_aio.protocol.groups import SET_TIMEOUT, AggregationSet, GroupPolicy, GroupStore
 from asynq_aio.server.config import Config, GroupAggregator
@@ -169,16 +168,15 @@ class Aggregator:
         return stored
 
 
-def aggregator_for(broker: Broker, queues: Sequence[str], cfg: Config) -> Aggregator:
+def aggregator_for(store: GroupStore, queues: Sequence[str], cfg: Config) -> Aggregator:
     if cfg.group_aggregator is None:
         raise ValueError("Config.group_aggregator is not set")
     policy = GroupPolicy(
         max_size=cfg.group_max_size, max_delay=cfg.group_max_delay, grace_period=cfg.group_grace_period
     )
-    store = GroupStore(broker.transport, clock=broker.clock)
     return Aggregator(store, queues, cfg.group_aggregator, policy)
 
 
-async def aggregate_loop(broker: Broker, queues: list[str], cfg: Config) -> None:
+async def aggregate_loop(store: GroupStore, queues: list[str], cfg: Config) -> None:
     """The server's background loop (started when ``Config.group_aggregator`` is set)."""
-    await aggregator_for(broker, queues, cfg).run()
+    await aggregator_for(store, queues, cfg).run()

@@ -12,13 +12,15 @@ import time
 
 import anyio
 
-from asynq_aio.protocol.broker import Broker
 from asynq_aio.server.fanout import each_queue
+from asynq_aio.server.storage import WorkerBroker
 
 log = logging.getLogger("asynq_aio.server")
 
 
-async def forward_loop(broker: Broker, queues: list[str], max_sleep: float, budget: float = 5.0) -> None:
+async def forward_loop(
+    broker: WorkerBroker, queues: list[str], max_sleep: float, budget: float = 5.0
+) -> None:
     async def forward_one(q: str) -> float | None:
         moved = await broker.forward(q)
         if moved:

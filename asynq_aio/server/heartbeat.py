@@ -18,11 +18,11 @@ from datetime import UTC, datetime
 
 import anyio
 
-from asynq_aio.protocol.broker import Broker
 from asynq_aio.protocol.codec import ServerRecord, WorkerRecord
 from asynq_aio.server.active import ActiveTask, ActiveTasks
 from asynq_aio.server.config import Config
 from asynq_aio.server.fanout import BudgetExceeded, within
+from asynq_aio.server.storage import WorkerBroker
 
 log = logging.getLogger("asynq_aio.server")
 
@@ -40,7 +40,7 @@ class Identity:
 
 
 class Heartbeat:
-    def __init__(self, broker: Broker, config: Config, active: ActiveTasks, ident: Identity) -> None:
+    def __init__(self, broker: WorkerBroker, config: Config, active: ActiveTasks, ident: Identity) -> None:
         self._broker = broker
         self._config = config
         self._active = active

@@ -11,9 +11,9 @@ round at once; a round that deleted anything sleeps at most ``BUSY_INTERVAL``, s
 completed set of a busy queue holds about rate x (retention + 1 s); otherwise the janitor sleeps
 ``interval``. Sleeps have jitter, so several servers started together do not sweep in lock step.
 
-Asynq trims the archive only inside its archive script and leaves the trimmed tasks' hashes behind;
-here the janitor trims with the same limits (90 days, newest 10,000) and deletes the hashes too, so
-tasks the server archives are bounded just like tasks archived through the Inspector.
+Archives are trimmed with Asynq's limits (90 days, newest 10,000), hashes included (see
+protocol/archive.py), so tasks the server archives are bounded just like tasks archived through the
+Inspector.
 """
 
 from __future__ import annotations
@@ -26,9 +26,7 @@ from dataclasses import dataclass
 import anyio
 import anyio.lowlevel
 
-from asynq_aio.protocol.admin import Admin
-from asynq_aio.protocol.broker import Broker
-from asynq_aio.protocol.keys import queue_keys
+from asynq_aio.server.storage import WorkerBroker
 
 log = logging.getLogger("asynq_aio.server")
 
@@ -52,8 +50,7 @@ class JanitorRound:
 
 
 async def janitor_round(
-    broker: Broker,
-    admin: Admin,
+    broker: WorkerBroker,
     queues: list[str],
     *,
     batch: int = DELETE_BATCH,
@@ -81,7 +78,7 @@ async def janitor_round(
             break
     for q in queues:
         try:
-            out.trimmed += await admin.trim_archive(queue_keys(q))
+            out.trimmed += await broker.trim_archive(q)
         except Exception as exc:
             log.error("janitor: archive of queue %s: %s", q, exc, extra={"queue": q})
     try:
@@ -91,10 +88,9 @@ async def janitor_round(
     return out
 
 
-async def janitor_loop(broker: Broker, queues: list[str], interval: float) -> None:
-    admin = Admin(broker.transport, clock=broker.clock)
+async def janitor_loop(broker: WorkerBroker, queues: list[str], interval: float) -> None:
     while True:
-        r = await janitor_round(broker, admin, queues, budget=max(interval, 1.0))
+        r = await janitor_round(broker, queues, budget=max(interval, 1.0))
         if r.deleted or r.trimmed or r.pruned:
             log.debug(
                 "janitor: deleted %d expired completed, trimmed %d archived, pruned %d server entries",

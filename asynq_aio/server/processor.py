@@ -23,13 +23,14 @@ from asynq_aio.errors import (
     SkipRetry,
 )
 from asynq_aio.logfmt import context_fields, task_fields
-from asynq_aio.protocol.broker import PAUSED, Broker, Dequeued, MalformedRecord, Paused
+from asynq_aio.protocol.broker import PAUSED, Dequeued, MalformedRecord, Paused
 from asynq_aio.protocol.codec import TaskMessage, decode_fetched_message
 from asynq_aio.server.acker import Acker
 from asynq_aio.server.active import ActiveTask, ActiveTasks
 from asynq_aio.server.config import Config
 from asynq_aio.server.fanout import within
 from asynq_aio.server.queues import QueueSelector
+from asynq_aio.server.storage import WorkerBroker
 from asynq_aio.task import Task
 from asynq_aio.transport import Op
 from asynq_aio.types import Handler
@@ -42,7 +43,7 @@ SLOW_DEQUEUE = 0.1
 
 class Processor:
     def __init__(
-        self, broker: Broker, config: Config, handler: Handler, active: ActiveTasks, acker: Acker
+        self, broker: WorkerBroker, config: Config, handler: Handler, active: ActiveTasks, acker: Acker
     ) -> None:
         self._broker = broker
         self._config = config

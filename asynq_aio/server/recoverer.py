@@ -14,8 +14,9 @@ from collections.abc import Callable
 
 import anyio
 
-from asynq_aio.protocol.broker import SWEPT_STATES, Broker, MalformedRecord
+from asynq_aio.protocol.broker import SWEPT_STATES, MalformedRecord
 from asynq_aio.server.fanout import each_queue
+from asynq_aio.server.storage import WorkerBroker
 from asynq_aio.task import Task
 
 log = logging.getLogger("asynq_aio.server")
@@ -45,7 +46,7 @@ def _no_delay(retried: int, error: BaseException, task: Task) -> float:
 
 
 async def recover_once(
-    broker: Broker,
+    broker: WorkerBroker,
     queues: list[str],
     *,
     skew: float = 0.0,
@@ -83,7 +84,7 @@ async def recover_once(
 
 
 async def _recover_batch(
-    broker: Broker, queue: str, now: float, cutoff: float, retry_delay: RetryDelay, batch: int
+    broker: WorkerBroker, queue: str, now: float, cutoff: float, retry_delay: RetryDelay, batch: int
 ) -> tuple[int, int]:
     """One batch of expired leases: (how many were found, how many this call moved)."""
     expired = await broker.expired_leases(queue, cutoff, limit=batch)
@@ -137,7 +138,7 @@ class StateSweeper:
     pipelined HGET per sampled ID per queue, so a long list is covered over several rounds.
     """
 
-    def __init__(self, broker: Broker, queues: list[str], batch: int = 100) -> None:
+    def __init__(self, broker: WorkerBroker, queues: list[str], batch: int = 100) -> None:
         self._broker = broker
         self._queues = queues
         self._batch = batch
@@ -177,7 +178,7 @@ class StateSweeper:
 
 
 async def recover_loop(
-    broker: Broker,
+    broker: WorkerBroker,
     queues: list[str],
     interval: float,
     sweep_interval: float = 60.0,

@@ -14,6 +14,7 @@ import anyio
 from asynq_aio.connection import RedisConnOpt
 from asynq_aio.mux import ServeMux, as_handler
 from asynq_aio.protocol.broker import Broker
+from asynq_aio.protocol.groups import GroupStore
 from asynq_aio.server.acker import Acker
 from asynq_aio.server.active import ActiveTasks
 from asynq_aio.server.aggregator import aggregate_loop
@@ -105,7 +106,7 @@ class Server:
                         btg.start_soon(janitor_loop, broker, queues, cfg.janitor_interval)
                         btg.start_soon(cancel_loop, transport, active)
                         if cfg.group_aggregator is not None:
-                            btg.start_soon(aggregate_loop, broker, queues, cfg)
+                            btg.start_soon(aggregate_loop, GroupStore(transport), queues, cfg)
                         if cfg.health_check_func is not None:
                             btg.start_soon(
                                 health_check_loop,
