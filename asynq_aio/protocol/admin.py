@@ -47,7 +47,7 @@ from asynq_aio.protocol.keys import (
     scheduler_history_key,
     workers_key,
 )
-from asynq_aio.protocol.replies import hash_fields, score_pairs, score_pairs_raw, text
+from asynq_aio.protocol.replies import NamedBatch, hash_fields, score_pairs, score_pairs_raw, text
 from asynq_aio.protocol.scheduler_store import decode_entry
 from asynq_aio.protocol.topology import Shard, parse_cluster_shards, parse_info
 from asynq_aio.task import TaskInfo, TaskState
@@ -184,93 +184,77 @@ class Admin:
             return []
         now = self.clock()
         day = datetime.fromtimestamp(now, tz=UTC)
-        per_q = 12
-        ops: list[Op] = [Op.command("SMISMEMBER", ALL_QUEUES, *queues)]
-        for q in queues:
+        first = NamedBatch()
+        first.add("known", Op.command("SMISMEMBER", ALL_QUEUES, *queues))
+        for q in dict.fromkeys(queues):
             qk = queue_keys(q)
-            ops += [
-                Op.command("LLEN", qk.pending),
-                Op.command("LLEN", qk.active),
-                Op.command("ZCARD", qk.scheduled),
-                Op.command("ZCARD", qk.retry),
-                Op.command("ZCARD", qk.archived),
-                Op.command("ZCARD", qk.completed),
-                Op.command("SMEMBERS", qk.groups),
-                Op.command("MGET", qk.processed_on(day), qk.failed_on(day), qk.processed, qk.failed),
-                Op.command("EXISTS", qk.paused),
-                Op.command("LINDEX", qk.pending, -1),
-                Op.command("LRANGE", qk.pending, 0, MEMORY_SAMPLE - 1),
-                Op.command("ZRANGE", qk.scheduled, 0, MEMORY_SAMPLE - 1),
-            ]
-        replies = _raise_errors(await self.transport.batch(ops))
-        known = replies[0]
-        for q, ok in zip(queues, known, strict=True):
+            for state, cmd, key in _STATE_COUNTS:
+                first.add((q, state), Op.command(cmd, getattr(qk, key)))
+            first.add((q, "groups"), Op.command("SMEMBERS", qk.groups))
+            daily = (qk.processed_on(day), qk.failed_on(day), qk.processed, qk.failed)
+            first.add((q, "counters"), Op.command("MGET", *daily))
+            first.add((q, "paused"), Op.command("EXISTS", qk.paused))
+            first.add((q, "oldest"), Op.command("LINDEX", qk.pending, -1))
+            first.add((q, "pending sample"), Op.command("LRANGE", qk.pending, 0, MEMORY_SAMPLE - 1))
+            first.add((q, "scheduled sample"), Op.command("ZRANGE", qk.scheduled, 0, MEMORY_SAMPLE - 1))
+        r = await first.run(self.transport)
+        for q, ok in zip(queues, r["known"], strict=True):
             if not int(ok):
                 raise QueueNotFoundError(f'queue "{q}" not found')
         # second round: group sizes, the oldest pending task's enqueue time, memory samples
-        ops2: list[Op] = []
-        plans: list[tuple[list[str], str | None, list[str]]] = []
-        for i, q in enumerate(queues):
+        second = NamedBatch()
+        groups: dict[str, list[str]] = {}
+        samples: dict[str, list[str]] = {}
+        for q in dict.fromkeys(queues):
             qk = queue_keys(q)
-            r = replies[1 + i * per_q : 1 + (i + 1) * per_q]
-            groups = sorted(text(g) for g in r[6])
-            oldest = text(r[9]) if r[9] is not None else None
-            sample = [qk.task(text(x)) for x in [*r[10], *r[11]]] if memory else []
-            ops2 += [Op.command("ZCARD", qk.group(g)) for g in groups]
-            if oldest is not None:
-                ops2.append(Op.command("HGET", qk.task(oldest), "pending_since"))
+            groups[q] = sorted(text(g) for g in r[q, "groups"])
+            for g in groups[q]:
+                second.add((q, "group", g), Op.command("ZCARD", qk.group(g)))
+            if r[q, "oldest"] is not None:
+                second.add((q, "since"), Op.command("HGET", qk.task(text(r[q, "oldest"])), "pending_since"))
+            sampled_ids = [*r[q, "pending sample"], *r[q, "scheduled sample"]] if memory else []
+            samples[q] = list(dict.fromkeys(qk.task(text(x)) for x in sampled_ids))
+            for key in samples[q]:
+                second.add((q, "task memory", key), Op.command("MEMORY", "USAGE", key))
             if memory:
-                ops2 += [Op.command("MEMORY", "USAGE", k) for k in sample]
-                ops2 += [
-                    Op.command("MEMORY", "USAGE", k)
-                    for k in (qk.pending, qk.active, qk.lease, qk.scheduled, qk.retry)
-                ]
-                ops2 += [Op.command("MEMORY", "USAGE", k) for k in (qk.archived, qk.completed)]
-            plans.append((groups, oldest, sample))
-        replies2 = _raise_errors(await self.transport.batch(ops2))
+                for key in _MEMORY_CONTAINERS:
+                    second.add((q, "memory", key), Op.command("MEMORY", "USAGE", getattr(qk, key)))
+        r2 = await second.run(self.transport)
         out: list[QueueInfo] = []
-        pos = 0
-        for i, q in enumerate(queues):
-            r = replies[1 + i * per_q : 1 + (i + 1) * per_q]
-            groups, oldest, sample = plans[i]
-            aggregating = sum(int(x) for x in replies2[pos : pos + len(groups)])
-            pos += len(groups)
+        for q in queues:
+            aggregating = sum(int(r2[q, "group", g]) for g in groups[q])
             latency = timedelta(0)
-            if oldest is not None:
-                since = replies2[pos]
-                pos += 1
-                if since is not None:
-                    latency = timedelta(seconds=max(0.0, now - int(since) / 1e9))
-            counts = [int(x) for x in r[:6]]
-            size = sum(counts) + aggregating
+            since = r2.get((q, "since"))
+            if since is not None:
+                latency = timedelta(seconds=max(0.0, now - int(since) / 1e9))
+            counts = {state: int(r[q, state]) for state, _, _ in _STATE_COUNTS}
+            size = sum(counts.values()) + aggregating
             mem: int | None = None
             if memory:
-                sampled = [int(x or 0) for x in replies2[pos : pos + len(sample)]]
-                pos += len(sample)
-                containers = sum(int(x or 0) for x in replies2[pos : pos + 7])
-                pos += 7
+                sampled = [int(r2[q, "task memory", key] or 0) for key in samples[q]]
+                containers = sum(int(r2[q, "memory", key] or 0) for key in _MEMORY_CONTAINERS)
                 avg = sum(sampled) / len(sampled) if sampled else 0
                 mem = int(avg * size) + containers
-            daily_p, daily_f, total_p, total_f = (int(x or 0) for x in r[7])
+            daily_p, daily_f, total_p, total_f = (int(x or 0) for x in r[q, "counters"])
             out.append(
                 QueueInfo(
                     queue=q,
                     size=size,
-                    groups=len(groups),
+                    groups=len(groups[q]),
                     latency=latency,
                     memory_usage=mem,
-                    pending=counts[0],
-                    active=counts[1],
-                    scheduled=counts[2],
-                    retry=counts[3],
-                    archived=counts[4],
-                    completed=counts[5],
+                    pending=counts["pending"],
+                    active=counts["active"],
+                    scheduled=counts["scheduled"],
+                    retry=counts["retry"],
+                    archived=counts["archived"],
+                    completed=counts["completed"],
                     aggregating=aggregating,
                     processed=daily_p,
                     failed=daily_f,
                     processed_total=total_p,
                     failed_total=total_f,
-                    paused=bool(int(r[8])),
+                    paused=bool(int(r[q, "paused"])),
                     timestamp=datetime.fromtimestamp(now, tz=UTC),
                 )
             )
@@ -652,6 +636,19 @@ class Admin:
                 nodes.append(_node_info(node.addr, node.node_id, node.role, info))
         nodes.sort(key=lambda n: (n.role != "master", n.addr))
         return nodes, cluster_info
+
+
+# What queue_infos counts per state: (state, command, QueueKeys attribute).
+_STATE_COUNTS = (
+    ("pending", "LLEN", "pending"),
+    ("active", "LLEN", "active"),
+    ("scheduled", "ZCARD", "scheduled"),
+    ("retry", "ZCARD", "retry"),
+    ("archived", "ZCARD", "archived"),
+    ("completed", "ZCARD", "completed"),
+)
+# The queue's own containers whose memory a queue's estimate adds to its sampled tasks'.
+_MEMORY_CONTAINERS = ("pending", "active", "lease", "scheduled", "retry", "archived", "completed")
 
 
 def _check_action(action: Action, state: TaskState, task_id: str) -> None:

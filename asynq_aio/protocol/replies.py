@@ -8,10 +8,12 @@ helpers, never by indexing a shape they assume.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
-__all__ = ["hash_fields", "mapping", "score_pairs", "score_pairs_raw", "text"]
+from asynq_aio.transport import Op, Transport
+
+__all__ = ["NamedBatch", "hash_fields", "mapping", "score_pairs", "score_pairs_raw", "text"]
 
 
 def text(value: Any) -> str:
@@ -53,3 +55,28 @@ def mapping(reply: Any) -> dict[str, Any]:
 def hash_fields(reply: Any) -> dict[str, bytes]:
     """An ``HGETALL`` reply as ``{field: value bytes}``."""
     return {k: bytes(v) for k, v in mapping(reply).items()}
+
+
+class NamedBatch:
+    """Pipelined commands read back by name, not position: adding a command to a batch must not
+    shift the meaning of every reply after it (``queue_infos`` once read ``r[6]`` and counted
+    ``per_q = 12`` by hand)."""
+
+    def __init__(self) -> None:
+        self._ops: list[Op] = []
+        self._names: list[Hashable] = []
+
+    def add(self, name: Hashable, op: Op) -> None:
+        if name in self._names:
+            raise ValueError(f"command {name!r} is already in this batch")
+        self._names.append(name)
+        self._ops.append(op)
+
+    async def run(self, transport: Transport) -> dict[Hashable, Any]:
+        """Send the batch (one pipeline per node) and return each reply under its name; the first
+        error reply is raised."""
+        replies = await transport.batch(self._ops) if self._ops else []
+        for r in replies:
+            if isinstance(r, Exception):
+                raise r
+        return dict(zip(self._names, replies, strict=True))
