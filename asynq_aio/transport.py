@@ -12,115 +12,36 @@ to run twice, which is what makes re-sending after an ambiguous failure correct.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from redis import exceptions as rx
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
-from redis.backoff import NoBackoff
 
-from asynq_aio.connection import (
-    RedisClientOpt,
-    RedisClusterClientOpt,
-    RedisConnOpt,
-    RedisSentinelOpt,
-    split_addr,
-)
-from asynq_aio.errors import ClusterNotReadyError, RedisAuthError, RedisUnavailableError
+from asynq_aio.connection import RedisConnOpt
+from asynq_aio.errors import ClusterNotReadyError, RedisUnavailableError
+from asynq_aio.redis_clients import RedisClient, build_client, describe_client
+from asynq_aio.redis_errors import auth_failure, cluster_not_ok, is_transient
+from asynq_aio.redis_ops import EncodableArg, LuaScript, Op
+
+__all__ = [
+    "EncodableArg",
+    "LuaScript",
+    "Op",
+    "RedisClient",
+    "RetryPolicy",
+    "Transport",
+    "is_transient",
+]
 
 log = logging.getLogger("asynq_aio.transport")
 
 T = TypeVar("T")
-EncodableArg = str | bytes | int | float
-RedisClient = Redis | RedisCluster
-
-_SCRIPT_DIR = Path(__file__).parent / "protocol" / "scripts"
-
-
-class LuaScript:
-    """A Lua script with its SHA1, loaded lazily: EVALSHA first, EVAL when the node lacks it."""
-
-    __slots__ = ("name", "sha", "source")
-
-    def __init__(self, name: str, source: str) -> None:
-        self.name = name
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
-
-    @classmethod
-    def load(cls, name: str, directory: Path = _SCRIPT_DIR) -> LuaScript:
-        return cls(name, (directory / f"{name}.lua").read_text())
-
-    def __repr__(self) -> str:
-        return f"LuaScript({self.name!r})"
-
-
-@dataclass(frozen=True, slots=True)
-class Op:
-    """One command of a batch: a plain command, or a script call (``script`` set, args after the keys)."""
-
-    args: tuple[EncodableArg, ...]
-    script: LuaScript | None = None
-    nkeys: int = 0
-
-    @classmethod
-    def command(cls, *args: EncodableArg) -> Op:
-        return cls(args)
-
-    @classmethod
-    def eval(cls, script: LuaScript, keys: Sequence[str], args: Sequence[EncodableArg]) -> Op:
-        return cls((*keys, *args), script, len(keys))
-
-    def wire(self, *, by_sha: bool = True) -> tuple[EncodableArg, ...]:
-        if self.script is None:
-            return self.args
-        head: tuple[EncodableArg, ...] = (
-            ("EVALSHA", self.script.sha) if by_sha else ("EVAL", self.script.source)
-        )
-        return (*head, self.nkeys, *self.args)
-
-
-_TRANSIENT_REPLY_PREFIXES = ("LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "NOREPLICAS")
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Errors that a cluster produces while it heals; everything else is the caller's problem."""
-    if isinstance(exc, rx.AuthenticationError | rx.AuthorizationError):
-        return False
-    if isinstance(
-        exc,
-        rx.ConnectionError
-        | rx.TimeoutError
-        | rx.ClusterError
-        | rx.ClusterDownError
-        | rx.TryAgainError
-        | rx.AskError
-        | rx.ReadOnlyError
-        | rx.SlotNotCoveredError
-        | OSError
-        | TimeoutError,
-    ):
-        return True
-    if isinstance(exc, rx.ResponseError):
-        return str(exc).startswith(_TRANSIENT_REPLY_PREFIXES)
-    if isinstance(exc, rx.RedisClusterException):
-        # "Redis Cluster cannot be connected", raised while (re)initialising the slot map; when
-        # every node refused the login, waiting will not help
-        text = str(exc)
-        if _WRONGPASS_TEXT in text:
-            return False
-        return "cannot be connected" in text or "No targets" in text or "not covered" in text
-    # redis-py 8.1 race: another coroutine's internal aclose() nulls a connection's writer mid-handshake
-    return isinstance(exc, AttributeError) and "NoneType" in str(exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,84 +84,17 @@ class Transport:
     def connect(cls, opt: RedisConnOpt | RedisClient, *, retry: RetryPolicy | None = None) -> Transport:
         """Build a transport from options (it owns the client) or wrap a caller's client (it does not)."""
         if isinstance(opt, Redis | RedisCluster):
-            return cls(opt, description=_describe_client(opt), owns_client=False, retry=retry)
-        no_retry = Retry(NoBackoff(), 0)
-        common: dict[str, Any] = {
-            "username": opt.username,
-            "password": opt.password,
-            "socket_connect_timeout": opt.dial_timeout,
-            "socket_timeout": opt.read_timeout,
-            "socket_keepalive": True,
-            "retry": no_retry,
-        }
-        if opt.tls is not None:
-            common.update(opt.tls.redis_kwargs())
-        # Room beyond the in-flight limit for blocking waits and pub/sub, which hold a connection each.
-        max_conns = opt.pool_size + 64
-        if isinstance(opt, RedisClusterClientOpt):
-            nodes = [ClusterNode(*split_addr(a)) for a in opt.addrs]
-            remap: dict[tuple[str, int], tuple[str, int]] = {
-                split_addr(a): split_addr(b) for a, b in opt.address_map.items()
-            }
-            client: RedisClient = RedisCluster(
-                startup_nodes=nodes,
-                max_connections=max_conns,
-                require_full_coverage=True,
-                address_remap=(lambda addr: remap.get(addr, addr)) if remap else None,
-                **common,
-            )
-        elif isinstance(opt, RedisClientOpt):
-            host, port = split_addr(opt.addr)
-            conn_kwargs = {k: v for k, v in common.items() if k != "ssl"}
-            pool_cls: Any = BlockingConnectionPool
-            if opt.tls is not None:
-                from redis.asyncio.connection import SSLConnection
-
-                conn_kwargs.pop("ssl", None)
-                pool = pool_cls(
-                    connection_class=SSLConnection,
-                    host=host,
-                    port=port,
-                    db=opt.db,
-                    max_connections=max_conns,
-                    timeout=None,
-                    **{k: v for k, v in conn_kwargs.items() if k != "retry"},
-                )
-            else:
-                pool = pool_cls(
-                    host=host,
-                    port=port,
-                    db=opt.db,
-                    max_connections=max_conns,
-                    timeout=None,
-                    **{k: v for k, v in conn_kwargs.items() if k != "retry"},
-                )
-            client = Redis(connection_pool=pool, retry=no_retry)
-        elif isinstance(opt, RedisSentinelOpt):
-            sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]  # untyped before redis-py 8.2
-                [split_addr(a) for a in opt.sentinel_addrs],
-                sentinel_kwargs={
-                    "username": opt.sentinel_username,
-                    "password": opt.sentinel_password,
-                    "socket_connect_timeout": opt.dial_timeout,
-                },
-                **{k: v for k, v in common.items()},
-            )
-            client = sentinel.master_for(opt.master_name, db=opt.db)
-            transport = cls(
-                client,
-                description=opt.describe(),
-                owns_client=True,
-                retry=retry,
-                max_inflight=opt.pool_size,
-            )
-            transport._also_close = list(sentinel.sentinels)
-            return transport
-        else:  # pragma: no cover - the union is exhaustive
-            raise TypeError(f"unsupported connection option {type(opt).__name__}")
-        return cls(
-            client, description=opt.describe(), owns_client=True, retry=retry, max_inflight=opt.pool_size
+            return cls(opt, description=describe_client(opt), owns_client=False, retry=retry)
+        built = build_client(opt)
+        transport = cls(
+            built.client,
+            description=opt.describe(),
+            owns_client=True,
+            retry=retry,
+            max_inflight=built.max_inflight,
         )
+        transport._also_close = built.also_close
+        return transport
 
     async def aclose(self) -> None:
         if self._closed:
@@ -272,12 +126,12 @@ class Transport:
                 return await attempt_fn()
             except Exception as exc:
                 if not is_transient(exc):
-                    if (denied := _auth_failure(exc, self.description, what)) is not None:
+                    if (denied := auth_failure(exc, self.description, what)) is not None:
                         raise denied from exc
                     raise
                 now = time.monotonic()
                 if now >= deadline:
-                    if _cluster_not_ok(exc):
+                    if cluster_not_ok(exc):
                         raise ClusterNotReadyError(
                             f"Redis Cluster at {self.description} is not ready (cluster_state is not "
                             f"ok: slots uncovered or a master down) after {self.retry.budget:.0f}s: {exc}"
@@ -544,34 +398,3 @@ class _suppress_all:
 
     def __exit__(self, *exc: object) -> bool:
         return exc[0] is not None and issubclass(cast(type, exc[0]), Exception)
-
-
-_WRONGPASS_TEXT = "invalid username-password pair"  # Redis' WRONGPASS reply
-
-
-def _auth_failure(exc: Exception, where: str, what: str) -> RedisAuthError | None:
-    """A refused login or an ACL denial as an error that names the server (redis-py's does not)."""
-    if isinstance(exc, rx.AuthenticationError | rx.AuthorizationError) or (
-        isinstance(exc, rx.RedisClusterException) and _WRONGPASS_TEXT in str(exc)
-    ):
-        return RedisAuthError(f"Redis at {where} refused the username/password ({what}): {exc}")
-    if isinstance(exc, rx.NoPermissionError):
-        return RedisAuthError(
-            f"Redis at {where}: the ACL user may not do this ({what}): {exc} "
-            "(the rules asynq-aio needs are in docs/security.md)"
-        )
-    return None
-
-
-def _cluster_not_ok(exc: BaseException) -> bool:
-    if isinstance(exc, rx.ClusterDownError | rx.SlotNotCoveredError):
-        return True
-    text = str(exc)
-    return "not covered" in text or text.startswith("CLUSTERDOWN")
-
-
-def _describe_client(client: RedisClient) -> str:
-    if isinstance(client, RedisCluster):
-        return "cluster " + ",".join(n.name for n in client.startup_nodes)
-    kw = client.connection_pool.connection_kwargs
-    return f"{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
