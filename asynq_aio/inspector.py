@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
-from redis.crc import key_slot
-
 from asynq_aio.connection import RedisConnOpt
 from asynq_aio.errors import FailedPreconditionError
 from asynq_aio.protocol.admin import (
@@ -271,7 +269,7 @@ class Inspector:
     @staticmethod
     def queue_slot(queue: str) -> int:
         """The cluster key slot of every key of ``queue`` (CRC16 of the hash tag mod 16384)."""
-        return int(key_slot(queue_keys(queue).pending.encode()))
+        return queue_keys(queue).slot
 
     async def cluster_key_slot(self, queue: str) -> int:
         """The key slot of a queue that exists (Go's ``ClusterKeySlot``)."""

@@ -163,6 +163,41 @@ class Transport:
         assert isinstance(self.client, RedisCluster)
         return await self.client.execute_command(*args, target_nodes=node)
 
+    async def call_on_addr(self, host: str, port: int, role: str, *args: EncodableArg) -> Any:
+        """A command sent to the cluster node at ``host:port``, not retried; a node redis-py does
+        not know yet (a replica still syncing) is reached over a connection of its own."""
+        assert isinstance(self.client, RedisCluster)
+        node = self.client.get_node(host, port)
+        if node is not None:
+            return await self.call_on_node(node, *args)
+        temp = ClusterNode(host, port, role, **self.client.nodes_manager.connection_kwargs)
+        try:
+            return await self.call_on_node(temp, *args)
+        finally:
+            await temp.disconnect()
+
+    async def scan_slot_of(self, key: str, pattern: str, *, count: int = 500) -> AsyncIterator[list[bytes]]:
+        """SCAN MATCH on the server, or on the cluster node that holds ``key``'s slot (keys of one
+        hash tag live there and nowhere else), in batches of key names."""
+        cursor: Any = 0
+        while True:
+            if isinstance(self.client, RedisCluster):
+                if self.client._initialize:  # the slot map is loaded lazily, by the first command
+                    await self.client.initialize()
+                node = self.client.get_node_from_key(key)
+                if node is None:
+                    raise RedisUnavailableError(f"no cluster node serves the slot of {key!r}")
+                cursor_reply, keys = await self.call_on_node(
+                    node, "SCAN", cursor, "MATCH", pattern, "COUNT", count
+                )
+                # redis-py answers a node-targeted SCAN as {node name: cursor}
+                cursor = next(iter(cursor_reply.values())) if isinstance(cursor_reply, dict) else cursor_reply
+            else:
+                cursor, keys = await self.call("SCAN", cursor, "MATCH", pattern, "COUNT", count)
+            yield list(keys)
+            if int(cursor) == 0:
+                return
+
     async def script(self, script: LuaScript, keys: Sequence[str], args: Sequence[EncodableArg]) -> Any:
         """Run a Lua script by SHA, falling back to EVAL on a node whose cache lacks it
         (a promoted replica, a restarted node, a new node after resharding)."""

@@ -17,7 +17,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 from google.protobuf.message import DecodeError
-from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from asynq_aio.errors import (
     AsynqError,
@@ -315,23 +314,8 @@ class Admin:
 
     async def _scan(self, qk: QueueKeys, pattern: str) -> AsyncIterator[list[str]]:
         """SCAN MATCH on the node that owns the queue's slot, yielding batches of key names."""
-        client = self.transport.client
-        cursor: Any = 0
-        while True:
-            if isinstance(client, RedisCluster):
-                node = client.get_node_from_key(qk.pending)
-                if node is None:
-                    raise AsynqError(f"no cluster node serves the slot of queue {qk.name!r}")
-                reply = await self.transport.call_on_node(
-                    node, "SCAN", cursor, "MATCH", pattern, "COUNT", 500
-                )
-                cursor_map, keys = reply
-                cursor = next(iter(cursor_map.values())) if isinstance(cursor_map, dict) else cursor_map
-            else:
-                cursor, keys = await self.transport.call("SCAN", cursor, "MATCH", pattern, "COUNT", 500)
+        async for keys in self.transport.scan_slot_of(qk.pending, pattern):
             yield [text(k) for k in keys]
-            if int(cursor) == 0:
-                return
 
     # -- tasks --------------------------------------------------------------------------------------
 
@@ -611,28 +595,20 @@ class Admin:
     async def redis_info(self) -> tuple[list[RedisNodeInfo], dict[str, str]]:
         """INFO of the server (or of every cluster node, masters first) and, for a cluster,
         CLUSTER INFO."""
-        client = self.transport.client
-        if not isinstance(client, RedisCluster):
+        if not self.transport.is_cluster:
             single = parse_info(await self.transport.call("INFO"))
             return [_node_info(self.transport.description, "", "master", single)], {}
         cluster_info = parse_info(await self.transport.call("CLUSTER INFO"))
         nodes: list[RedisNodeInfo] = []
         for shard in await self.cluster_shards():
             for node in shard.nodes:
-                # replicas that are still syncing are not in redis-py's table yet: reach them directly
-                target = client.get_node(node.host, node.port)
-                temp = None
-                if target is None:
-                    kwargs = client.nodes_manager.connection_kwargs
-                    target = temp = ClusterNode(node.host, node.port, node.role, **kwargs)
                 info: dict[str, str] = {}
                 try:
-                    info = parse_info(await self.transport.call_on_node(target, "INFO"))
+                    info = parse_info(
+                        await self.transport.call_on_addr(node.host, node.port, node.role, "INFO")
+                    )
                 except Exception:  # a node that fails to answer is shown without figures
                     info = {}
-                finally:
-                    if temp is not None:
-                        await temp.disconnect()
                 nodes.append(_node_info(node.addr, node.node_id, node.role, info))
         nodes.sort(key=lambda n: (n.role != "master", n.addr))
         return nodes, cluster_info

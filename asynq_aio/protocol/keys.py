@@ -11,6 +11,8 @@ import hashlib
 from datetime import UTC, datetime
 from functools import lru_cache
 
+from redis.crc import key_slot
+
 from asynq_aio.errors import InvalidQueueName
 
 PREFIX = "asynq:"
@@ -116,6 +118,11 @@ class QueueKeys:
     def hash_tag(self) -> str:
         """The string Redis Cluster hashes for every key of this queue."""
         return self.name
+
+    @property
+    def slot(self) -> int:
+        """The cluster key slot of every key of this queue (CRC16 of the hash tag mod 16384)."""
+        return int(key_slot(self.pending.encode()))
 
 
 @lru_cache(maxsize=4096)
