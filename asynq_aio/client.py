@@ -99,9 +99,10 @@ class Client:
         """Run ``hook`` around every later enqueue (after those already added)."""
         self._enqueue_hooks.append(hook)
 
-    @property
-    def broker(self) -> Broker:
-        return self._broker
+    async def ping(self) -> None:
+        """Check that Redis answers (every node of a cluster covers its slots); raises
+        RedisUnavailableError / ClusterNotReadyError otherwise. For readiness probes."""
+        await self._transport.check_ready()
 
     @property
     def max_payload_bytes(self) -> int:

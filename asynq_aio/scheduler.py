@@ -31,10 +31,11 @@ import anyio
 from anyio.abc import TaskGroup
 
 from asynq_aio import cron
-from asynq_aio.client import Client
+from asynq_aio.client import DEFAULT_MAX_PAYLOAD
 from asynq_aio.connection import RedisConnOpt
 from asynq_aio.errors import DuplicateTaskError, TaskIDConflictError
 from asynq_aio.options import DEFAULT_QUEUE, Duration, EnqueueOptions, prepare
+from asynq_aio.protocol.broker import Broker
 from asynq_aio.protocol.scheduler_store import (
     SETTLED_BY_OTHER,
     EnqueueEvent,
@@ -43,7 +44,7 @@ from asynq_aio.protocol.scheduler_store import (
     option_strings,
 )
 from asynq_aio.task import Task, TaskInfo
-from asynq_aio.transport import RedisClient, RetryPolicy
+from asynq_aio.transport import RedisClient, RetryPolicy, Transport
 
 __all__ = ["CronEntry", "EntryOptions", "Fire", "PostEnqueueHook", "PreEnqueueHook", "Scheduler"]
 
@@ -211,7 +212,7 @@ class Scheduler:
         self._prev: dict[str, datetime] = {}
         self._clock = clock
         self._registered: dict[str, float] = {}
-        self._client: Client | None = None
+        self._broker: Broker | None = None
         self._store: SchedulerStore | None = None
         self._wake = anyio.Event()
         self._beat_now = anyio.Event()
@@ -292,13 +293,14 @@ class Scheduler:
         if self._running:
             raise RuntimeError("this Scheduler is already running")
         self._running = True
-        client = Client(self._redis, retry=self._retry)
-        store = SchedulerStore(client.broker.transport, clock=self._clock)
+        transport = Transport.connect(self._redis, retry=self._retry)
+        broker = Broker(transport, clock=self._clock)
+        store = SchedulerStore(transport, clock=self._clock)
         started = False
         try:
-            await client.broker.transport.check_ready()
+            await transport.check_ready()
             started = True
-            self._client, self._store = client, store
+            self._broker, self._store = broker, store
             now = datetime.fromtimestamp(self._clock(), tz=UTC)
             for eid, entry in self._entries.items():  # fires missed while stopped are not run
                 self._next[eid] = entry.schedule.next(now)
@@ -311,14 +313,14 @@ class Scheduler:
                     tg.cancel_scope.cancel()  # started fires are shielded and finish first
         finally:
             self._running = False
-            self._client = self._store = None
+            self._broker = self._store = None
             with anyio.move_on_after(5, shield=True):
                 if started:
                     try:
                         await store.clear_entries(self.id)
                     except Exception as exc:
                         log.warning("could not remove scheduler %s from Redis: %s", self.id, exc)
-                await client.aclose()
+                await transport.aclose()
 
     async def _heartbeat_loop(self) -> None:
         ttl = 3 * self.heartbeat_interval
@@ -411,8 +413,8 @@ class Scheduler:
             await self._enqueue_fire(fire, fire_unix, ttl)
 
     async def _enqueue_fire(self, fire: Fire, fire_unix: int, ttl: float) -> None:
-        client, store = self._client, self._store
-        if client is None or store is None:
+        broker, store = self._broker, self._store
+        if broker is None or store is None:
             return
         entry, opts = fire.entry, fire.entry.options
         if self.pre_enqueue is not None:
@@ -425,11 +427,11 @@ class Scheduler:
                 entry.task,
                 opts.enqueue_options(fire.task_id),
                 now=time.time(),
-                max_payload=client.max_payload_bytes,
+                max_payload=DEFAULT_MAX_PAYLOAD,
             )
-            await self._register_queue(client, info.queue)
+            await self._register_queue(broker, info.queue)
             code = await store.enqueue_fire(
-                client.broker.enqueue_op(req), info.queue, entry.id, fire_unix, self.id, ttl
+                broker.enqueue_op(req), info.queue, entry.id, fire_unix, self.id, ttl
             )
             if code == SETTLED_BY_OTHER:  # this scheduler took over a lease, the other one finished
                 log.debug("fire %s was enqueued by another scheduler", fire.task_id)
@@ -468,11 +470,11 @@ class Scheduler:
             log.warning("could not record the enqueue of %s in the history: %s", info.id, exc)
         await self._post(fire, info)
 
-    async def _register_queue(self, client: Client, queue: str) -> None:
+    async def _register_queue(self, broker: Broker, queue: str) -> None:
         """Add the queue to ``asynq:queues`` (its own slot) at most once a minute, as Client does."""
         now = time.monotonic()
         if now - self._registered.get(queue, -1e9) > 60:
-            await client.broker.register_queues([queue])
+            await broker.register_queues([queue])
             self._registered[queue] = now
 
     async def _post(self, fire: Fire, result: TaskInfo | Exception) -> None:

@@ -43,7 +43,7 @@ def conn(url: str) -> RedisClientOpt | RedisClusterClientOpt:
 async def produce(args: argparse.Namespace) -> None:
     qs = queues(args)
     async with Client(conn(args.url)) as client:
-        await client.broker.transport.call("PING")
+        await client.ping()
         process_at = None
         if args.process_in:
             process_at = datetime.fromtimestamp(math.ceil(time.time() + args.process_in), tz=UTC)
@@ -79,7 +79,7 @@ async def produce(args: argparse.Namespace) -> None:
 async def do_trickle(args: argparse.Namespace) -> None:
     q = queues(args)[0]
     async with Client(conn(args.url)) as client:
-        await client.broker.transport.call("PING")
+        await client.ping()
 
         async def one(i: int, ts: float) -> None:
             await client.enqueue(Task("noop", payload(i, ts)), queue=q)

@@ -37,7 +37,7 @@ async def measure(n: int, payload: int) -> dict[str, float]:
     out: dict[str, float] = {}
     try:
         async with Client(parse_redis_url(server.url)) as client:
-            broker: Broker = client.broker
+            broker: Broker = client._broker
             for state in ("pending", "completed", "archived"):
                 queue = f"mem_{state}"
                 base = used(r)

@@ -34,7 +34,7 @@ async def counter(raw: RawRedis, key: str) -> int:
 
 async def test_ack_many_writes_each_outcome_once(client: Client, raw: RawRedis, unique_queue: str) -> None:
     k = q(unique_queue)
-    broker = client.broker
+    broker = client._broker
     plain = await client.enqueue(Task("t", b"plain"), queue=unique_queue)
     locked = await client.enqueue(Task("t", b"locked"), queue=unique_queue, unique=300)
     kept = await client.enqueue(Task("t", b"kept"), queue=unique_queue, retention=600)
@@ -71,9 +71,9 @@ async def test_ack_many_counts_an_id_named_twice_once(
 ) -> None:
     k = q(unique_queue)
     await client.enqueue(Task("t", b"x"), queue=unique_queue)
-    (item,) = await take(client.broker, unique_queue, 1)
+    (item,) = await take(client._broker, unique_queue, 1)
     msg = decode_task_message(item.raw)
-    assert await client.broker.run([client.broker.ack_many_op(unique_queue, [msg, msg])]) == [[1, 0]]
+    assert await client._broker.run([client._broker.ack_many_op(unique_queue, [msg, msg])]) == [[1, 0]]
     assert await counter(raw, k("processed")) == 1
 
 
@@ -81,10 +81,10 @@ async def test_ack_many_leaves_a_lock_that_another_task_holds(
     client: Client, raw: RawRedis, unique_queue: str
 ) -> None:
     await client.enqueue(Task("t", b"u"), queue=unique_queue, unique=300)
-    (item,) = await take(client.broker, unique_queue, 1)
+    (item,) = await take(client._broker, unique_queue, 1)
     msg = decode_task_message(item.raw)
     await raw.cmd("SET", msg.unique_key, "someone-else")
-    assert await client.broker.run([client.broker.ack_many_op(unique_queue, [msg])]) == [[1]]
+    assert await client._broker.run([client._broker.ack_many_op(unique_queue, [msg])]) == [[1]]
     assert await raw.cmd("GET", msg.unique_key) == b"someone-else"
 
 
@@ -95,7 +95,7 @@ async def test_a_short_dequeue_does_not_cap_the_next(
     infos = await client.enqueue_many([Task("t", str(i).encode()) for i in range(40)], queue=unique_queue)
     ids = [i.id for i in infos if not isinstance(i, Exception)]
     assert len(ids) == 40
-    broker = Broker(client.broker.transport)  # a fresh tail cache, as in a new worker
+    broker = Broker(client._broker.transport)  # a fresh tail cache, as in a new worker
     first = await take(broker, unique_queue, 1)
     second = await take(broker, unique_queue, 20)
     third = await take(broker, unique_queue, 32)
@@ -109,7 +109,7 @@ async def test_a_wake_up_names_the_tail_so_the_dequeue_reads_no_list(
 ) -> None:
     """An idle worker's wake-up reports the oldest pending task; the dequeue that follows names it
     directly (no LRANGE round trip first) and still takes every task in order."""
-    broker = Broker(client.broker.transport)  # an idle worker's broker: no tail known
+    broker = Broker(client._broker.transport)  # an idle worker's broker: no tail known
     assert await broker.wait_for_work(unique_queue, 0.1) is False  # empty: times out
     infos = await client.enqueue_many([Task("t", str(i).encode()) for i in range(3)], queue=unique_queue)
     ids = [i.id for i in infos if not isinstance(i, Exception)]
@@ -142,20 +142,20 @@ async def test_a_lock_in_another_slot_does_not_fail_the_batch(
     await raw.cmd("HSET", k(f"t:{b.id}"), "msg", msg.SerializeToString())
     await raw.cmd("SET", foreign_lock, b.id, "EX", 300)
     try:
-        got = await take(client.broker, unique_queue, 2)
+        got = await take(client._broker, unique_queue, 2)
         msgs = [decode_task_message(d.raw) for d in got]
         assert msgs[1].unique_key == foreign_lock
         attempts = [d.attempt for d in got]
-        assert await client.broker.run(
-            [client.broker.ack_many_op(unique_queue, msgs, attempts=attempts)]
+        assert await client._broker.run(
+            [client._broker.ack_many_op(unique_queue, msgs, attempts=attempts)]
         ) == [[1, 1]]
         assert await raw.cmd("EXISTS", k(f"t:{a.id}"), k(f"t:{b.id}")) == 0
         assert await raw.cmd("GET", foreign_lock) == b.id.encode()  # not ours to release
         one = await client.enqueue(Task("t", b"c"), queue=unique_queue)
-        (d,) = await take(client.broker, unique_queue, 1)
+        (d,) = await take(client._broker, unique_queue, 1)
         single = decode_task_message(d.raw)
         single.unique_key = foreign_lock
-        assert await client.broker.run([client.broker.ack_op(single, attempt=d.attempt)]) == [1]
+        assert await client._broker.run([client._broker.ack_op(single, attempt=d.attempt)]) == [1]
         assert d.task_id == one.id
     finally:
         await raw.cmd("DEL", foreign_lock)

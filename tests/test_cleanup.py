@@ -43,7 +43,7 @@ async def test_janitor_round_works_off_a_backlog_of_many_batches(
     alive = [f"new-{i}" for i in range(30)]
     await _completed(raw, unique_queue, expired, now - 10)
     await _completed(raw, unique_queue, alive, now + 3600)
-    r = await janitor_round(client.broker, [unique_queue], batch=100)
+    r = await janitor_round(client._broker, [unique_queue], batch=100)
 
     assert r.deleted == 1250 and not r.backlog_left
     assert r.calls == 13  # 12 full batches, then one of 50 ends the round
@@ -56,9 +56,9 @@ async def test_janitor_round_stops_at_its_budget_and_says_so(
     client: Client, raw: RawRedis, unique_queue: str
 ) -> None:
     await _completed(raw, unique_queue, [f"old-{i}" for i in range(250)], time.time() - 10)
-    r = await janitor_round(client.broker, [unique_queue], batch=100, budget=0)
+    r = await janitor_round(client._broker, [unique_queue], batch=100, budget=0)
     assert (r.deleted, r.calls, r.backlog_left) == (100, 1, True)
-    r = await janitor_round(client.broker, [unique_queue], batch=100)
+    r = await janitor_round(client._broker, [unique_queue], batch=100)
     assert (r.deleted, r.backlog_left) == (150, False)
 
 
@@ -71,7 +71,7 @@ async def test_a_busy_janitor_comes_back_within_about_a_second(
     await _completed(raw, unique_queue, [f"first-{i}" for i in range(10)], time.time() - 10)
     with anyio.fail_after(20):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(janitor_loop, client.broker, [unique_queue], 3600.0)
+            tg.start_soon(janitor_loop, client._broker, [unique_queue], 3600.0)
 
             async def cleared() -> bool:
                 return int(await raw.cmd("ZCARD", qk.completed)) == 0
@@ -92,7 +92,7 @@ async def test_janitor_prunes_dead_servers_from_the_indexes(client: Client, raw:
     await raw.cmd("ZADD", ALL_SERVERS, now - 3600, dead, now + 30, live)
     await raw.cmd("ZADD", ALL_WORKERS, now - 3600, dead_w, now + 30, live_w)
     try:
-        assert await client.broker.prune_dead_servers() >= 2
+        assert await client._broker.prune_dead_servers() >= 2
         assert await raw.cmd("ZSCORE", ALL_SERVERS, dead) is None
         assert await raw.cmd("ZSCORE", ALL_WORKERS, dead_w) is None
         assert await raw.cmd("ZSCORE", ALL_SERVERS, live) is not None
@@ -106,7 +106,7 @@ async def _expired_active(client: Client, queue: str, n: int, lease_until: float
     infos = await client.enqueue_many([Task("r", str(i).encode()) for i in range(n)], queue=queue)
     taken: list[str] = []
     while len(taken) < n:
-        got = await client.broker.dequeue(queue, min(100, n - len(taken)), lease_until)
+        got = await client._broker.dequeue(queue, min(100, n - len(taken)), lease_until)
         assert isinstance(got, list) and got
         taken += [d.task_id for d in got]
     assert sorted(taken) == sorted(i.id for i in infos if not isinstance(i, Exception))
@@ -118,7 +118,7 @@ async def test_recovery_works_off_more_than_one_batch_in_one_round(
 ) -> None:
     qk = queue_keys(unique_queue)
     ids = await _expired_active(client, unique_queue, 250, time.time() - 100)
-    assert await recover_once(client.broker, [unique_queue], batch=100) == 250
+    assert await recover_once(client._broker, [unique_queue], batch=100) == 250
     assert _ids(await raw.cmd("ZRANGE", qk.retry, 0, -1)) == set(ids)
     assert await raw.cmd("LLEN", qk.active) == 0 and await raw.cmd("ZCARD", qk.lease) == 0
 
@@ -133,14 +133,14 @@ async def test_an_undecodable_record_is_archived_and_does_not_block_recovery(
     await raw.cmd("LPUSH", qk.active, "bad")
     await raw.cmd("ZADD", qk.lease, 1, "bad")
 
-    assert await recover_once(client.broker, [unique_queue]) == 2
+    assert await recover_once(client._broker, [unique_queue]) == 2
 
     assert _ids(await raw.cmd("ZRANGE", qk.retry, 0, -1)) == {good}
     assert _ids(await raw.cmd("ZRANGE", qk.archived, 0, -1)) == {"bad"}
     placeholder = decode_task_message(await raw.cmd("HGET", qk.task("bad"), "msg"))
     assert placeholder.type == MALFORMED_TYPE and placeholder.payload == b"\xff\xfe not a protobuf"
     assert placeholder.error_msg.startswith("malformed task message")
-    assert await recover_once(client.broker, [unique_queue]) == 0
+    assert await recover_once(client._broker, [unique_queue]) == 0
 
 
 async def test_recovery_keeps_a_skew_margin_and_retries_through_the_delay_function(
@@ -155,10 +155,10 @@ async def test_recovery_keeps_a_skew_margin_and_retries_through_the_delay_functi
         return 100.0
 
     # expired 10 s ago: inside Go's 30 s margin, left alone
-    assert await recover_once(client.broker, [unique_queue], skew=30, retry_delay=delay) == 0
+    assert await recover_once(client._broker, [unique_queue], skew=30, retry_delay=delay) == 0
     assert await raw.cmd("ZCARD", qk.lease) == 1 and not seen
     before = time.time()
-    assert await recover_once(client.broker, [unique_queue], skew=5, retry_delay=delay) == 1
+    assert await recover_once(client._broker, [unique_queue], skew=5, retry_delay=delay) == 1
     assert seen == [(0, LEASE_EXPIRED, "r")]
     score = float(await raw.cmd("ZSCORE", qk.retry, tid))
     assert before + 99 <= score <= time.time() + 101

@@ -72,7 +72,7 @@ async def test_mixed_batch_gives_each_task_its_own_outcome(
         build(client, Task("u", b"fresh"), unique_queue, unique=300),
     ]
     ids = [r.msg.id for r in reqs]
-    outcomes = await client.broker.enqueue_many(reqs)
+    outcomes = await client._broker.enqueue_many(reqs)
     assert outcomes[0] is None
     assert isinstance(outcomes[1], TaskIDConflictError)
     assert isinstance(outcomes[2], DuplicateTaskError)
@@ -101,8 +101,8 @@ async def test_batch_stores_the_same_fields_as_the_single_script(
     for i, kw in enumerate(kinds):
         one = build(client, Task("t", f"one-{i}".encode()), unique_queue, **kw)
         many = build(client, Task("t", f"many-{i}".encode()), unique_queue, **kw)
-        await client.broker.enqueue(one)
-        assert await client.broker.enqueue_many([many]) == [None]
+        await client._broker.enqueue(one)
+        assert await client._broker.enqueue_many([many]) == [None]
         a = await raw.cmd("HGETALL", k(f"t:{one.msg.id}"))
         b = await raw.cmd("HGETALL", k(f"t:{many.msg.id}"))
         assert set(a) == set(b), kw
@@ -116,7 +116,7 @@ async def test_order_is_kept_across_chunks_and_queues(
 ) -> None:
     other = unique_queue + "-b"
     reqs = [build(client, Task("t", str(i).encode()), unique_queue if i % 3 else other) for i in range(300)]
-    assert await client.broker.enqueue_many(reqs, chunk=16) == [None] * 300
+    assert await client._broker.enqueue_many(reqs, chunk=16) == [None] * 300
     assert await pending_ids(raw, unique_queue) == [r.msg.id for r in reqs if r.msg.queue == unique_queue]
     assert await pending_ids(raw, other) == [r.msg.id for r in reqs if r.msg.queue == other]
     await raw.cmd("DEL", q(other)("pending"))
@@ -145,13 +145,13 @@ async def test_a_resent_batch_changes_nothing_and_reports_success(
         build(client, Task("t", b"later"), unique_queue, process_in=3600),
         build(client, Task("t", b"grouped"), unique_queue, group="g1"),
     ]
-    ops = client.broker.enqueue_ops(reqs)
+    ops = client._broker.enqueue_ops(reqs)
     assert len(ops) == 1
-    first = await client.broker.run([ops[0][0]])
+    first = await client._broker.run([ops[0][0]])
     assert first == [[1, 1, -1, -1, 1, 1, 1]]
     ids = ["taken", *(r.msg.id for r in reqs)]
     before = await snapshot(raw, unique_queue, ids)
-    again = await client.broker.run([ops[0][0]])
+    again = await client._broker.run([ops[0][0]])
     assert again == first
     assert await snapshot(raw, unique_queue, ids) == before
 
@@ -161,14 +161,14 @@ async def test_concurrent_enqueues_share_round_trips_and_keep_their_own_outcome(
 ) -> None:
     await client.enqueue(Task("t", b"first"), queue=unique_queue, task_id="taken")
     writes = 0
-    real = client.broker.enqueue_many
+    real = client._broker.enqueue_many
 
     async def counting(reqs: Any, **kw: Any) -> list[Exception | None]:
         nonlocal writes
         writes += 1
         return await real(reqs, **kw)
 
-    monkeypatch.setattr(client.broker, "enqueue_many", counting)
+    monkeypatch.setattr(client._broker, "enqueue_many", counting)
     calls = [
         client.enqueue(Task("t", str(i).encode()), queue=unique_queue, task_id="taken" if i == 77 else None)
         for i in range(200)

@@ -53,10 +53,10 @@ async def _take(broker: Broker, queue: str, n: int, lease_until: float) -> list[
 async def _taken_over(client: Client, queue: str) -> tuple[Dequeued, Dequeued]:
     """One task dequeued by attempt A, whose lease expired, recovered, and dequeued again by B."""
     await client.enqueue(Task("t", b"x"), queue=queue)
-    b1, b2 = Broker(client.broker.transport), Broker(client.broker.transport)
+    b1, b2 = Broker(client._broker.transport), Broker(client._broker.transport)
     (a,) = await _take(b1, queue, 1, time.time() - 10)
     assert await recover_once(b1, [queue]) == 1
-    await client.broker.transport.call("ZADD", queue_keys(queue).retry, 0, a.task_id)  # due now
+    await client._broker.transport.call("ZADD", queue_keys(queue).retry, 0, a.task_id)  # due now
     assert await b1.forward(queue) == 1
     (b,) = await _take(b2, queue, 1, time.time() + 60)
     assert (a.task_id, a.attempt != b.attempt) == (b.task_id, True)
@@ -73,7 +73,7 @@ async def _still_b_s(raw: RawRedis, queue: str, b: Dequeued) -> None:
 
 async def test_a_stale_attempts_outcomes_do_nothing(client: Client, raw: RawRedis, unique_queue: str) -> None:
     a, b = await _taken_over(client, unique_queue)
-    broker = client.broker
+    broker = client._broker
     msg = decode_task_message(a.raw)
     stale = [
         broker.ack_op(msg, attempt=a.attempt),
@@ -96,7 +96,7 @@ async def test_a_re_sent_requeue_does_not_take_back_a_task_another_worker_runs(
 ) -> None:
     """Requeue ran, its reply was lost; another worker took the task; the re-send arrives."""
     await client.enqueue(Task("t", b"x"), queue=unique_queue)
-    b1, b2 = Broker(client.broker.transport), Broker(client.broker.transport)
+    b1, b2 = Broker(client._broker.transport), Broker(client._broker.transport)
     (a,) = await _take(b1, unique_queue, 1, time.time() + 60)
     requeue = b1.requeue_op(unique_queue, a.task_id, attempt=a.attempt)
     assert await b1.run([requeue]) == [1]
@@ -108,12 +108,12 @@ async def test_a_re_sent_requeue_does_not_take_back_a_task_another_worker_runs(
 async def test_re_sent_acks_and_fails_apply_once(client: Client, raw: RawRedis, unique_queue: str) -> None:
     qk = queue_keys(unique_queue)
     await client.enqueue_many([Task("t", str(i).encode()) for i in range(3)], queue=unique_queue)
-    got = await _take(client.broker, unique_queue, 3, time.time() + 60)
+    got = await _take(client._broker, unique_queue, 3, time.time() + 60)
     msgs = [decode_task_message(d.raw) for d in got]
-    ack = client.broker.ack_many_op(unique_queue, msgs[:2], attempts=[d.attempt for d in got[:2]])
-    fail = client.broker.fail_op(msgs[2], error="boom", archive=False, retry_at=1, attempt=got[2].attempt)
-    assert await client.broker.run([ack, fail]) == [[1, 1], 1]
-    assert await client.broker.run([ack, fail]) == [[0, 0], 0]
+    ack = client._broker.ack_many_op(unique_queue, msgs[:2], attempts=[d.attempt for d in got[:2]])
+    fail = client._broker.fail_op(msgs[2], error="boom", archive=False, retry_at=1, attempt=got[2].attempt)
+    assert await client._broker.run([ack, fail]) == [[1, 1], 1]
+    assert await client._broker.run([ack, fail]) == [[0, 0], 0]
     assert int(await raw.cmd("GET", qk.processed)) == 3 and int(await raw.cmd("GET", qk.failed)) == 1
     retried = decode_task_message(await raw.cmd("HGET", qk.task(got[2].task_id), "msg"))
     assert retried.retried == 1 and await raw.cmd("HGET", qk.task(got[2].task_id), "aio_attempt") is None
@@ -157,12 +157,12 @@ async def test_go_readers_see_no_difference(client: Client, raw: RawRedis, uniqu
     and Go reads the hash by field name (msg, state, ...), so nothing Go reads changes."""
     qk = queue_keys(unique_queue)
     info = await client.enqueue(Task("t", b"x"), queue=unique_queue, retention=60)
-    (d,) = await _take(client.broker, unique_queue, 1, time.time() + 60)
+    (d,) = await _take(client._broker, unique_queue, 1, time.time() + 60)
     fields = await raw.cmd("HKEYS", qk.task(info.id))
     assert sorted(f.decode() for f in fields) == ["aio_attempt", "msg", "state"]
-    assert await client.broker.run([client.broker.ack_op(decode_task_message(d.raw), attempt=d.attempt)]) == [
-        1
-    ]
+    assert await client._broker.run(
+        [client._broker.ack_op(decode_task_message(d.raw), attempt=d.attempt)]
+    ) == [1]
     fields = await raw.cmd("HKEYS", qk.task(info.id))
     assert sorted(f.decode() for f in fields) == ["msg", "state"]
 

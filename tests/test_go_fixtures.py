@@ -659,7 +659,7 @@ async def test_dequeue_writes_what_go_writes(redis_target: RedisTarget, unique_q
     async with _connect(redis_target) as (client, raw):
         id_map, _, t0 = await _enqueue_like_go(client, rec, unique_queue)
         lease_until = int(time.time()) + 30
-        got = await client.broker.dequeue(unique_queue, 2, lease_until)
+        got = await client._broker.dequeue(unique_queue, 2, lease_until)
         assert isinstance(got, list)
         assert len(got) == 2
         m = Mapping("fx_active", unique_queue, id_map, datetime.now(UTC).strftime("%Y-%m-%d"))
@@ -675,7 +675,7 @@ async def test_outcomes_write_what_go_writes(
     """Retry (delay 1h), archive (MaxRetry 0), completion (Retention 24h) and pause, as Go left them."""
     rec = task_record(go_queue)
     async with _connect(redis_target) as (client, raw):
-        broker = client.broker
+        broker = client._broker
         id_map, _, t0 = await _enqueue_like_go(client, rec, unique_queue)
         exact: dict[str, float] = {}
         if go_queue == "fx_paused":
@@ -759,7 +759,7 @@ async def test_go_pending_task_loaded_verbatim_reads_with_our_codec(redis_target
             assert await raw.hgetall(qk.task(go_id)) == fields
 
             # our broker dequeues Go's task and hands over Go's exact bytes
-            got = await client.broker.dequeue(queue, 1, time.time() + 30)
+            got = await client._broker.dequeue(queue, 1, time.time() + 30)
             assert isinstance(got, list)
             (d,) = got
             assert d.task_id == go_id
@@ -911,7 +911,7 @@ async def test_stats_counters_written_like_go(redis_target: RedisTarget, unique_
     stats = load_json("stats.json")
     go_queue = "fx_stats"
     async with _connect(redis_target) as (client, raw):
-        broker = client.broker
+        broker = client._broker
         archived: list[str] = []
         for ok, n in ((True, 3), (False, 2)):
             for i in range(n):

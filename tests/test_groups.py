@@ -121,7 +121,7 @@ async def forwarded(client: Client, queue: str, n: int) -> None:
 
     async def done() -> bool:
         nonlocal moved
-        moved += await client.broker.forward(queue)
+        moved += await client._broker.forward(queue)
         return moved >= n
 
     # A wait, not a speed check: the forwarder compares whole seconds, so a task due in 0.2 s can
@@ -221,7 +221,7 @@ async def test_group_with_process_in_or_at_aggregates_once_due(
 
     # the forwarder sends due grouped tasks to their group, not to pending (Asynq runs them one by one)
     await forwarded(client, unique_queue, 2)
-    assert await client.broker.forward(unique_queue) == 0  # safe to run twice
+    assert await client._broker.forward(unique_queue) == 0  # safe to run twice
     assert sorted(await zmembers(raw, q("g:late"))) == sorted([later.id, at.id])
     assert await raw.cmd("SMEMBERS", q("groups")) == {b"late"}
     assert await raw.cmd("LLEN", q("pending")) == 0
@@ -308,7 +308,7 @@ async def test_set_of_a_dead_server_is_finished_by_another_after_its_deadline(
     assert await healthy.run_once() == 1
     assert await raw.cmd("ZCARD", q("aggregation_sets")) == 0
     (merged_id,) = [x.decode() for x in await raw.cmd("LRANGE", q("pending"), 0, -1)]
-    stored = await client.broker.task_hash(unique_queue, merged_id)
+    stored = await client._broker.task_hash(unique_queue, merged_id)
     assert stored["state"] == b"pending" and "pending_since" in stored
     payload = json.loads(decode_task_message(stored["msg"]).payload)
     assert payload["group"] == "g" and sorted(payload["items"]) == ["0", "1", "2"]

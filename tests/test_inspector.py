@@ -52,7 +52,7 @@ class Populated:
 
 async def populate(client: Client, queue: str) -> Populated:
     """Tasks in every state, written by the Client and the broker's own outcome scripts."""
-    b = client.broker
+    b = client._broker
     for tid, max_retry, retention in (
         ("active-1", None, None),
         ("retry-1", 5, None),
@@ -419,7 +419,7 @@ async def test_delete_queue(insp: Inspector, pop: Populated, client: Client, raw
     assert await raw.cmd("EXISTS", q.paused) == 0  # the temporary pause is lifted on refusal
     # finish the active task (as a server would), then the queue is refused only without force
     msg = decode_task_message(await raw.cmd("HGET", q.task(pop.active), "msg"))
-    assert await client.broker.run([client.broker.ack_op(msg)]) == [1]
+    assert await client._broker.run([client._broker.ack_op(msg)]) == [1]
     with pytest.raises(FailedPreconditionError, match="not empty"):
         await insp.delete_queue(pop.queue)
     assert len(await queue_key_names(raw, pop.queue)) > 15

@@ -430,13 +430,13 @@ async def test_paused_queue_is_skipped_until_unpaused(
         ran.append(current_task().id)
 
     mux.handle_func("p", handler)
-    assert await client.broker.pause(unique_queue)
+    assert await client._broker.pause(unique_queue)
     info = await client.enqueue(Task("p"), queue=unique_queue)
     async with serving(make_server(redis_target, {unique_queue: 1}, idle_wait=0.2), mux):
         await anyio.sleep(0.6)
         assert ran == []
         assert await raw.cmd("LRANGE", q("pending"), 0, -1) == [info.id.encode()]
-        assert await client.broker.unpause(unique_queue)
+        assert await client._broker.unpause(unique_queue)
         await wait_until(gone(raw, q(f"t:{info.id}")), 5, what="task run after unpause")
 
     assert ran == [info.id]
@@ -551,7 +551,8 @@ async def test_weighted_selection_follows_weights(
 ) -> None:
     """Weights 6:1, one slot, both queues full: of the first 70 tasks about 60 come from the heavy
     queue. The bound (at least 48) fails when the weights are ignored (a fair coin reaches 48 of
-    70 with probability 0.13%) and holds with them (below 48 has probability 0.007%). tests/test_queues.py checks the selector's proportions exactly, with a seeded RNG."""
+    70 with probability 0.13%) and holds with them (below 48 has probability 0.007%).
+    tests/test_queues.py checks the selector's proportions exactly, with a seeded RNG."""
     a, b = unique_queue + "_a", unique_queue + "_b"
     mux = ServeMux()
     order: list[str] = []

@@ -87,7 +87,7 @@ class LifecycleModel(RuleBasedStateMachine):
         opt = parse_redis_url(self.redis_url)
         self.client: Client = self.call(_make, lambda: Client(opt))
         self.inspector: Inspector = self.call(_make, lambda: Inspector(opt))
-        self.broker = Broker(self.client.broker.transport, clock=self.now)
+        self.broker = Broker(self.client._broker.transport, clock=self.now)
         self.call(self.broker.register_queues, [self.queue])
         # the model
         self.tasks: dict[str, ModelTask] = {}

@@ -256,9 +256,9 @@ async def test_worker_log_format_json_end_to_end(
     try:
         async with Client(parse_redis_url(single_redis_url)) as client:
             info = await client.enqueue(Task("json:x", b"{}"), queue=unique_queue, max_retry=0)
-            qk = client.broker.queue_keys(unique_queue)
+            qk = client._broker.queue_keys(unique_queue)
             deadline = time.monotonic() + 20
-            while not await client.broker.transport.call("ZSCORE", qk.archived, info.id):
+            while not await client._broker.transport.call("ZSCORE", qk.archived, info.id):
                 assert time.monotonic() < deadline, "task not archived within 20 s"
                 await anyio.sleep(0.05)
         proc.terminate()

@@ -152,7 +152,7 @@ async def test_racing_recoverers_move_each_expired_task_once(
     ids = [t.id for t in [*retrying, last_try]]
 
     async with Client(opt) as c1, Client(opt) as c2:
-        b1, b2 = c1.broker, c2.broker
+        b1, b2 = c1._broker, c2._broker
         got = await b1.dequeue(unique_queue, 10, time.time() + 60)
         assert isinstance(got, list)
         assert sorted(d.task_id for d in got) == sorted(ids)
@@ -209,7 +209,7 @@ async def test_racing_recoverers_move_each_expired_task_once(
     assert await raw.cmd("ZCARD", q("lease")) == 0
     # and a later round finds nothing left to do
     async with Client(opt) as c3:
-        assert await recover_once(c3.broker, [unique_queue]) == 0
+        assert await recover_once(c3._broker, [unique_queue]) == 0
 
 
 async def test_recoverer_ignores_live_leases_and_clears_a_lease_without_a_hash(
@@ -217,13 +217,13 @@ async def test_recoverer_ignores_live_leases_and_clears_a_lease_without_a_hash(
 ) -> None:
     q = k(unique_queue)
     info = await client.enqueue(Task("r"), queue=unique_queue)
-    got = await client.broker.dequeue(unique_queue, 1, time.time() + 60)
+    got = await client._broker.dequeue(unique_queue, 1, time.time() + 60)
     assert isinstance(got, list) and [d.task_id for d in got] == [info.id]
     # an operator deleted this one's hash while it was active, and its worker died
     await raw.cmd("LPUSH", q("active"), "ghost")
     await raw.cmd("ZADD", q("lease"), 1, "ghost")
 
-    assert await recover_once(client.broker, [unique_queue]) == 1
+    assert await recover_once(client._broker, [unique_queue]) == 1
 
     assert await raw.cmd("LRANGE", q("active"), 0, -1) == [info.id.encode()]
     assert await raw.cmd("ZRANGE", q("lease"), 0, -1) == [info.id.encode()]

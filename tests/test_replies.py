@@ -21,7 +21,7 @@ async def test_named_batch_reads_each_reply_by_its_name(
     batch.add("length", Op.command("LLEN", key))
     batch.add(("item", 0), Op.command("LINDEX", key, 0))
     batch.add(("item", -1), Op.command("LINDEX", key, -1))
-    replies = await batch.run(client.broker.transport)
+    replies = await batch.run(client._broker.transport)
     assert replies == {"length": 3, ("item", 0): b"a", ("item", -1): b"c"}
 
 
@@ -36,5 +36,5 @@ async def test_named_batch_rejects_a_name_twice_and_raises_an_error_reply(
         batch.add("x", Op.command("GET", key))
     batch.add("wrong type", Op.command("LLEN", key))
     with pytest.raises(Exception, match="WRONGTYPE"):
-        await batch.run(client.broker.transport)
-    assert await NamedBatch().run(client.broker.transport) == {}
+        await batch.run(client._broker.transport)
+    assert await NamedBatch().run(client._broker.transport) == {}

@@ -121,7 +121,7 @@ async def test_queue_keeps_working_while_its_slot_migrates(
             with anyio.fail_after(60):
                 while len(done) < len(enqueued):
                     await anyio.sleep(0.05)
-        tr = client.broker.transport
+        tr = client._broker.transport
         assert failures == []
         assert done == set(enqueued) and len(enqueued) == 600
         assert runs == 600  # nothing ran twice

@@ -205,7 +205,7 @@ async def test_fire_claim_lease_and_atomic_settle(
         def op(task_id: str, **kw: Any) -> Op:
             options = EnqueueOptions(task_id=task_id, queue=q, unique=kw.get("unique"))
             req, _ = prepare(Task("t:fire", b"p"), options, now=time.time())
-            return client.broker.enqueue_op(req)
+            return client._broker.enqueue_op(req)
 
         # the holder stores the task and settles the fire in one step; a re-send gets the same answer
         assert await store.enqueue_fire(op("e1:100"), q, "e1", 100, "A", 60) == 1

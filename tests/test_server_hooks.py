@@ -56,11 +56,11 @@ async def test_hooks_shape_retries_and_stats(redis_target: RedisTarget, unique_q
         before = time.time()
         async with Server(opt, cfg).serve(mux):
             with anyio.fail_after(15):
-                while not await client.broker.transport.call("ZSCORE", qk.retry, info.id):
+                while not await client._broker.transport.call("ZSCORE", qk.retry, info.id):
                     await anyio.sleep(0.05)
                 while len(health) < 2:
                     await anyio.sleep(0.05)
-        tr = client.broker.transport
+        tr = client._broker.transport
         score = float(await tr.call("ZSCORE", qk.retry, info.id))
         assert before + 119 <= score <= time.time() + 121  # retry_delay_func's 120 s
         assert reported == [("hook:flaky", "upstream busy")]

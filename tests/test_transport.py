@@ -78,16 +78,16 @@ async def test_enqueue_many_keeps_its_order_after_a_script_cache_flush(
     """The NOSCRIPT fallback re-sends in order: pending must list the tasks as they were given."""
     async with Client(opt_for(redis_target)) as client:
         await client.enqueue(Task("warm"), queue=unique_queue)  # the queue exists, then its node forgets
-        await flush_scripts(client.broker.transport)
+        await flush_scripts(client._broker.transport)
         infos = await client.enqueue_many(
             [Task("t", str(i).encode()) for i in range(200)], queue=unique_queue
         )
         ids = [i.id for i in infos if not isinstance(i, Exception)]
         assert len(ids) == 200
-        pending = await client.broker.transport.call("LRANGE", queue_keys(unique_queue).pending, 0, -1)
+        pending = await client._broker.transport.call("LRANGE", queue_keys(unique_queue).pending, 0, -1)
         # LPUSH puts the newest at the left; the warm-up task is the oldest, at the right
         assert [p.decode() for p in reversed(pending)][1:] == ids
-        await client.broker.transport.call("DEL", queue_keys(unique_queue).pending)
+        await client._broker.transport.call("DEL", queue_keys(unique_queue).pending)
 
 
 async def test_batch_reports_permanent_errors_per_item(redis_target: RedisTarget, unique_queue: str) -> None:
@@ -147,7 +147,7 @@ async def test_enqueues_survive_master_failover(redis_cluster: RunningCluster, u
     cluster = redis_cluster.cluster
     qk = queue_keys(unique_queue)
     async with Client(opt, retry=RetryPolicy(budget=30)) as client:
-        tr = client.broker.transport
+        tr = client._broker.transport
         assert isinstance(tr.client, RedisCluster)
         rc = tr.client
         await client.enqueue(Task("t:failover", {"i": 0}), queue=unique_queue)  # loads the slot map
@@ -203,7 +203,7 @@ async def test_many_concurrent_calls_wait_for_a_connection(
             for i in range(400):
                 tg.start_soon(one, i)
         assert len(set(results)) == 400
-        assert await client.broker.transport.call("LLEN", queue_keys(unique_queue).pending) == 400
+        assert await client._broker.transport.call("LLEN", queue_keys(unique_queue).pending) == 400
 
 
 @pytest.mark.slow

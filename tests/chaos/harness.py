@@ -190,7 +190,7 @@ class Producer:
 async def queue_backlog(client: Client, queue: str) -> dict[str, int]:
     """How many IDs sit in each state list of ``queue`` (all zero when it is drained)."""
     qk = queue_keys(queue)
-    tr = client.broker.transport
+    tr = client._broker.transport
     out = {}
     for name, cmd, key in (
         ("pending", "LLEN", qk.pending),
@@ -314,7 +314,7 @@ class OrphanSampler:
 
     async def run(self, stop: anyio.Event) -> None:
         qk = queue_keys(self.queue)
-        tr = self.client.broker.transport
+        tr = self.client._broker.transport
         while not stop.is_set():
             try:
                 before = set(await tr.call("ZRANGE", qk.lease, 0, -1))

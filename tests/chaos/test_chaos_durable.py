@@ -65,7 +65,7 @@ async def test_durable_enqueue_is_never_acknowledged_when_no_replica_has_it() ->
                 )
                 assert all(isinstance(x, NotDurableError) for x in outcomes)
                 # the task IS written on the master: NotDurableError is not "nothing stored"
-                tr = plain.broker.transport
+                tr = plain._broker.transport
                 assert await tr.call("EXISTS", queue_keys(queue).task(refused.info.id)) == 1
                 # the master dies; the stale replica takes over
                 cluster.kill_node(old)

@@ -25,14 +25,14 @@ async def client(redis_target: RedisTarget) -> AsyncIterator[Client]:
 
 
 async def state_of(client: Client, queue: str, task_id: str) -> bytes | None:
-    value = await client.broker.transport.call("HGET", queue_keys(queue).task(task_id), "state")
+    value = await client._broker.transport.call("HGET", queue_keys(queue).task(task_id), "state")
     return value if value is None else bytes(value)
 
 
 async def test_sweeper_reconciles_each_kind_of_disagreement(client: Client, unique_queue: str) -> None:
     q = unique_queue
     qk = queue_keys(q)
-    tr = client.broker.transport
+    tr = client._broker.transport
     ok = await client.enqueue(Task("sweep:ok"), queue=q)
     wrong_state = await client.enqueue(Task("sweep:a"), queue=q)
     twice = await client.enqueue(Task("sweep:b"), queue=q, process_in=3600)
@@ -54,7 +54,7 @@ async def test_sweeper_reconciles_each_kind_of_disagreement(client: Client, uniq
     await tr.call("ZADD", qk.archived, 1, "ghost-archived")
     await tr.call("RPUSH", qk.pending, "ghost-pending")
 
-    sweeper = StateSweeper(client.broker, [q], batch=100)
+    sweeper = StateSweeper(client._broker, [q], batch=100)
     assert await sweeper.sweep_once() == 6
     assert await sweeper.sweep_once() == 0  # a second round finds everything consistent
 
@@ -77,8 +77,8 @@ async def test_sweeper_walks_long_lists_a_window_per_round(client: Client, uniqu
     qk = queue_keys(q)
     infos = [await client.enqueue(Task("sweep:w", str(i)), queue=q) for i in range(7)]
     for info in infos:
-        await client.broker.transport.call("HSET", qk.task(info.id), "state", "retry")
-    sweeper = StateSweeper(client.broker, [q], batch=3)
+        await client._broker.transport.call("HSET", qk.task(info.id), "state", "retry")
+    sweeper = StateSweeper(client._broker, [q], batch=3)
     per_round = [await sweeper.sweep_once() for _ in range(4)]
     # 3 + 3 + 1 over the first three rounds (the cursor then starts over), nothing left for the 4th
     assert per_round == [3, 3, 1, 0]
@@ -90,7 +90,7 @@ async def test_server_sweeps_on_its_own(redis_target: RedisTarget, client: Clien
     q = unique_queue
     qk = queue_keys(q)
     info = await client.enqueue(Task("sweep:later"), queue=q, process_in=3600)
-    await client.broker.transport.call("HSET", qk.task(info.id), "state", "archived")
+    await client._broker.transport.call("HSET", qk.task(info.id), "state", "archived")
     cfg = Config(
         concurrency=1,
         queues={q: 1},
