@@ -12,8 +12,8 @@ from datetime import datetime
 from types import TracebackType
 from typing import Self
 
+from asynq_aio.coalescer import Coalescer
 from asynq_aio.connection import RedisConnOpt
-from asynq_aio.enqueue_batcher import EnqueueBatcher
 from asynq_aio.errors import NotDurableError
 from asynq_aio.options import Duration, EnqueueOptions, prepare
 from asynq_aio.protocol.broker import Broker, EnqueueRequest
@@ -27,6 +27,10 @@ log = logging.getLogger("asynq_aio.client")
 # 20 slots is not made to hold gigabytes. The worker's Config.max_payload_bytes defaults to the
 # same value, so a task this Client accepts is never refused by a default worker.
 DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
+# Most concurrent enqueues one coalesced write takes (the broker cuts it further into script calls).
+ENQUEUE_BATCH = 1024
+# How long aclose() lets writes in flight, and those queued behind them, finish.
+CLOSE_GRACE = 5.0
 
 
 @dataclass(slots=True)
@@ -89,8 +93,12 @@ class Client:
             durable if isinstance(durable, Durability) else (Durability() if durable else None)
         )
         self._broker = Broker(self._transport)
-        # concurrent enqueue() calls share round trips (see enqueue_batcher.py)
-        self._batcher = EnqueueBatcher(self._broker)
+        # Concurrent enqueue() calls share round trips (see coalescer.py). Two writes in flight let
+        # the next batch fill while one is on the wire; more split the same load into smaller
+        # batches without more throughput. A batch is cut further into script calls by the broker.
+        self._batcher: Coalescer[EnqueueRequest, None] = Coalescer(
+            self._store_batch, max_batch=ENQUEUE_BATCH, max_inflight=2
+        )
         self._max_payload = max_payload_bytes
         self._known_queues: dict[str, float] = {}
         self._enqueue_hooks: list[EnqueueHook] = list(enqueue_hooks)
@@ -98,6 +106,14 @@ class Client:
     def add_enqueue_hook(self, hook: EnqueueHook) -> None:
         """Run ``hook`` around every later enqueue (after those already added)."""
         self._enqueue_hooks.append(hook)
+
+    async def _store_batch(self, reqs: list[EnqueueRequest]) -> Sequence[Exception | None]:
+        """The coalescer's write: a lone task through the single-task call, more in one batch.
+        Each caller of a batch gets its own task's outcome (TaskIDConflictError, ...)."""
+        if len(reqs) == 1:
+            await self._broker.enqueue(reqs[0])  # its error is the caller's (the coalescer hands it over)
+            return [None]
+        return await self._broker.enqueue_many(reqs)
 
     async def ping(self) -> None:
         """Check that Redis answers (every node of a cluster covers its slots); raises
@@ -118,7 +134,7 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._batcher.aclose()
+        await self._batcher.aclose(grace=CLOSE_GRACE)
         await self._transport.aclose()
 
     def _open_hooks(self, task: Task, req: EnqueueRequest, info: TaskInfo) -> tuple[TaskInfo, ExitStack]:
@@ -182,7 +198,7 @@ class Client:
         with hooks:
             await self._ensure_registered([req.msg.queue])
             if self._durable is None:
-                await self._batcher.enqueue(req)
+                await self._batcher.submit(req)
             else:
                 err = (await self._store_many([(req, info)]))[0]
                 if err is not None:

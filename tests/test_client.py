@@ -315,7 +315,7 @@ async def test_enqueue_script_is_safe_to_run_twice(client: Client, raw: RawRedis
     """A re-sent enqueue (same script call twice, e.g. after a lost reply) stores one task and
     both sends report success."""
     k = q(unique_queue)
-    broker = client.broker
+    broker = client._broker
 
     def request(task_id: str, *, process_at: float | None = None, unique_ttl: int = 0) -> EnqueueRequest:
         msg = new_task_message(
@@ -353,7 +353,7 @@ async def test_a_re_sent_enqueue_stores_nothing_after_its_task_ran_and_was_delet
     call (the producer's fence bit), not store the task a second time. For a lone enqueue and a
     batch, with generated and caller-chosen IDs."""
     k = q(unique_queue)
-    broker = client.broker
+    broker = client._broker
 
     def request(task_id: str) -> EnqueueRequest:
         msg = new_task_message(
@@ -394,3 +394,12 @@ async def test_the_enqueue_fence_is_a_small_expiring_bitmap(
     assert await raw.cmd("BITCOUNT", fences[0]) == 301
     assert await raw.cmd("STRLEN", fences[0]) <= 301 // 8 + 1
     assert 590 <= int(await raw.cmd("TTL", fences[0])) <= 600
+
+
+async def test_ping_answers_for_a_live_redis_and_names_a_dead_one(client: Client) -> None:
+    """Client.ping is the readiness probe a web app calls; the protocol layer stays private."""
+    await client.ping()
+    assert not hasattr(client, "broker")
+    async with Client(RedisClientOpt(addr="127.0.0.1:1"), retry=RetryPolicy(budget=0.2)) as dead:
+        with pytest.raises(RedisUnavailableError, match=re.escape("127.0.0.1:1")):
+            await dead.ping()

@@ -142,7 +142,7 @@ async def _run_fault(redis_cluster: RunningCluster, fault: str) -> None:
             ran=len(runs),
             lost=2 * N - len(runs),
             duplicate_runs=sum(c - 1 for c in runs.values() if c > 1),
-            wrongly_failed=sum(failed.values()),
+            failed_attempts=sum(failed.values()),
             healthy_per_s_before=round(before),
             healthy_per_s_during=round(during),
         )

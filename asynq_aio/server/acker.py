@@ -1,23 +1,24 @@
 """Batches task outcomes (ack, retry, archive, requeue) into one pipeline per flush, per queue.
 
 Handlers finish at different moments; sending each outcome on its own costs a round trip per task.
-Here every outcome that arrives while a queue's batch is in flight joins that queue's next batch, so
-under load many tasks share a round trip and at idle a single outcome goes out at once. Successes
+Here every outcome that arrives while a queue's batch is in flight joins that queue's next batch
+(the coalescer of coalescer.py, the same one the client's enqueues go through), so under load many
+tasks share a round trip and at idle a single outcome goes out at once. Successes
 go further: a queue's whole batch is one ``ack_many`` script call, so Redis runs one script (not
 one per task) and the client packs and parses one command.
-
-Plain asyncio futures rather than anyio events and streams: this is the per-task hot path, and the
-server runs on asyncio (uvloop) only, like the transport below it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import anyio
 
+from asynq_aio.coalescer import Coalescer
 from asynq_aio.protocol.codec import TaskMessage
 from asynq_aio.server.storage import WorkerBroker
 from asynq_aio.transport import Op
@@ -28,129 +29,103 @@ MAX_BATCH = 512  # outcomes per pipeline
 MAX_ACKS_PER_CALL = 256  # successes per ack_many script call (keeps each script run short)
 
 
-class _Lane:
-    """One queue's outcomes waiting to be written, and the task that writes them."""
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """One task's outcome: a success (``msg`` and the ``attempt`` that ran it, written with the
+    queue's other successes in one ack_many call) or any other outcome as a ready ``op``."""
 
-    __slots__ = ("acks", "ops", "task", "wake")
-
-    def __init__(self) -> None:
-        self.ops: list[tuple[Op, asyncio.Future[Any]]] = []
-        self.acks: list[tuple[TaskMessage, str, asyncio.Future[Any]]] = []
-        self.wake = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
+    op: Op | None = None
+    msg: TaskMessage | None = None
+    attempt: str = ""
 
 
 class Acker:
-    """Outcomes are written per queue, each queue on its own lane: a queue's keys live on one node,
-    so a stalled or slow node delays only its own queues' outcomes, never another queue's (one
-    shared pipeline waited for its slowest node, and every later flush waited behind it)."""
+    """Outcomes are written per queue, each queue through its own coalescer: a queue's keys live on
+    one node, so a stalled or slow node delays only its own queues' outcomes, never another
+    queue's (one shared pipeline waited for its slowest node, and every later flush waited behind
+    it)."""
 
     def __init__(self, broker: WorkerBroker) -> None:
         self._broker = broker
-        self._lanes: dict[str, _Lane] = {}
+        self._lanes: dict[str, Coalescer[_Outcome, Any]] = {}
         self._closed = False
         self._all_closed: asyncio.Event | None = None
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise anyio.ClosedResourceError("the acker is closed")
-
-    def _lane(self, queue: str) -> _Lane:
+    def _lane(self, queue: str) -> Coalescer[_Outcome, Any]:
         lane = self._lanes.get(queue)
         if lane is None:
-            lane = self._lanes[queue] = _Lane()
-            lane.task = asyncio.get_running_loop().create_task(self._run_lane(queue, lane))
+            # shielded: an outcome that reached here must be written even while the server stops
+            lane = self._lanes[queue] = Coalescer(
+                partial(self._write, queue), max_batch=MAX_BATCH, max_inflight=1, shield=True
+            )
         return lane
 
+    async def _submit(self, queue: str, outcome: _Outcome) -> Any:
+        if self._closed:
+            raise anyio.ClosedResourceError("the acker is closed")
+        try:
+            return await self._lane(queue).submit(outcome)
+        except Exception as exc:  # the outcome's own error, handed back as a value
+            return exc
+
     async def submit(self, queue: str, op: Op) -> Any:
-        """Queue ``op`` (an outcome of a task of ``queue``) and wait until its batch was applied;
+        """Write ``op`` (an outcome of a task of ``queue``), alone or with others of the queue;
         returns the script's reply or error."""
-        self._check_open()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        lane = self._lane(queue)
-        lane.ops.append((op, fut))
-        lane.wake.set()
-        return await fut
+        return await self._submit(queue, _Outcome(op=op))
 
     async def submit_ack(self, msg: TaskMessage, attempt: str) -> Any:
-        """Queue the success of ``msg`` (run by ``attempt``) and wait until it was written; returns 1
-        (acked), 0 (no longer this attempt's: already acked or recovered elsewhere) or the error."""
-        self._check_open()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        lane = self._lane(msg.queue)
-        lane.acks.append((msg, attempt, fut))
-        lane.wake.set()
-        return await fut
+        """Write the success of ``msg`` (run by ``attempt``); returns 1 (acked), 0 (no longer this
+        attempt's: already acked or recovered elsewhere) or the error."""
+        return await self._submit(msg.queue, _Outcome(msg=msg, attempt=attempt))
 
     def close(self) -> None:
         self._closed = True
-        for lane in self._lanes.values():
-            lane.wake.set()
         if self._all_closed is not None:
             self._all_closed.set()
 
     async def run(self) -> None:
         """Until :meth:`close`, then until every queued outcome is written. If this is cancelled
-        (the server is torn down), the lanes are cancelled with it."""
+        (the server is torn down), what is still queued is failed."""
         self._all_closed = asyncio.Event()
         if self._closed:
             self._all_closed.set()
         try:
             await self._all_closed.wait()
-            while tasks := [lane.task for lane in self._lanes.values() if lane.task and not lane.task.done()]:
-                await asyncio.wait(tasks)
+            while busy := [lane for lane in self._lanes.values() if lane.busy]:
+                for lane in busy:
+                    await lane.drain()
         finally:
             for lane in self._lanes.values():
-                if lane.task is not None and not lane.task.done():
-                    lane.task.cancel()
+                if lane.busy:
+                    with anyio.CancelScope(shield=True):
+                        await lane.aclose(grace=0)
 
-    async def _run_lane(self, queue: str, lane: _Lane) -> None:
-        while True:
-            if not lane.ops and not lane.acks:
-                if self._closed:
-                    return
-                lane.wake.clear()
-                await lane.wake.wait()
-                continue
-            ops, lane.ops = lane.ops[:MAX_BATCH], lane.ops[MAX_BATCH:]
-            acks, lane.acks = lane.acks[:MAX_BATCH], lane.acks[MAX_BATCH:]
-            await self._flush(queue, ops, acks)
-
-    async def _flush(
-        self,
-        queue: str,
-        ops: list[tuple[Op, asyncio.Future[Any]]],
-        acks: list[tuple[TaskMessage, str, asyncio.Future[Any]]],
-    ) -> None:
-        # one queue's successes: one ack_many script call per chunk (one queue's keys, one slot)
-        groups: list[list[tuple[TaskMessage, str, asyncio.Future[Any]]]] = []
-        all_ops = [op for op, _ in ops]
-        for i in range(0, len(acks), MAX_ACKS_PER_CALL):
-            chunk = acks[i : i + MAX_ACKS_PER_CALL]
-            groups.append(chunk)
-            msgs, attempts = [m for m, _, _ in chunk], [a for _, a, _ in chunk]
-            all_ops.append(self._broker.ack_many_op(queue, msgs, attempts=attempts))
-        # Shielded: an outcome that reached here must be written even while the server shuts down.
-        with anyio.CancelScope(shield=True):
-            try:
-                results = await self._broker.run(all_ops)
-            except Exception as exc:
-                log.error("writing %d task outcome(s) of %s failed: %s", len(ops) + len(acks), queue, exc)
-                results = [exc] * len(all_ops)
-        for (_, fut), r in zip(ops, results, strict=False):
+    async def _write(self, queue: str, outcomes: list[_Outcome]) -> list[Any]:
+        """One pipeline for a batch of one queue's outcomes: the ops as they are, the successes in
+        ack_many calls of at most MAX_ACKS_PER_CALL (one queue's keys: one slot, one node)."""
+        op_at = [i for i, o in enumerate(outcomes) if o.op is not None]
+        ack_at = [i for i, o in enumerate(outcomes) if o.op is None]
+        calls: list[Op] = [op for o in outcomes if (op := o.op) is not None]
+        chunks = [ack_at[i : i + MAX_ACKS_PER_CALL] for i in range(0, len(ack_at), MAX_ACKS_PER_CALL)]
+        for chunk in chunks:
+            msgs = [m for i in chunk if (m := outcomes[i].msg) is not None]
+            calls.append(self._broker.ack_many_op(queue, msgs, attempts=[outcomes[i].attempt for i in chunk]))
+        try:
+            results = await self._broker.run(calls)
+        except Exception as exc:
+            log.error("writing %d task outcome(s) of %s failed: %s", len(outcomes), queue, exc)
+            raise
+        out: list[Any] = [None] * len(outcomes)
+        for i, r in zip(op_at, results, strict=False):
             if isinstance(r, Exception):
                 log.error("task outcome not written: %s", r)
-            _resolve(fut, r)
-        for chunk, r in zip(groups, results[len(ops) :], strict=True):
+            out[i] = r
+        for chunk, r in zip(chunks, results[len(op_at) :], strict=True):
             if isinstance(r, Exception):
                 log.error("%d task success(es) not written: %s", len(chunk), r)
-                for _, _, fut in chunk:
-                    _resolve(fut, r)
+                for i in chunk:
+                    out[i] = r
                 continue
-            for (_, _, fut), one in zip(chunk, r, strict=True):
-                _resolve(fut, int(one))
-
-
-def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
-    if not fut.done():  # the submitter may have been cancelled meanwhile
-        fut.set_result(value)
+            for i, one in zip(chunk, r, strict=True):
+                out[i] = int(one)
+        return out
