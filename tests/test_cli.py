@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,11 +13,13 @@ from pathlib import Path
 
 import anyio
 import pytest
+import typer
 from conftest import RunningCluster
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
-from asynq_aio import Client, RedisClusterClientOpt, Task
+from asynq_aio import Client, RedisClusterClientOpt, Task, parse_redis_url
 from asynq_aio.cli.app import app
+from asynq_aio.cli.common import ConnectionFlags, clean_errors, connection_flags
 from asynq_aio.inspector import Inspector
 
 runner = CliRunner()
@@ -55,6 +58,103 @@ async def test_queue_ls_cluster_prints_slot_and_nodes(redis_cluster: RunningClus
     table = await anyio.to_thread.run_sync(lambda: runner.invoke(app, ["queue", "ls", "--cluster"], env=env))
     assert table.exit_code == 0
     assert "Cluster KeySlot" in table.output and "16340" in table.output
+
+
+CONNECTION_FLAGS = {
+    "--redis-url": "ASYNQ_REDIS_URL",
+    "--cluster-addrs": "ASYNQ_CLUSTER_ADDRS",
+    "--username": "ASYNQ_REDIS_USERNAME",
+    "--password": "ASYNQ_REDIS_PASSWORD",
+}
+NO_CONNECTION_ENV: dict[str, str | None] = dict.fromkeys(CONNECTION_FLAGS.values())
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["queue", "ls"],
+        ["task", "runall"],
+        ["cron", "history"],
+        ["stats"],
+        ["worker"],
+        ["scheduler"],
+        ["metrics"],
+    ],
+)
+def test_help_lists_each_connection_flag_once(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for flag, envvar in CONNECTION_FLAGS.items():
+        assert len(re.findall(rf"(?<![\w-]){flag}(?![\w-])", result.output)) == 1, (flag, result.output)
+        assert result.output.count(envvar) == 1, (envvar, result.output)
+
+
+@pytest.mark.anyio
+async def test_connection_flags_after_the_subcommand_and_from_env(
+    redis_cluster: RunningCluster, single_redis_url: str, unique_queue: str
+) -> None:
+    async with Client(parse_redis_url(single_redis_url)) as client:
+        await client.enqueue(Task("cli:flags", b""), queue=unique_queue)
+
+    async def run(*args: str, **env: str) -> Result:
+        return await anyio.to_thread.run_sync(
+            lambda: runner.invoke(app, list(args), env={**NO_CONNECTION_ENV, **env})
+        )
+
+    # a flag after the subcommand beats its environment variable
+    result = await run(
+        "queue", "ls", "--json", "--redis-url", single_redis_url, ASYNQ_REDIS_URL="redis://127.0.0.1:1/0"
+    )
+    assert result.exit_code == 0, result.output
+    assert unique_queue in json.loads(result.output)
+    result = await run(
+        "task", "ls", "-q", unique_queue, "-s", "pending", "--json", ASYNQ_REDIS_URL=single_redis_url
+    )
+    assert result.exit_code == 0, result.output
+    assert [t["type"] for t in json.loads(result.output)] == ["cli:flags"]
+    # --cluster works on a cluster connection only, so this one came from --cluster-addrs
+    addrs = ",".join(redis_cluster.addrs)
+    result = await run("queue", "ls", "--cluster", "--json", "--cluster-addrs", addrs)
+    assert result.exit_code == 0, result.output
+    # a user Redis does not know is refused, whether given as flags or as environment variables
+    user = "asynq-aio-cli-no-such-user"
+    result = await run(
+        "group", "ls", unique_queue, "--redis-url", single_redis_url, "--username", user, "--password", "x"
+    )
+    assert result.exit_code == 1 and result.output.startswith("error: "), result.output
+    result = await run(
+        "stats", ASYNQ_REDIS_URL=single_redis_url, ASYNQ_REDIS_USERNAME=user, ASYNQ_REDIS_PASSWORD="x"
+    )
+    assert result.exit_code == 1 and result.output.startswith("error: "), result.output
+    assert (await run("stats", ASYNQ_REDIS_URL=single_redis_url)).exit_code == 0
+
+
+@pytest.mark.parametrize("outer_clean_errors", [True, False])
+def test_connection_flags_compose_with_clean_errors(outer_clean_errors: bool) -> None:
+    seen: list[ConnectionFlags] = []
+
+    def command(conn: ConnectionFlags, name: str) -> None:
+        seen.append(conn)
+        if name == "bad":
+            raise ValueError("bad name")
+
+    cmd = (
+        clean_errors(connection_flags(command))
+        if outer_clean_errors
+        else connection_flags(clean_errors(command))
+    )
+    one = typer.Typer()
+    one.command()(cmd)
+    result = runner.invoke(
+        one,
+        ["x", "--cluster-addrs", "a:1,b:2", "--password", "p"],
+        env={**NO_CONNECTION_ENV, "ASYNQ_REDIS_USERNAME": "u"},
+    )
+    assert result.exit_code == 0, result.output
+    assert seen == [ConnectionFlags(None, "a:1,b:2", "u", "p")]
+    result = runner.invoke(one, ["bad"], env=NO_CONNECTION_ENV)
+    assert (result.exit_code, result.output) == (1, "error: bad name\n")
+    assert seen[-1] == ConnectionFlags()
 
 
 def test_unreachable_redis_is_one_line_error() -> None:
@@ -116,9 +216,9 @@ async def test_worker_command_processes_and_stops_on_sigterm(
     try:
         async with Client(RedisClusterClientOpt(addrs=redis_cluster.addrs)) as client:
             info = await client.enqueue(Task("cli:hello", {"n": 1}), queue=unique_queue)
-            qk = client.broker.queue_keys(unique_queue)
+            qk = client._broker.queue_keys(unique_queue)
             deadline = time.monotonic() + 20
-            while await client.broker.transport.call("EXISTS", qk.task(info.id)):
+            while await client._broker.transport.call("EXISTS", qk.task(info.id)):
                 assert time.monotonic() < deadline, "task not processed within 20 s"
                 await anyio.sleep(0.1)
         proc.send_signal(signal.SIGTERM)

@@ -325,7 +325,7 @@ async def test_server_ls(cli: Cli, client: Client, unique_queue: str) -> None:
         task_payload=b'{"n":1}', queue=unique_queue, started=now - timedelta(seconds=5),
         deadline=now + timedelta(minutes=30),
     )  # fmt: skip
-    await client.broker.write_server_state(server, [worker], ttl=30)
+    await client._broker.write_server_state(server, [worker], ttl=30)
     try:
         got = [s for s in await cli.json("server", "ls") if s["id"] == server.server_id]
         assert len(got) == 1
@@ -345,7 +345,7 @@ async def test_server_ls(cli: Cli, client: Client, unique_queue: str) -> None:
         assert re.fullmatch(r"4\ds ago", mine[0][5])
         assert any("task-running" in r for r in table)
     finally:
-        await client.broker.clear_server_state(server)
+        await client._broker.clear_server_state(server)
     assert server.server_id not in {s["id"] for s in await cli.json("server", "ls")}
 
 
@@ -413,7 +413,7 @@ async def test_stats(cli: Cli, redis_target: RedisTarget, pop: Populated) -> Non
 
 
 async def test_dash_once(cli: Cli, pop: Populated, client: Client) -> None:
-    await client.broker.pause(pop.queue)
+    await client._broker.pause(pop.queue)
     out = (await cli("dash", "--once")).output
     lines = out.splitlines()
     assert lines[0].startswith("asynq-aio dash · ")

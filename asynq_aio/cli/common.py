@@ -4,9 +4,14 @@ coroutine, and turning errors into one clear line instead of a traceback."""
 from __future__ import annotations
 
 import functools
+import importlib
+import inspect
 import logging
+import os
+import sys
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, ParamSpec, TypeVar
+from dataclasses import dataclass
+from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar, cast, overload
 
 import anyio
 import typer
@@ -63,6 +68,76 @@ def connection_options(
     return opt.model_copy(update=updates) if updates else opt
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionFlags:
+    """The four connection flags of a command, as given (``None`` when neither the flag nor its
+    environment variable is set). Field names are the typer parameter names."""
+
+    redis_url: str | None = None
+    cluster_addrs: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+    def options(self) -> RedisConnOpt:
+        return connection_options(self.redis_url, self.cluster_addrs, self.username, self.password)
+
+
+_FLAG_TYPES: dict[str, Any] = {
+    "redis_url": RedisURLOption,
+    "cluster_addrs": ClusterAddrsOption,
+    "username": UsernameOption,
+    "password": PasswordOption,
+}
+
+ConnCommand = Callable[Concatenate[ConnectionFlags, P], R]
+
+
+@overload
+def connection_flags(fn: ConnCommand[P, R], /) -> Callable[P, R]: ...
+@overload
+def connection_flags(*, after: str) -> Callable[[ConnCommand[P, R]], Callable[P, R]]: ...
+def connection_flags(
+    fn: ConnCommand[P, R] | None = None, /, *, after: str | None = None
+) -> Callable[P, R] | Callable[[ConnCommand[P, R]], Callable[P, R]]:
+    """Give a command the four connection flags as one first parameter, ``conn: ConnectionFlags``.
+
+    Typer reads the command's signature, so the wrapper's ``__signature__`` is the command's own
+    parameters (``conn`` left out) with ``--redis-url``, ``--cluster-addrs``, ``--username`` and
+    ``--password`` added last, or right after the parameter named ``after`` (where ``--help`` of
+    worker, scheduler and metrics has always listed them). Stacks with ``@clean_errors`` in either
+    order."""
+    if fn is None:
+        return lambda f: _with_flags(f, after)
+    return _with_flags(fn, after)
+
+
+def _with_flags(fn: ConnCommand[P, R], after: str | None) -> Callable[P, R]:
+    sig = inspect.signature(fn, eval_str=True)  # typer needs the annotations' values, not strings
+    own = list(sig.parameters.values())
+    if not own or own[0].name != "conn":
+        raise TypeError(f"{fn.__qualname__}: the first parameter must be conn: ConnectionFlags")
+    own = own[1:]
+    names = [p.name for p in own]
+    if after is not None and after not in names:
+        raise TypeError(f"{fn.__qualname__} has no parameter {after!r} to list the connection flags after")
+    at = len(own) if after is None else names.index(after) + 1
+    flags = [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=annotation)
+        for name, annotation in _FLAG_TYPES.items()
+    ]
+    params = [*own[:at], *flags, *own[at:]]
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        # typer passes the flags it parsed by keyword, next to the command's own parameters
+        conn = ConnectionFlags(**{name: cast("str | None", kwargs.pop(name, None)) for name in _FLAG_TYPES})
+        return fn(conn, *args, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params} | {"return": sig.return_annotation}
+    return wrapper
+
+
 def fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(1)
@@ -79,6 +154,26 @@ def clean_errors(fn: Callable[P, R]) -> Callable[P, R]:
             raise fail(str(exc) or type(exc).__name__) from None
 
     return wrapper
+
+
+def load_attribute(spec: str, example: str) -> Any:
+    """Import ``package.module:attribute`` (the current directory is importable, as with uvicorn);
+    a bad spec exits with one line naming ``example`` as the expected form."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise fail(f"expected MODULE:ATTRIBUTE (e.g. {example}), got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise fail(f"cannot import {module_name!r}: {exc}") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise fail(f"module {module_name!r} has no attribute {attr!r}") from None
+    return obj
 
 
 def run_async(fn: Callable[[], Awaitable[R]], *, uvloop: bool = True, quiet: bool = False) -> R:

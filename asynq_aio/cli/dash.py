@@ -15,16 +15,8 @@ from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from asynq_aio.cli.common import (
-    ClusterAddrsOption,
-    PasswordOption,
-    RedisURLOption,
-    UsernameOption,
-    clean_errors,
-    connection_options,
-    run_async,
-)
-from asynq_aio.cli.render import CLI_RETRY, console, error_rate, fmt_duration, table
+from asynq_aio.cli.common import ConnectionFlags, clean_errors, connection_flags
+from asynq_aio.cli.render import console, error_rate, fmt_duration, table, with_inspector
 from asynq_aio.inspector import Inspector, QueueInfo, ServerInfo
 
 
@@ -82,32 +74,28 @@ def render(frame: Frame, prev: Frame | None, where: str) -> RenderableType:
 
 
 @clean_errors
+@connection_flags
 def dash(
+    conn: ConnectionFlags,
     once: Annotated[bool, typer.Option("--once", help="Render one frame and exit.")] = False,
     interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between refreshes.")] = 1.0,
-    redis_url: RedisURLOption = None,
-    cluster_addrs: ClusterAddrsOption = None,
-    username: UsernameOption = None,
-    password: PasswordOption = None,
 ) -> None:
     """A live dashboard: queues with sizes by state, latency, today's counts and throughput."""
-    opt = connection_options(redis_url, cluster_addrs, username, password)
-    where = opt.describe()
+    where = conn.options().describe()
 
-    async def go() -> None:
-        async with Inspector(opt, retry=CLI_RETRY) as insp:
-            frame = await snapshot(insp)
-            c = console()
-            if once:
-                c.print(render(frame, None, where))
-                return
-            with Live(render(frame, None, where), console=c, refresh_per_second=4, screen=False) as live:
-                while True:
-                    await anyio.sleep(interval)
-                    prev, frame = frame, await snapshot(insp)
-                    live.update(render(frame, prev, where))
+    async def go(insp: Inspector) -> None:
+        frame = await snapshot(insp)
+        c = console()
+        if once:
+            c.print(render(frame, None, where))
+            return
+        with Live(render(frame, None, where), console=c, refresh_per_second=4, screen=False) as live:
+            while True:
+                await anyio.sleep(interval)
+                prev, frame = frame, await snapshot(insp)
+                live.update(render(frame, prev, where))
 
     try:
-        run_async(go, uvloop=False, quiet=True)
+        with_inspector(conn, go)
     except KeyboardInterrupt:
         return

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
-from asynq_aio.cli.common import (
-    ClusterAddrsOption,
-    PasswordOption,
-    RedisURLOption,
-    UsernameOption,
-    clean_errors,
-)
-from asynq_aio.cli.render import JsonOption, console, echo_json, table, with_inspector
+from asynq_aio.cli.common import ConnectionFlags, clean_errors, connection_flags
+from asynq_aio.cli.render import JsonOption, QueueArgument, console, echo_json, table, with_inspector
 from asynq_aio.inspector import GroupInfo, Inspector
 
 group_app = typer.Typer(help="Inspect groups of tasks waiting for aggregation.", no_args_is_help=True)
@@ -21,20 +13,14 @@ group_app = typer.Typer(help="Inspect groups of tasks waiting for aggregation.",
 
 @group_app.command("ls")
 @clean_errors
-def ls(
-    queue: Annotated[str, typer.Argument(help="Queue name.")],
-    as_json: JsonOption = False,
-    redis_url: RedisURLOption = None,
-    cluster_addrs: ClusterAddrsOption = None,
-    username: UsernameOption = None,
-    password: PasswordOption = None,
-) -> None:
+@connection_flags
+def ls(conn: ConnectionFlags, queue: QueueArgument, as_json: JsonOption = False) -> None:
     """List the queue's groups and how many tasks each holds."""
 
     async def go(insp: Inspector) -> list[GroupInfo]:
         return await insp.groups(queue)
 
-    groups = with_inspector((redis_url, cluster_addrs, username, password), go)
+    groups = with_inspector(conn, go)
     if as_json:
         echo_json(groups)
         return

@@ -15,20 +15,13 @@ from typing import Annotated
 import anyio
 import typer
 
-from asynq_aio.cli.common import (
-    ClusterAddrsOption,
-    PasswordOption,
-    RedisURLOption,
-    UsernameOption,
-    clean_errors,
-    connection_options,
-    fail,
-    run_async,
-)
+from asynq_aio.cli.common import ConnectionFlags, clean_errors, connection_flags, fail, run_async
 
 
 @clean_errors
+@connection_flags(after="queue")
 def metrics(
+    conn: ConnectionFlags,
     port: Annotated[int, typer.Option(help="Port for /metrics (0 picks a free one).")] = 9876,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
     interval: Annotated[float, typer.Option(help="Seconds between reads of every queue.")] = 5.0,
@@ -46,10 +39,6 @@ def metrics(
         list[str] | None,
         typer.Option("--queue", "-q", help="Export only this queue; repeat for more (default: all)."),
     ] = None,
-    redis_url: RedisURLOption = None,
-    cluster_addrs: ClusterAddrsOption = None,
-    username: UsernameOption = None,
-    password: PasswordOption = None,
     log_level: Annotated[str, typer.Option(envvar="ASYNQ_LOG_LEVEL")] = "INFO",
 ) -> None:
     """Serve Prometheus metrics of every queue (Asynq's metric names) until SIGINT/SIGTERM."""
@@ -62,7 +51,7 @@ def metrics(
     if interval <= 0:
         raise fail(f"--interval must be positive, got {interval}")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    opt = connection_options(redis_url, cluster_addrs, username, password)
+    opt = conn.options()
 
     async def go() -> None:
         registry = CollectorRegistry()

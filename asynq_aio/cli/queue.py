@@ -6,44 +6,39 @@ from typing import Annotated
 
 import typer
 
-from asynq_aio.cli.common import (
-    ClusterAddrsOption,
-    PasswordOption,
-    RedisURLOption,
-    UsernameOption,
-    clean_errors,
-    fail,
-)
+from asynq_aio.cli.common import ConnectionFlags, clean_errors, connection_flags, fail
 from asynq_aio.cli.render import (
     CLI_RETRY,
+    STATE_COLUMNS,
     JsonOption,
     console,
     echo_json,
     error_rate,
     fmt_bytes,
     fmt_duration,
+    for_each,
     print_lines,
+    rate_table,
+    sections,
     table,
     with_inspector,
 )
-from asynq_aio.inspector import DailyStats, Inspector, QueueInfo, QueueLocation
+from asynq_aio.inspector import Inspector, QueueInfo, QueueLocation
 
 __all__ = ["CLI_RETRY", "queue_app"]
 
 queue_app = typer.Typer(help="Inspect and manage queues.", no_args_is_help=True)
 
-STATE_COLUMNS = ("active", "pending", "aggregating", "scheduled", "retry", "archived", "completed")
+QueuesArgument = Annotated[list[str], typer.Argument(help="Queue name(s).")]
 
 
 @queue_app.command("ls")
 @clean_errors
+@connection_flags
 def ls(
+    conn: ConnectionFlags,
     cluster: Annotated[bool, typer.Option("--cluster", help="Show each queue's key slot and nodes.")] = False,
     as_json: JsonOption = False,
-    redis_url: RedisURLOption = None,
-    cluster_addrs: ClusterAddrsOption = None,
-    username: UsernameOption = None,
-    password: PasswordOption = None,
 ) -> None:
     """List queues; with --cluster, the cluster key slot and nodes (master first) of each."""
 
@@ -55,7 +50,7 @@ def ls(
             raise fail("--cluster needs a Redis Cluster (--cluster-addrs or ASYNQ_CLUSTER_ADDRS)")
         return queues, await insp.cluster_locations(queues)
 
-    queues, locations = with_inspector((redis_url, cluster_addrs, username, password), go)
+    queues, locations = with_inspector(conn, go)
     if as_json:
         if cluster:
             echo_json(
@@ -90,27 +85,14 @@ def ls(
 
 @queue_app.command("inspect")
 @clean_errors
-def inspect(
-    queues: Annotated[list[str], typer.Argument(help="Queue name(s).")],
-    as_json: JsonOption = False,
-    redis_url: RedisURLOption = None,
-    cluster_addrs: ClusterAddrsOption = None,
-    username: UsernameOption = None,
-    password: PasswordOption = None,
-) -> None:
+@connection_flags
+def inspect(conn: ConnectionFlags, queues: QueuesArgument, as_json: JsonOption = False) -> None:
     """Size, tasks by state, today's counters, latency and memory of each queue."""
-
-    async def go(insp: Inspector) -> list[QueueInfo]:
-        return [await insp.get_queue_info(q) for q in queues]
-
-    infos = with_inspector((redis_url, cluster_addrs, username, password), go)
+    infos = [info for _, info in for_each(conn, queues, lambda insp, q: insp.get_queue_info(q))]
     if as_json:
         echo_json(infos if len(infos) > 1 else infos[0])
         return
-    c = console()
-    for i, info in enumerate(infos):
-        if i:
-            c.print("\n" + "=" * 49 + "\n")
+    for info in sections(console(), infos):
         print_queue_info(info)
 
 
@@ -134,44 +116,28 @@ def print_queue_info(info: QueueInfo) -> None:
     c.print(t)
     c.print()
     c.print(f"[bold]Daily Stats {info.timestamp:%Y-%m-%d} UTC[/bold]")
-    t = table("processed", "failed", "error rate")
-    t.add_row(str(info.processed), str(info.failed), error_rate(info.processed, info.failed))
-    c.print(t)
+    c.print(rate_table(info.processed, info.failed))
     c.print()
     c.print("[bold]All-time Stats[/bold]")
-    t = table("processed", "failed", "error rate")
-    t.add_row(
-        str(info.processed_total),
-        str(info.failed_total),
-        error_rate(info.processed_total, info.failed_total),
-    )
-    c.print(t)
+    c.print(rate_table(info.processed_total, info.failed_total))
 
 
 @queue_app.command("history")
 @clean_errors
+@connection_flags
 def history(
-    queues: Annotated[list[str], typer.Argument(help="Queue name(s).")],
+    conn: ConnectionFlags,
+    queues: QueuesArgument,
     days: Annotated[int, typer.Option("--days", "-x", min=1, help="How many days back, today first.")] = 10,
     as_json: JsonOption = False,
-    redis_url: RedisURLOption = None,
-    cluster_addrs: ClusterAddrsOption = None,
-    username: UsernameOption = None,
-    password: PasswordOption = None,
 ) -> None:
     """Processed and failed counts per UTC day."""
-
-    async def go(insp: Inspector) -> list[list[DailyStats]]:
-        return [await insp.history(q, days) for q in queues]
-
-    stats = with_inspector((redis_url, cluster_addrs, username, password), go)
+    stats = for_each(conn, queues, lambda insp, q: insp.history(q, days))
     if as_json:
-        echo_json({q: s for q, s in zip(queues, stats, strict=True)})
+        echo_json(dict(stats))
         return
     c = console()
-    for i, (q, rows) in enumerate(zip(queues, stats, strict=True)):
-        if i:
-            c.print("\n" + "=" * 49 + "\n")
+    for q, rows in sections(c, stats):
         c.print(f"Queue: {q}\n", markup=False)
         t = table("date (UTC)", "processed", "failed", "error rate")
         for d in rows:
@@ -181,59 +147,31 @@ def history(
 
 @queue_app.command("pause")
 @clean_errors
-def pause(
-    queues: Annotated[list[str], typer.Argument(help="Queue name(s).")],
-    redis_url: RedisURLOption = None,
-    cluster_addrs: ClusterAddrsOption = None,
-    username: UsernameOption = None,
-    password: PasswordOption = None,
-) -> None:
+@connection_flags
+def pause(conn: ConnectionFlags, queues: QueuesArgument) -> None:
     """Pause queues: servers stop taking their tasks (running tasks finish)."""
-
-    async def go(insp: Inspector) -> list[bool]:
-        return [await insp.pause_queue(q) for q in queues]
-
-    for q, changed in zip(
-        queues, with_inspector((redis_url, cluster_addrs, username, password), go), strict=True
-    ):
+    for q, changed in for_each(conn, queues, lambda insp, q: insp.pause_queue(q)):
         typer.echo(f'Successfully paused queue "{q}"' if changed else f'Queue "{q}" was already paused')
 
 
 @queue_app.command("unpause")
 @clean_errors
-def unpause(
-    queues: Annotated[list[str], typer.Argument(help="Queue name(s).")],
-    redis_url: RedisURLOption = None,
-    cluster_addrs: ClusterAddrsOption = None,
-    username: UsernameOption = None,
-    password: PasswordOption = None,
-) -> None:
+@connection_flags
+def unpause(conn: ConnectionFlags, queues: QueuesArgument) -> None:
     """Unpause queues."""
-
-    async def go(insp: Inspector) -> list[bool]:
-        return [await insp.unpause_queue(q) for q in queues]
-
-    for q, changed in zip(
-        queues, with_inspector((redis_url, cluster_addrs, username, password), go), strict=True
-    ):
+    for q, changed in for_each(conn, queues, lambda insp, q: insp.unpause_queue(q)):
         typer.echo(f'Successfully unpaused queue "{q}"' if changed else f'Queue "{q}" was not paused')
 
 
 @queue_app.command("rm")
 @clean_errors
+@connection_flags
 def rm(
-    queues: Annotated[list[str], typer.Argument(help="Queue name(s).")],
+    conn: ConnectionFlags,
+    queues: QueuesArgument,
     force: Annotated[bool, typer.Option("--force", "-f", help="Remove even if the queue has tasks.")] = False,
-    redis_url: RedisURLOption = None,
-    cluster_addrs: ClusterAddrsOption = None,
-    username: UsernameOption = None,
-    password: PasswordOption = None,
 ) -> None:
     """Remove queues and all their keys. A queue with tasks needs --force; one with active tasks
     is refused."""
-
-    async def go(insp: Inspector) -> list[int]:
-        return [await insp.delete_queue(q, force=force) for q in queues]
-
-    for q, n in zip(queues, with_inspector((redis_url, cluster_addrs, username, password), go), strict=True):
+    for q, n in for_each(conn, queues, lambda insp, q: insp.delete_queue(q, force=force)):
         typer.echo(f'Successfully removed queue "{q}" ({n} keys deleted)')

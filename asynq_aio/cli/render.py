@@ -7,7 +7,7 @@ import base64
 import dataclasses
 import json
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
@@ -17,30 +17,44 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from asynq_aio.cli.common import connection_options, run_async
+from asynq_aio.cli.common import ConnectionFlags, run_async
 from asynq_aio.inspector import Inspector
 from asynq_aio.task import TaskInfo
 from asynq_aio.transport import RetryPolicy
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 CLI_RETRY = RetryPolicy(budget=5.0)
 
+# Task counts by state, in the Go CLI's column order.
+STATE_COLUMNS = ("active", "pending", "aggregating", "scheduled", "retry", "archived", "completed")
+
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+QueueArgument = Annotated[str, typer.Argument(help="Queue name.")]
+PageOption = Annotated[int, typer.Option("--page", "-p", min=1, help="Page number, from 1.")]
 
 
-def with_inspector(
-    conn: tuple[str | None, str | None, str | None, str | None],
-    fn: Callable[[Inspector], Awaitable[R]],
-) -> R:
+def with_inspector(conn: ConnectionFlags, fn: Callable[[Inspector], Awaitable[R]]) -> R:
     """Open an Inspector from the connection flags, run ``fn`` on it, close it."""
-    opt = connection_options(*conn)
+    opt = conn.options()
 
     async def go() -> R:
         async with Inspector(opt, retry=CLI_RETRY) as insp:
             return await fn(insp)
 
     return run_async(go, uvloop=False, quiet=True)
+
+
+def for_each(
+    conn: ConnectionFlags, names: Sequence[str], fn: Callable[[Inspector, str], Awaitable[R]]
+) -> list[tuple[str, R]]:
+    """``fn`` on one Inspector for each name (queue, task ID, entry ID) in turn: ``(name, result)``."""
+
+    async def go(insp: Inspector) -> list[tuple[str, R]]:
+        return [(name, await fn(insp, name)) for name in names]
+
+    return with_inspector(conn, go)
 
 
 def console() -> Console:
@@ -167,6 +181,21 @@ def fmt_bytes(n: int | None) -> str:
             return f"{size:.0f}{unit}" if unit == "B" else f"{size:.2f}{unit}"
         size /= 1024
     return f"{size:.2f}GB"  # pragma: no cover
+
+
+def sections(c: Console, items: Iterable[T]) -> Iterator[T]:
+    """``items``, with the Go CLI's rule printed between two (one section per queue or entry)."""
+    for i, item in enumerate(items):
+        if i:
+            c.print("\n" + "=" * 49 + "\n")
+        yield item
+
+
+def rate_table(processed: int, failed: int) -> Table:
+    """Processed and failed counts with the error rate, as one row."""
+    t = table("processed", "failed", "error rate")
+    t.add_row(str(processed), str(failed), error_rate(processed, failed))
+    return t
 
 
 def print_lines(c: Console, pairs: Sequence[tuple[str, str]]) -> None:

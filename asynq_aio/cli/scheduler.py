@@ -7,24 +7,19 @@ restart). Run it on two hosts for availability: each fire is still enqueued once
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
-import os
-import sys
 from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
 
 from asynq_aio.cli.common import (
-    ClusterAddrsOption,
-    PasswordOption,
-    RedisURLOption,
-    UsernameOption,
+    ConnectionFlags,
     clean_errors,
-    connection_options,
+    connection_flags,
     fail,
+    load_attribute,
     run_async,
 )
 from asynq_aio.logfmt import configure_logging
@@ -32,24 +27,6 @@ from asynq_aio.periodic import ConfigProvider, PeriodicTaskConfig, PeriodicTaskM
 from asynq_aio.scheduler import CronEntry, Scheduler
 
 __all__ = ["scheduler"]
-
-
-def _load(spec: str) -> Any:
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise fail(f"expected MODULE:ATTRIBUTE (e.g. myapp.cron:entries), got {spec!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise fail(f"cannot import {module_name!r}: {exc}") from None
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise fail(f"module {module_name!r} has no attribute {attr!r}") from None
-    return obj
 
 
 def _configs(spec: str, value: Any) -> Sequence[PeriodicTaskConfig]:
@@ -62,17 +39,15 @@ def _configs(spec: str, value: Any) -> Sequence[PeriodicTaskConfig]:
 
 
 @clean_errors
+@connection_flags(after="entries")
 def scheduler(
+    conn: ConnectionFlags,
     entries: Annotated[
         str,
         typer.Argument(
             help="MODULE:ATTRIBUTE of a list of PeriodicTaskConfig, or of a (async) function returning one."
         ),
     ],
-    redis_url: RedisURLOption = None,
-    cluster_addrs: ClusterAddrsOption = None,
-    username: UsernameOption = None,
-    password: PasswordOption = None,
     tz: Annotated[
         str,
         typer.Option("--tz", envvar="ASYNQ_SCHEDULER_TZ", help="Time zone of cron specs (IANA)."),
@@ -84,8 +59,8 @@ def scheduler(
 ) -> None:
     """Enqueue periodic tasks on their cron specs until SIGINT/SIGTERM."""
     configure_logging(log_level.upper(), "text")
-    target = _load(entries)
-    sched = Scheduler(connection_options(redis_url, cluster_addrs, username, password), location=tz)
+    target = load_attribute(entries, "myapp.cron:entries")
+    sched = Scheduler(conn.options(), location=tz)
     provider: ConfigProvider
     if callable(target):
         fn = target

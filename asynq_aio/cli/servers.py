@@ -8,24 +8,21 @@ from typing import Annotated
 
 import typer
 
-from asynq_aio.cli.common import (
-    ClusterAddrsOption,
-    PasswordOption,
-    RedisURLOption,
-    UsernameOption,
-    clean_errors,
-)
+from asynq_aio.cli.common import ConnectionFlags, clean_errors, connection_flags
 from asynq_aio.cli.render import (
     JsonOption,
+    PageOption,
     console,
     echo_json,
     fmt_payload,
     fmt_relative,
     fmt_time,
+    for_each,
+    sections,
     table,
     with_inspector,
 )
-from asynq_aio.inspector import Inspector, SchedulerEnqueueEventInfo, SchedulerEntryInfo, ServerInfo
+from asynq_aio.inspector import Inspector, SchedulerEntryInfo, ServerInfo
 
 server_app = typer.Typer(help="Inspect running servers.", no_args_is_help=True)
 cron_app = typer.Typer(help="Inspect periodic tasks (scheduler entries).", no_args_is_help=True)
@@ -33,20 +30,18 @@ cron_app = typer.Typer(help="Inspect periodic tasks (scheduler entries).", no_ar
 
 @server_app.command("ls")
 @clean_errors
+@connection_flags
 def server_ls(
+    conn: ConnectionFlags,
     workers: Annotated[bool, typer.Option("--workers", "-w", help="Also list each running task.")] = False,
     as_json: JsonOption = False,
-    redis_url: RedisURLOption = None,
-    cluster_addrs: ClusterAddrsOption = None,
-    username: UsernameOption = None,
-    password: PasswordOption = None,
 ) -> None:
     """List live servers: host, PID, state, busy workers, queues with weights, uptime."""
 
     async def go(insp: Inspector) -> list[ServerInfo]:
         return await insp.servers()
 
-    servers = with_inspector((redis_url, cluster_addrs, username, password), go)
+    servers = with_inspector(conn, go)
     if as_json:
         echo_json(servers)
         return
@@ -87,19 +82,14 @@ def server_ls(
 
 @cron_app.command("ls")
 @clean_errors
-def cron_ls(
-    as_json: JsonOption = False,
-    redis_url: RedisURLOption = None,
-    cluster_addrs: ClusterAddrsOption = None,
-    username: UsernameOption = None,
-    password: PasswordOption = None,
-) -> None:
+@connection_flags
+def cron_ls(conn: ConnectionFlags, as_json: JsonOption = False) -> None:
     """List the periodic task entries of live schedulers."""
 
     async def go(insp: Inspector) -> list[SchedulerEntryInfo]:
         return await insp.scheduler_entries()
 
-    entries = with_inspector((redis_url, cluster_addrs, username, password), go)
+    entries = with_inspector(conn, go)
     if as_json:
         echo_json(entries)
         return
@@ -124,29 +114,23 @@ def cron_ls(
 
 @cron_app.command("history")
 @clean_errors
+@connection_flags
 def cron_history(
+    conn: ConnectionFlags,
     entry_ids: Annotated[list[str], typer.Argument(metavar="ENTRY_ID...", help="Scheduler entry ID(s).")],
-    page: Annotated[int, typer.Option("--page", "-p", min=1, help="Page number, from 1.")] = 1,
+    page: PageOption = 1,
     size: Annotated[int, typer.Option("--size", "-n", min=1, help="Events per page.")] = 30,
     as_json: JsonOption = False,
-    redis_url: RedisURLOption = None,
-    cluster_addrs: ClusterAddrsOption = None,
-    username: UsernameOption = None,
-    password: PasswordOption = None,
 ) -> None:
     """When a scheduler entry enqueued which task, newest first."""
-
-    async def go(insp: Inspector) -> list[list[SchedulerEnqueueEventInfo]]:
-        return [await insp.list_scheduler_enqueue_events(e, page=page, size=size) for e in entry_ids]
-
-    events = with_inspector((redis_url, cluster_addrs, username, password), go)
+    events = for_each(
+        conn, entry_ids, lambda insp, e: insp.list_scheduler_enqueue_events(e, page=page, size=size)
+    )
     if as_json:
-        echo_json({e: ev for e, ev in zip(entry_ids, events, strict=True)})
+        echo_json(dict(events))
         return
     c = console()
-    for i, (entry, evs) in enumerate(zip(entry_ids, events, strict=True)):
-        if i:
-            c.print("\n" + "=" * 49 + "\n")
+    for entry, evs in sections(c, events):
         c.print(f"Entry: {entry}\n", markup=False)
         if not evs:
             c.print("No enqueue events")

@@ -7,26 +7,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from asynq_aio.cli.common import (
-    ClusterAddrsOption,
-    PasswordOption,
-    RedisURLOption,
-    UsernameOption,
-    clean_errors,
-)
+from asynq_aio.cli.common import ConnectionFlags, clean_errors, connection_flags
 from asynq_aio.cli.render import (
+    STATE_COLUMNS,
     JsonOption,
     console,
     echo_json,
     error_rate,
     fmt_bytes,
     jsonable,
+    rate_table,
     table,
     with_inspector,
 )
 from asynq_aio.inspector import Inspector, QueueInfo, RedisNodeInfo
-
-STATES = ("active", "pending", "aggregating", "scheduled", "retry", "archived", "completed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +31,7 @@ class Stats:
     at: datetime
 
     def totals(self) -> dict[str, int]:
-        return {s: sum(getattr(q, s) for q in self.queues) for s in STATES}
+        return {s: sum(getattr(q, s) for q in self.queues) for s in STATE_COLUMNS}
 
     def processed(self) -> int:
         return sum(q.processed for q in self.queues)
@@ -53,15 +47,10 @@ async def collect(insp: Inspector) -> Stats:
 
 
 @clean_errors
-def stats(
-    as_json: JsonOption = False,
-    redis_url: RedisURLOption = None,
-    cluster_addrs: ClusterAddrsOption = None,
-    username: UsernameOption = None,
-    password: PasswordOption = None,
-) -> None:
+@connection_flags
+def stats(conn: ConnectionFlags, as_json: JsonOption = False) -> None:
     """Tasks by state and by queue, today's processed/failed/error rate, and Redis info."""
-    st = with_inspector((redis_url, cluster_addrs, username, password), collect)
+    st = with_inspector(conn, collect)
     if as_json:
         out: dict[str, Any] = {
             "states": st.totals(),
@@ -78,19 +67,19 @@ def stats(
         return
     c = console()
     c.print("[bold]Task Count by State[/bold]")
-    t = table(*STATES)
+    t = table(*STATE_COLUMNS)
     totals = st.totals()
-    t.add_row(*(str(totals[s]) for s in STATES))
+    t.add_row(*(str(totals[s]) for s in STATE_COLUMNS))
     c.print(t)
     c.print()
     c.print("[bold]Task Count by Queue[/bold]")
     if st.queues:
-        t = table("Queue", "Size", *STATES, "Paused")
+        t = table("Queue", "Size", *STATE_COLUMNS, "Paused")
         for q in st.queues:
             t.add_row(
                 q.queue + (" (paused)" if q.paused else ""),
                 str(q.size),
-                *(str(getattr(q, s)) for s in STATES),
+                *(str(getattr(q, s)) for s in STATE_COLUMNS),
                 str(q.paused).lower(),
             )
         c.print(t)
@@ -98,9 +87,7 @@ def stats(
         c.print("No queues.")
     c.print()
     c.print(f"[bold]Daily Stats {st.at:%Y-%m-%d} UTC[/bold]")
-    t = table("processed", "failed", "error rate")
-    t.add_row(str(st.processed()), str(st.failed()), error_rate(st.processed(), st.failed()))
-    c.print(t)
+    c.print(rate_table(st.processed(), st.failed()))
     c.print()
     if st.cluster:
         c.print("[bold]Redis Cluster Info[/bold]")

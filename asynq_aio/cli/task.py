@@ -7,20 +7,17 @@ from typing import Annotated
 
 import typer
 
-from asynq_aio.cli.common import (
-    ClusterAddrsOption,
-    PasswordOption,
-    RedisURLOption,
-    UsernameOption,
-    clean_errors,
-)
+from asynq_aio.cli.common import ConnectionFlags, clean_errors, connection_flags
 from asynq_aio.cli.render import (
     JsonOption,
+    PageOption,
+    QueueArgument,
     console,
     echo_json,
     fmt_payload,
     fmt_relative,
     fmt_time,
+    for_each,
     print_lines,
     table,
     with_inspector,
@@ -37,6 +34,7 @@ StateOption = Annotated[str, typer.Option("--state", "-s", help=f"Task state: {S
 GroupOption = Annotated[
     str | None, typer.Option("--group", "-g", help="Group name (needed for aggregating tasks).")
 ]
+TaskIDArgument = Annotated[str, typer.Argument(metavar="ID", help="Task ID.")]
 
 
 def _state(value: str) -> TaskState:
@@ -48,17 +46,15 @@ def _state(value: str) -> TaskState:
 
 @task_app.command("ls")
 @clean_errors
+@connection_flags
 def ls(
+    conn: ConnectionFlags,
     queue: QueueOption,
     state: StateOption,
     group: GroupOption = None,
-    page: Annotated[int, typer.Option("--page", "-p", min=1, help="Page number, from 1.")] = 1,
+    page: PageOption = 1,
     size: Annotated[int, typer.Option("--size", "-n", min=1, help="Tasks per page.")] = 30,
     as_json: JsonOption = False,
-    redis_url: RedisURLOption = None,
-    cluster_addrs: ClusterAddrsOption = None,
-    username: UsernameOption = None,
-    password: PasswordOption = None,
 ) -> None:
     """List one page of a queue's tasks in a state (pending in dequeue order)."""
     st = _state(state)
@@ -68,7 +64,7 @@ def ls(
     async def go(insp: Inspector) -> list[TaskInfo]:
         return await insp.list_tasks(queue, st, group=group, page=page, size=size)
 
-    tasks = with_inspector((redis_url, cluster_addrs, username, password), go)
+    tasks = with_inspector(conn, go)
     if as_json:
         echo_json(tasks)
         return
@@ -108,21 +104,16 @@ def ls(
 
 @task_app.command("inspect")
 @clean_errors
+@connection_flags
 def inspect(
-    queue: Annotated[str, typer.Argument(help="Queue name.")],
-    task_id: Annotated[str, typer.Argument(metavar="ID", help="Task ID.")],
-    as_json: JsonOption = False,
-    redis_url: RedisURLOption = None,
-    cluster_addrs: ClusterAddrsOption = None,
-    username: UsernameOption = None,
-    password: PasswordOption = None,
+    conn: ConnectionFlags, queue: QueueArgument, task_id: TaskIDArgument, as_json: JsonOption = False
 ) -> None:
     """Show one task: state, retries, next process time, last failure, result."""
 
     async def go(insp: Inspector) -> TaskInfo:
         return await insp.get_task_info(queue, task_id)
 
-    info = with_inspector((redis_url, cluster_addrs, username, password), go)
+    info = with_inspector(conn, go)
     if as_json:
         echo_json(info)
         return
@@ -176,21 +167,13 @@ def print_task_info(info: TaskInfo) -> None:
 
 @task_app.command("cancel")
 @clean_errors
+@connection_flags
 def cancel(
+    conn: ConnectionFlags,
     task_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="IDs of running tasks.")],
-    redis_url: RedisURLOption = None,
-    cluster_addrs: ClusterAddrsOption = None,
-    username: UsernameOption = None,
-    password: PasswordOption = None,
 ) -> None:
     """Ask the servers to cancel running tasks (PUBLISH asynq:cancel)."""
-
-    async def go(insp: Inspector) -> None:
-        for tid in task_ids:
-            await insp.cancel_processing(tid)
-
-    with_inspector((redis_url, cluster_addrs, username, password), go)
-    for tid in task_ids:
+    for tid, _ in for_each(conn, task_ids, lambda insp, tid: insp.cancel_processing(tid)):
         typer.echo(f"Sent cancelation signal for task {tid}")
 
 
@@ -209,33 +192,22 @@ ALL_HELP = {
 def _one(action: str, past: str) -> None:
     @task_app.command(action, help=ONE_HELP[action])
     @clean_errors
-    def command(
-        queue: Annotated[str, typer.Argument(help="Queue name.")],
-        task_id: Annotated[str, typer.Argument(metavar="ID", help="Task ID.")],
-        redis_url: RedisURLOption = None,
-        cluster_addrs: ClusterAddrsOption = None,
-        username: UsernameOption = None,
-        password: PasswordOption = None,
-    ) -> None:
+    @connection_flags
+    def command(conn: ConnectionFlags, queue: QueueArgument, task_id: TaskIDArgument) -> None:
         async def go(insp: Inspector) -> None:
             method = {"delete": insp.delete_task, "run": insp.run_task, "archive": insp.archive_task}[action]
             await method(queue, task_id)
 
-        with_inspector((redis_url, cluster_addrs, username, password), go)
+        with_inspector(conn, go)
         typer.echo(f"Task {task_id} {past}")
 
 
 def _all(action: str, past: str) -> None:
     @task_app.command(f"{action}all", help=ALL_HELP[action])
     @clean_errors
+    @connection_flags
     def command(
-        queue: Annotated[str, typer.Argument(help="Queue name.")],
-        state: StateOption,
-        group: GroupOption = None,
-        redis_url: RedisURLOption = None,
-        cluster_addrs: ClusterAddrsOption = None,
-        username: UsernameOption = None,
-        password: PasswordOption = None,
+        conn: ConnectionFlags, queue: QueueArgument, state: StateOption, group: GroupOption = None
     ) -> None:
         st = _state(state)
         if st is TaskState.AGGREGATING and not group:
@@ -249,11 +221,12 @@ def _all(action: str, past: str) -> None:
             }[action]
             return await method(queue, st, group=group)
 
-        n = with_inspector((redis_url, cluster_addrs, username, password), go)
+        n = with_inspector(conn, go)
         typer.echo(f"{n} {st.value} tasks {past}")
 
 
-for _action, _past in (("delete", "deleted"), ("run", "moved to pending"), ("archive", "archived")):
+ACTIONS = (("delete", "deleted"), ("run", "moved to pending"), ("archive", "archived"))
+for _action, _past in ACTIONS:
     _one(_action, _past)
-for _action, _past in (("delete", "deleted"), ("run", "moved to pending"), ("archive", "archived")):
+for _action, _past in ACTIONS:  # after the single-task commands: the order --help lists them in
     _all(_action, _past)

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
-import os
-import sys
 from typing import Annotated, Any
 
 import typer
 
 from asynq_aio.cli.common import (
-    ClusterAddrsOption,
-    PasswordOption,
-    RedisURLOption,
-    UsernameOption,
+    ConnectionFlags,
     clean_errors,
-    connection_options,
+    connection_flags,
     fail,
+    load_attribute,
     run_async,
 )
 from asynq_aio.logfmt import configure_logging
@@ -27,22 +22,8 @@ from asynq_aio.server.server import Server
 
 
 def load_object(spec: str) -> Any:
-    """Import ``package.module:attribute`` (the current directory is importable, as with uvicorn)."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise fail(f"expected MODULE:ATTRIBUTE (e.g. myapp.tasks:mux), got {spec!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise fail(f"cannot import {module_name!r}: {exc}") from None
-    obj: Any = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise fail(f"module {module_name!r} has no attribute {attr!r}") from None
+    """Import the ServeMux or handler at ``package.module:attribute``."""
+    obj = load_attribute(spec, "myapp.tasks:mux")
     if not isinstance(obj, ServeMux) and not callable(obj):
         raise fail(f"{spec} is a {type(obj).__name__}, not a ServeMux or an async handler")
     return obj
@@ -62,12 +43,10 @@ def parse_queues(values: list[str]) -> dict[str, int]:
 
 
 @clean_errors
+@connection_flags(after="app")
 def worker(
+    conn: ConnectionFlags,
     app: Annotated[str, typer.Argument(help="MODULE:ATTRIBUTE of a ServeMux (or an async handler).")],
-    redis_url: RedisURLOption = None,
-    cluster_addrs: ClusterAddrsOption = None,
-    username: UsernameOption = None,
-    password: PasswordOption = None,
     concurrency: Annotated[
         int, typer.Option(envvar="ASYNQ_CONCURRENCY", help="Most tasks run at once.")
     ] = 10,
@@ -97,7 +76,7 @@ def worker(
         strict_priority=strict_priority,
         shutdown_timeout=shutdown_timeout,
     )
-    opt = connection_options(redis_url, cluster_addrs, username, password)
+    opt = conn.options()
     server = Server(opt, config)
     logging.getLogger("asynq_aio.cli").info(
         "worker %s: %s, concurrency %d, queues %s", app, opt.describe(), concurrency, config.queues
