@@ -12,7 +12,13 @@ from typing import Any
 
 from asynq_aio.errors import InvalidTaskError, PayloadTooLargeError
 from asynq_aio.protocol.broker import EnqueueRequest
-from asynq_aio.protocol.codec import from_unix, new_task_message, task_info
+from asynq_aio.protocol.codec import (
+    DEADLINE_MS_HEADER,
+    TIMEOUT_MS_HEADER,
+    from_unix,
+    new_task_message,
+    task_info,
+)
 from asynq_aio.protocol.keys import queue_keys, validate_queue_name
 from asynq_aio.task import Task, TaskInfo, TaskState
 
@@ -48,6 +54,8 @@ class ResolvedOptions:
     max_retry: int
     timeout_s: int
     deadline_unix: int
+    timeout_ms: int | None  # set when the timeout is not whole seconds
+    deadline_ms: int | None  # set when the deadline is not a whole second
     process_at: float | None
     unique_ttl_s: int
     retention_s: int
@@ -89,11 +97,16 @@ class EnqueueOptions:
             raise InvalidTaskError("task_id must not be empty")
         if self.process_at is not None and self.process_in is not None:
             raise InvalidTaskError("give process_at or process_in, not both")
-        # Asynq stores timeout and retention as whole seconds: a fraction rounds up, never down to
-        # 0 (a 0.3 s timeout became 0, which means "the 30-minute default"; a 0.5 s retention meant
-        # none).
-        t = math.ceil(seconds(self.timeout, "timeout"))
-        d = int(unix(self.deadline, "deadline")) if self.deadline is not None else 0
+        # Asynq stores timeout, deadline and retention as whole seconds: a fraction rounds up,
+        # never down to 0 (a 0.3 s timeout became 0, which means "the 30-minute default"; a 0.5 s
+        # retention meant none). Timeout and deadline keep their milliseconds in headers too, for
+        # asynq-aio workers (codec.exact_timeout / exact_deadline).
+        exact_t = seconds(self.timeout, "timeout")
+        if 0 < exact_t < 0.001:
+            raise InvalidTaskError(f"timeout must be at least a millisecond, got {self.timeout!r}")
+        t = math.ceil(exact_t)
+        exact_d = unix(self.deadline, "deadline") if self.deadline is not None else 0.0
+        d = math.ceil(exact_d)
         if t == 0 and d == 0:
             t = DEFAULT_TIMEOUT_S
         at: float | None = None
@@ -104,7 +117,7 @@ class EnqueueOptions:
         unique_s = seconds(self.unique, "unique")
         if self.unique is not None and unique_s < 1:
             raise InvalidTaskError("unique TTL must be at least one second")
-        unique_ttl = int(unique_s)
+        unique_ttl = math.ceil(unique_s)  # whole seconds (Redis EX), rounded up
         if unique_ttl and at is not None and at > now:
             unique_ttl += int(at - now)
         if self.group is not None and not self.group.strip():
@@ -115,6 +128,8 @@ class EnqueueOptions:
             max_retry=DEFAULT_MAX_RETRY if self.max_retry is None else self.max_retry,
             timeout_s=t,
             deadline_unix=d,
+            timeout_ms=round(exact_t * 1000) if 0 < exact_t != t else None,
+            deadline_ms=round(exact_d * 1000) if 0 < exact_d != d else None,
             process_at=at if at is not None and at > now else None,
             unique_ttl_s=unique_ttl,
             retention_s=math.ceil(seconds(self.retention, "retention")),
@@ -136,6 +151,12 @@ def prepare(
             f"{max_payload} bytes (Client max_payload_bytes)"
         )
     opts = options.resolve(now)
+    # the exact-limit headers come from the options only (a task copied from another keeps none)
+    headers = {k: v for k, v in task.headers.items() if k not in (TIMEOUT_MS_HEADER, DEADLINE_MS_HEADER)}
+    if opts.timeout_ms is not None:
+        headers[TIMEOUT_MS_HEADER] = str(opts.timeout_ms)
+    if opts.deadline_ms is not None:
+        headers[DEADLINE_MS_HEADER] = str(opts.deadline_ms)
     msg = new_task_message(
         task_id=opts.task_id,
         task_type=task.type,
@@ -147,7 +168,7 @@ def prepare(
         unique_key=queue_keys(opts.queue).unique(task.type, task.payload) if opts.unique_ttl_s else "",
         retention_s=opts.retention_s,
         group=opts.group,
-        headers=task.headers,
+        headers=headers,
     )
     req = EnqueueRequest(msg=msg, process_at=opts.process_at, unique_ttl=opts.unique_ttl_s)
     if opts.process_at is not None:

@@ -481,3 +481,34 @@ async def test_go_inspector_reads_asynq_aio_tasks_in_every_state(
     c = listed("completed")[completed_t.id]
     assert (c["result_hex"], c["retention_s"], c["payload_hex"]) == (b"py-result:c".hex(), 3600, b"c".hex())
     assert abs(c["completed_at"] - now) < 30
+
+
+@pytest.mark.slow
+async def test_go_reads_sub_second_delays_and_timeouts(
+    go_peer: GoPeer, redis_target: RedisTarget, client: Client, tmp_path: Path, unique_queue: str
+) -> None:
+    """asynq-aio keeps the milliseconds of process_in (a fractional zset score) and of a timeout
+    (a header, beside the whole seconds rounded up): Go's inspector reads the score and the
+    rounded-up timeout (1 s, never 0: that would mean "no timeout" to Go), and Go's forwarder moves
+    the fractional score once due and its worker runs the task (Go checks every 5 s)."""
+    q = unique_queue
+    later = await client.enqueue(Task("s", b"later"), queue=q, process_in=1.5)
+    quick = await client.enqueue(Task("p", b"quick"), queue=q, timeout=0.3)
+    score = float(await client._broker.transport.call("ZSCORE", k(q, "scheduled"), later.id))
+    assert score != int(score)  # the test needs a fractional score to prove anything
+
+    got = await go_peer.inspect(redis_target, q, later.id, quick.id)
+    assert got["tasks"][later.id]["state"] == "scheduled"
+    assert got["tasks"][later.id]["next_process_at"] == int(score)  # Go reads whole seconds of it
+    (pending,) = got["pending"]
+    assert (pending["id"], pending["timeout_s"]) == (quick.id, 1)
+    assert pending["headers"] == {"asynq-aio-timeout-ms": "300"}
+
+    async with go_worker(go_peer, redis_target, tmp_path, [q]) as worker:
+
+        async def both_ran() -> bool:
+            return {r["id"] for r in worker.runs()} == {later.id, quick.id}
+
+        await wait_until(both_ran, 15, what="the Go worker ran the scheduled and the quick task")
+    ran = by_id(worker.runs())
+    assert len(ran[later.id]) == 1 and len(ran[quick.id]) == 1

@@ -368,6 +368,58 @@ async def test_timeout_cancels_the_handler_and_retries(
     await assert_not_active(raw, unique_queue, info.id)
 
 
+async def test_a_sub_second_timeout_cancels_to_the_millisecond(
+    redis_target: RedisTarget, client: Client, raw: RawRedis, unique_queue: str
+) -> None:
+    """timeout=0.2 stops the handler after ~0.2 s, not the whole second Go reads (and not the
+    30-minute default a 0 once became). Generous bound: well under the rounded-up second."""
+    q = k(unique_queue)
+    mux = ServeMux()
+    started: list[float] = []
+    cancelled: list[float] = []
+
+    async def slow(task: Task) -> None:
+        started.append(time.monotonic())
+        try:
+            await anyio.sleep(30)
+        except anyio.get_cancelled_exc_class():
+            cancelled.append(time.monotonic())
+            raise
+
+    mux.handle_func("slow", slow)
+    async with serving(make_server(redis_target, {unique_queue: 1}), mux):
+        info = await client.enqueue(Task("slow"), queue=unique_queue, timeout=0.2)
+        await wait_until(in_zset(raw, q("retry"), info.id), 6, what="timed-out task in retry")
+    ran_for = cancelled[0] - started[0]
+    assert 0.15 <= ran_for < 0.8, ran_for
+    msg = await stored_msg(raw, unique_queue, info.id)
+    assert msg.timeout == 1  # what Go reads
+    assert msg.error_msg == "task timed out after 0.2s"
+
+
+async def test_a_fractional_delay_keeps_its_fraction(
+    redis_target: RedisTarget, client: Client, unique_queue: str
+) -> None:
+    """process_in=0.8 keeps its fraction in the scheduled score (a whole-second score would be due
+    up to a second early: int(now + 0.8) is at most now), and the forwarder sleeps until exactly
+    that score: forward_interval is 5 s here, so only the due time can wake it in time."""
+    mux = ServeMux()
+    ran_at: list[float] = []
+
+    async def handler(task: Task) -> None:
+        ran_at.append(time.monotonic())
+
+    mux.handle_func("later", handler)
+    t0 = time.monotonic()
+    await client.enqueue(Task("later"), queue=unique_queue, process_in=0.8)
+    async with serving(make_server(redis_target, {unique_queue: 1}, forward_interval=5.0), mux):
+        with anyio.fail_after(6):
+            while not ran_at:
+                await anyio.sleep(0.01)
+    delay = ran_at[0] - t0
+    assert 0.75 <= delay < 1.6, delay
+
+
 async def test_retries_run_again_until_exhausted_then_archive(
     redis_target: RedisTarget, client: Client, raw: RawRedis, unique_queue: str
 ) -> None:

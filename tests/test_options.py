@@ -10,6 +10,7 @@ import pytest
 
 from asynq_aio import InvalidTaskError, Task, TaskState
 from asynq_aio.options import DEFAULT_MAX_RETRY, DEFAULT_TIMEOUT_S, EnqueueOptions, prepare
+from asynq_aio.protocol.codec import TIMEOUT_MS_HEADER, exact_deadline, exact_timeout
 from asynq_aio.scheduler import EntryOptions
 from asynq_aio.server.aggregator import merged_message
 
@@ -65,3 +66,41 @@ def test_the_aggregator_builds_its_task_as_the_client_does() -> None:
     req, _ = prepare(Task("batch", b"123", headers={"k": "v"}), EnqueueOptions(queue="q"), now=NOW)
     merged.id = req.msg.id = "same"
     assert merged == req.msg
+
+
+def test_sub_second_timeouts_and_deadlines_keep_their_milliseconds_for_our_worker() -> None:
+    """Go reads whole seconds, rounded up (never 0: that means "none" to Go); an asynq-aio worker
+    reads the exact value from the headers."""
+    req, _ = prepare(Task("t"), EnqueueOptions(timeout=0.3), now=NOW)
+    assert req.msg.timeout == 1 and req.msg.headers[TIMEOUT_MS_HEADER] == "300"
+    assert exact_timeout(req.msg) == 0.3
+    at = datetime.fromtimestamp(NOW + 10.25, tz=UTC)
+    req, _ = prepare(Task("t"), EnqueueOptions(deadline=at), now=NOW)
+    assert req.msg.deadline == int(NOW) + 11 and exact_deadline(req.msg) == NOW + 10.25
+    assert req.msg.timeout == 0  # a deadline alone: no default timeout, as Go
+    req, _ = prepare(Task("t", headers={"k": "v"}), EnqueueOptions(timeout=2), now=NOW)
+    assert dict(req.msg.headers) == {"k": "v"}  # whole seconds need no header
+    assert exact_timeout(req.msg) == 2.0
+
+
+def test_delays_keep_their_fraction_and_too_small_a_timeout_is_an_error() -> None:
+    req, info = prepare(Task("t"), EnqueueOptions(process_in=0.5), now=NOW)
+    assert req.process_at == NOW + 0.5
+    assert info.next_process_at is not None and info.next_process_at.timestamp() == NOW + 0.5
+    with pytest.raises(InvalidTaskError, match="at least a millisecond"):
+        prepare(Task("t"), EnqueueOptions(timeout=0.0004), now=NOW)
+    req, _ = prepare(Task("t"), EnqueueOptions(unique=1.5), now=NOW)
+    assert req.unique_ttl == 2  # whole seconds for Redis, rounded up
+
+
+def test_the_exact_limit_headers_come_from_the_options_only() -> None:
+    req, _ = prepare(Task("t", headers={TIMEOUT_MS_HEADER: "100"}), EnqueueOptions(timeout=3), now=NOW)
+    assert TIMEOUT_MS_HEADER not in req.msg.headers and exact_timeout(req.msg) == 3.0
+    # a foreign producer's header that is not a number: the whole seconds rule
+    req.msg.headers[TIMEOUT_MS_HEADER] = "soon"
+    assert exact_timeout(req.msg) == 3.0
+
+
+def test_the_default_timeout_needs_no_header() -> None:
+    req, _ = prepare(Task("t"), EnqueueOptions(), now=NOW)
+    assert req.msg.timeout == DEFAULT_TIMEOUT_S and not req.msg.headers

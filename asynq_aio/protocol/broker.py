@@ -147,7 +147,9 @@ class Broker:
                     req = reqs[i]
                     tkeys, kind, score = _enqueue_target(req, now)
                     keys += tkeys
-                    spec = f"{seq} {int(score)} {req.unique_ttl} {len(tkeys)} {kind} "
+                    # the score keeps its milliseconds: process_in=0.5 is due in half a second
+                    # (Go reads a fractional score too: its forwarder compares whole seconds)
+                    spec = f"{seq} {score:.3f} {req.unique_ttl} {len(tkeys)} {kind} "
                     args += [req.msg.SerializeToString(), req.msg.id, spec + req.msg.group_key]
                 out.append((Op.eval(scripts.ENQUEUE, keys, args), part))
         return out
@@ -412,7 +414,7 @@ class Broker:
                 ids = [
                     text(x)
                     for x in await self.transport.call(
-                        "ZRANGEBYSCORE", src, "-inf", int(now), "LIMIT", 0, batch
+                        "ZRANGEBYSCORE", src, "-inf", f"{now:.3f}", "LIMIT", 0, batch
                     )
                 ]
                 if not ids:
@@ -420,7 +422,7 @@ class Broker:
                 # the destination of each task is a declared key, so read the group fields first
                 groups = await self.transport.batch([Op.command("HGET", qk.task(i), "group") for i in ids])
                 keys = [src, qk.pending, qk.groups]
-                args: list[EncodableArg] = [int(now), int(now * 1e9)]
+                args: list[EncodableArg] = [f"{now:.3f}", int(now * 1e9)]
                 for tid, group in zip(ids, groups, strict=True):
                     name = text(group) if isinstance(group, bytes | str) else ""
                     keys += [qk.task(tid), qk.group(name) if name else qk.pending]

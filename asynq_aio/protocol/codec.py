@@ -71,6 +71,32 @@ def decode_fetched_message(data: bytes, *, queue: str, task_id: str) -> TaskMess
     return msg
 
 
+#: Headers that carry a timeout or deadline to the millisecond. Asynq stores both as whole seconds,
+#: so the message holds them rounded up (never 0, which means "none" to Go) and an asynq-aio worker
+#: reads the exact value here; Go passes the headers through and uses the whole seconds.
+TIMEOUT_MS_HEADER = "asynq-aio-timeout-ms"
+DEADLINE_MS_HEADER = "asynq-aio-deadline-ms"
+
+
+def exact_timeout(msg: TaskMessage) -> float:
+    """The task's timeout in seconds (0 = none), to the millisecond when the producer gave one."""
+    ms = _header_ms(msg, TIMEOUT_MS_HEADER)
+    return ms / 1000 if ms is not None and msg.timeout > 0 else float(msg.timeout)
+
+
+def exact_deadline(msg: TaskMessage) -> float:
+    """The task's deadline in unix seconds (0 = none), to the millisecond when the producer gave one."""
+    ms = _header_ms(msg, DEADLINE_MS_HEADER)
+    return ms / 1000 if ms is not None and msg.deadline > 0 else float(msg.deadline)
+
+
+def _header_ms(msg: TaskMessage, name: str) -> int | None:
+    raw = msg.headers.get(name)
+    if raw is None or not raw.isdigit():  # absent, or not ours to trust: the whole seconds rule
+        return None
+    return int(raw)
+
+
 def new_task_message(
     *,
     task_id: str,

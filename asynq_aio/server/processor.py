@@ -24,7 +24,7 @@ from asynq_aio.errors import (
 )
 from asynq_aio.logfmt import context_fields, task_fields
 from asynq_aio.protocol.broker import PAUSED, Dequeued, MalformedRecord, Paused
-from asynq_aio.protocol.codec import TaskMessage, decode_fetched_message
+from asynq_aio.protocol.codec import TaskMessage, decode_fetched_message, exact_deadline, exact_timeout
 from asynq_aio.server.acker import Acker
 from asynq_aio.server.active import ActiveTask, ActiveTasks
 from asynq_aio.server.config import Config
@@ -402,10 +402,10 @@ class Processor:
 
 def _deadline_of(msg: TaskMessage, now: float) -> float:
     candidates = []
-    if msg.timeout > 0:
-        candidates.append(now + msg.timeout)
-    if msg.deadline > 0:
-        candidates.append(float(msg.deadline))
+    if (timeout := exact_timeout(msg)) > 0:
+        candidates.append(now + timeout)
+    if (deadline := exact_deadline(msg)) > 0:
+        candidates.append(deadline)
     return min(candidates) if candidates else now + 30 * 60
 
 
@@ -416,10 +416,9 @@ def _cancel_error(entry: ActiveTask, msg: TaskMessage) -> BaseException:
         return TaskCanceledError("task was cancelled")
     if entry.cancel_reason in ("shutdown", "lease"):
         return TaskCanceledError(f"task was stopped ({entry.cancel_reason})")
-    if msg.timeout and (
-        msg.deadline == 0 or entry.started + timedelta(seconds=msg.timeout) <= entry.deadline
-    ):
-        return TaskTimeoutError(f"task timed out after {msg.timeout}s")
+    timeout = exact_timeout(msg)
+    if timeout and (msg.deadline == 0 or entry.started + timedelta(seconds=timeout) <= entry.deadline):
+        return TaskTimeoutError(f"task timed out after {timeout:g}s")
     return TaskTimeoutError("task deadline exceeded")
 
 

@@ -14,9 +14,9 @@
 --   > 0), the queue's groups set (when kind is aggregating)
 -- ARGV[1] now (unix ns, the pending_since of pending tasks)  ARGV[2] the fence bitmap's TTL (s)
 -- then, per task 3 values: msg, id, and one spec string "SEQ SCORE TTL NKEYS KIND GROUP": SEQ the
---   task's bit in the fence bitmap, SCORE process-at or added-at (unix s), TTL unique TTL (s, 0 =
---   none), NKEYS the number of its KEYS, KIND pending|scheduled|aggregating, GROUP the group name
---   (may be empty; the rest of the string). One string instead of six arguments: the client packs
+--   task's bit in the fence bitmap, SCORE process-at or added-at (unix s, with a fraction), TTL
+--   unique TTL (s, 0 = none), NKEYS the number of its KEYS, KIND pending|scheduled|aggregating,
+--   GROUP the group name (may be empty; the rest of the string). One string instead of six arguments: the client packs
 --   each argument on its own, and that packing was the largest cost of a batch.
 -- Returns one code per task, in order: 1 enqueued (or stored by this same call before, re-sent),
 -- -1 ID conflict, -2 duplicate (unique lock held by another task).
@@ -68,7 +68,7 @@ local codes = {}
 local k = 2
 for a = 3, #ARGV, 3 do
   local seq, score, ttl, nkeys, kind, group =
-    string.match(ARGV[a + 2], "^(%d+) (%-?%d+) (%d+) (%d+) (%l+) (.*)$")
+    string.match(ARGV[a + 2], "^(%d+) (%-?[%d%.]+) (%d+) (%d+) (%l+) (.*)$")
   nkeys = tonumber(nkeys)
   codes[#codes + 1] = enqueue(k, ARGV[a], ARGV[a + 1], seq, score, ttl, nkeys, kind, group)
   k = k + nkeys
