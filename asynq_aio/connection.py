@@ -6,6 +6,7 @@ validated where it enters, with a message that names the bad field.
 
 from __future__ import annotations
 
+import re
 import ssl
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlparse
@@ -130,8 +131,15 @@ def parse_redis_url(url: str) -> RedisConnOpt:
     TLS (``rediss``) takes ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile`` and ``ssl_cert_reqs``
     query parameters, as redis-py does.
     """
+    shown = _without_password(url)
+    schemes = "redis://, rediss://, redis-cluster:// or redis-sentinel://"
+    if "://" not in url:
+        # "redis-cluster//h:p" would otherwise parse as a path and fail on the database number
+        raise InvalidRedisURL(f"not a Redis URL: {shown!r}: expected {schemes}")
     parsed = urlparse(url)
     scheme = parsed.scheme.lower()
+    if scheme not in _SCHEMES:
+        raise InvalidRedisURL(f"invalid Redis URL {shown!r}: scheme must be one of {schemes}")
     user = unquote(parsed.username) if parsed.username else None
     password = unquote(parsed.password) if parsed.password else None
     netloc = parsed.netloc.rpartition("@")[2]
@@ -141,13 +149,15 @@ def parse_redis_url(url: str) -> RedisConnOpt:
     try:
         db = int(path) if path else 0
     except ValueError as exc:
-        raise InvalidRedisURL(f"invalid Redis URL {url!r}: database {path!r} is not a number") from exc
+        raise InvalidRedisURL(f"invalid Redis URL {shown!r}: database {path!r} is not a number") from exc
     query = parse_qs(parsed.query)
     tls = TLSOptions() if scheme in {"rediss", "rediss-cluster", "rediss-sentinel"} else None
     if tls is not None and query.keys() & {"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile"}:
         reqs = query.get("ssl_cert_reqs", ["required"])[0]
         if reqs not in {"required", "optional", "none"}:
-            raise InvalidRedisURL(f"invalid Redis URL {url!r}: ssl_cert_reqs must be required|optional|none")
+            raise InvalidRedisURL(
+                f"invalid Redis URL {shown!r}: ssl_cert_reqs must be required|optional|none"
+            )
         tls = TLSOptions(
             cert_reqs=reqs,
             ca_certs=query.get("ssl_ca_certs", [None])[0],
@@ -155,12 +165,12 @@ def parse_redis_url(url: str) -> RedisConnOpt:
             keyfile=query.get("ssl_keyfile", [None])[0],
         )
     if not hosts:
-        raise InvalidRedisURL(f"invalid Redis URL {url!r}: no host")
+        raise InvalidRedisURL(f"invalid Redis URL {shown!r}: no host")
     try:
         if scheme in {"redis", "rediss"}:
             if len(hosts) != 1:
                 raise InvalidRedisURL(
-                    f"invalid Redis URL {url!r}: several hosts need redis-cluster:// or redis-sentinel://"
+                    f"invalid Redis URL {shown!r}: several hosts need redis-cluster:// or redis-sentinel://"
                 )
             return RedisClientOpt(addr=hosts[0], db=db, username=user, password=password, tls=tls)
         if scheme in {"redis-cluster", "rediss-cluster"}:
@@ -168,17 +178,25 @@ def parse_redis_url(url: str) -> RedisConnOpt:
         if scheme in {"redis-sentinel", "rediss-sentinel"}:
             master = query.get("master", [None])[0]
             if not master:
-                raise InvalidRedisURL(f"invalid Redis URL {url!r}: sentinel URLs need ?master=<name>")
+                raise InvalidRedisURL(f"invalid Redis URL {shown!r}: sentinel URLs need ?master=<name>")
             return RedisSentinelOpt(
                 master_name=master, sentinel_addrs=hosts, db=db, username=user, password=password, tls=tls
             )
     except ValueError as exc:
         if isinstance(exc, InvalidRedisURL):
             raise
-        raise InvalidRedisURL(f"invalid Redis URL {url!r}: {exc}") from exc
-    raise InvalidRedisURL(
-        f"invalid Redis URL {url!r}: scheme must be redis, rediss, redis-cluster or redis-sentinel"
-    )
+        raise InvalidRedisURL(f"invalid Redis URL {shown!r}: {exc}") from exc
+    raise AssertionError(f"unhandled scheme {scheme!r}")  # pragma: no cover: _SCHEMES lists them all
+
+
+_SCHEMES = frozenset(
+    {"redis", "rediss", "redis-cluster", "rediss-cluster", "redis-sentinel", "rediss-sentinel"}
+)
+
+
+def _without_password(url: str) -> str:
+    """The URL as error messages show it: a password would end up in logs and terminals."""
+    return re.sub(r"([^/:@]*):[^/@]*@", r"\1:***@", url, count=1)
 
 
 def split_addr(addr: str) -> tuple[str, int]:

@@ -51,6 +51,13 @@ class RedisAuthError(AsynqError, PermissionError):
     does not fix a password."""
 
 
+class RedisConfigError(AsynqError):
+    """The connection options name the wrong kind of Redis: a single-node URL pointed at a Redis
+    Cluster node, or cluster options pointed at a standalone Redis. Raised on the first call and
+    never retried, because no amount of waiting turns one kind into the other; names the address
+    and the option to use instead."""
+
+
 class ClusterNotReadyError(AsynqError):
     """The Redis Cluster does not report ``cluster_state:ok``."""
 
@@ -102,3 +109,11 @@ class NotDurableError(AsynqError):
         self.info = info
         self.acked = acked
         self.wanted = wanted
+
+
+class TaskFailedError(AsynqError):
+    """The task a caller waited for was archived: it will not run again. Carries its last error."""
+
+    def __init__(self, message: str, *, last_error: str = "") -> None:
+        super().__init__(message)
+        self.last_error = last_error

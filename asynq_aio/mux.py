@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import typing
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -10,13 +11,16 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from asynq_aio.errors import HandlerNotFoundError, PayloadValidationError
+from asynq_aio.logfmt import context_fields
 from asynq_aio.task import Task
 from asynq_aio.types import Handler, Middleware
 
-F = TypeVar("F", bound=Callable[..., Awaitable[None]])
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+log = logging.getLogger("asynq_aio.server")
 
 
-def typed_handler(fn: Callable[..., Awaitable[None]]) -> Handler:
+def typed_handler(fn: Callable[..., Awaitable[Any]]) -> Handler:
     """Adapt ``async def fn(payload: SomeModel)`` (or ``fn(task: Task)``) to the Handler protocol.
 
     The model is read from the first parameter's annotation; a payload that does not validate raises
@@ -38,7 +42,7 @@ def typed_handler(fn: Callable[..., Awaitable[None]]) -> Handler:
         )
     model: type[BaseModel] = annotation
 
-    async def adapted(task: Task) -> None:
+    async def adapted(task: Task) -> Any:
         try:
             payload = model.model_validate_json(task.payload)
         except ValidationError as exc:
@@ -46,7 +50,7 @@ def typed_handler(fn: Callable[..., Awaitable[None]]) -> Handler:
                 f"payload of {task.type!r} does not match {model.__name__}: "
                 f"{exc.error_count()} error(s): {_short_errors(exc)}"
             ) from exc
-        await fn(payload)
+        return await fn(payload)
 
     adapted.__qualname__ = fn.__qualname__
     adapted.__name__ = fn.__name__
@@ -69,6 +73,7 @@ class ServeMux:
         self._routes: dict[str, Handler] = {}
         self._middleware: list[Middleware] = []
         self._resolved: dict[str, Handler | None] = {}
+        self._warned_unhandled: set[str] = set()
 
     def handle(self, pattern: str, handler: Handler) -> None:
         if not pattern or not pattern.strip():
@@ -78,7 +83,7 @@ class ServeMux:
         self._routes[pattern] = handler
         self._resolved.clear()
 
-    def handle_func(self, pattern: str, fn: Callable[..., Awaitable[None]]) -> None:
+    def handle_func(self, pattern: str, fn: Callable[..., Awaitable[Any]]) -> None:
         """Register ``async def fn(task: Task)`` (or a typed ``fn(payload: Model)``)."""
         self.handle(pattern, typed_handler(fn))
 
@@ -114,11 +119,32 @@ class ServeMux:
         self._resolved[task_type] = handler
         return handler
 
-    async def __call__(self, task: Task) -> None:
+    async def __call__(self, task: Task) -> Any:
         handler = self.handler_for(task.type)
         if handler is None:
-            raise HandlerNotFoundError(f"no handler registered for task type {task.type!r}")
-        await handler(task)
+            known = self._known_patterns()
+            if task.type not in self._warned_unhandled:
+                # once per type: a producer that sends an unknown type keeps sending it, and each
+                # failed attempt is logged already
+                self._warned_unhandled.add(task.type)
+                log.warning(
+                    "no handler registered for task type %r (registered: %s): its tasks fail on this "
+                    "worker and are retried like any failure",
+                    task.type,
+                    known,
+                    extra=context_fields(),
+                )
+            raise HandlerNotFoundError(
+                f"no handler registered for task type {task.type!r} (registered: {known})"
+            )
+        return await handler(task)
+
+    def _known_patterns(self, most: int = 20) -> str:
+        patterns = self.patterns
+        if not patterns:
+            return "none"
+        shown = ", ".join(repr(p) for p in patterns[:most])
+        return shown if len(patterns) <= most else f"{shown} and {len(patterns) - most} more"
 
 
 def as_handler(obj: ServeMux | Handler | Any) -> Handler:

@@ -24,9 +24,9 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from asynq_aio.connection import RedisConnOpt
-from asynq_aio.errors import ClusterNotReadyError, RedisUnavailableError
+from asynq_aio.errors import ClusterNotReadyError, RedisAuthError, RedisConfigError, RedisUnavailableError
 from asynq_aio.redis_clients import RedisClient, build_client, describe_client
-from asynq_aio.redis_errors import auth_failure, cluster_not_ok, is_transient
+from asynq_aio.redis_errors import auth_failure, cluster_not_ok, config_mistake, is_transient
 from asynq_aio.redis_ops import EncodableArg, LuaScript, Op
 
 __all__ = [
@@ -77,6 +77,7 @@ class Transport:
         self._closed = False
         self._also_close: list[Redis] = []  # e.g. the Sentinel connections behind a master client
         self.subscribed_node: str | None = None  # where the pub/sub connection is, for operators
+        self._single_node_checked = False  # check_ready found the server is not a cluster node
 
     # -- construction -------------------------------------------------------------------------------
 
@@ -125,7 +126,9 @@ class Transport:
             try:
                 return await attempt_fn()
             except Exception as exc:
-                if not is_transient(exc):
+                if (mistake := config_mistake(exc, cluster=self.is_cluster, addr=self._addr())) is not None:
+                    raise mistake from None  # redis-py's own error adds nothing to the message
+                if not is_transient(exc, cluster=self.is_cluster):
                     if (denied := auth_failure(exc, self.description, what)) is not None:
                         raise denied from exc
                     raise
@@ -398,7 +401,8 @@ class Transport:
     # -- cluster topology ---------------------------------------------------------------------------
 
     async def check_ready(self) -> None:
-        """Fail fast with a clear error when Redis is unreachable or a cluster is not ``ok``."""
+        """Fail fast with a clear error when Redis is unreachable, a cluster is not ``ok``, or the
+        client is of the wrong kind for the server (see :meth:`_refuse_cluster_node`)."""
         await self.call("PING")
         if isinstance(self.client, RedisCluster):
             # topology.py has no imports of its own: reading its reply there keeps one parser.
@@ -409,6 +413,42 @@ class Transport:
                 raise ClusterNotReadyError(
                     f"Redis Cluster at {self.description} reports cluster_state:{state!r}, not ok"
                 )
+        elif not self._single_node_checked:
+            await self._refuse_cluster_node()
+            self._single_node_checked = True
+
+    async def _refuse_cluster_node(self) -> None:
+        """A single-node client on a node of a multi-master cluster answers PING, and even the keys
+        of the node's own slots, then gets MOVED for the rest: refuse it before the first task.
+
+        A one-master cluster serves every key, so it is let through. A server that will not say
+        (INFO or CLUSTER INFO renamed or denied) is let through too: the first MOVED reply
+        fails just as clearly."""
+        from asynq_aio.protocol.topology import parse_info
+
+        try:
+            info = parse_info(await self.call("INFO", "cluster"))
+            if info.get("cluster_enabled") != "1":
+                return
+            size = parse_info(await self.call("CLUSTER", "INFO")).get("cluster_size")
+        except (rx.ResponseError, RedisAuthError):
+            return
+        if size != "1":
+            raise RedisConfigError(
+                f"{self._addr()} is a Redis Cluster node: use redis-cluster://host:port,... "
+                "or RedisClusterClientOpt"
+            )
+
+    def _addr(self) -> str:
+        """The address to name when the client is of the wrong kind: the seed nodes of a cluster
+        client, host:port of a single-node one (the description where there is none, as for a
+        master found through Sentinel)."""
+        if isinstance(self.client, RedisCluster):
+            return ",".join(n.name for n in self.client.startup_nodes) or self.description
+        kw = self.client.connection_pool.connection_kwargs
+        if "host" in kw and "port" in kw:
+            return f"{kw['host']}:{kw['port']}"
+        return self.description
 
     async def cluster_shards(self) -> list[Any]:
         """CLUSTER SHARDS from any reachable node (redis-py cannot route it by key), as redis-py

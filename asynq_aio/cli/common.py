@@ -9,6 +9,7 @@ import inspect
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar, cast, overload
@@ -28,7 +29,11 @@ RedisURLOption = Annotated[
     typer.Option(
         "--redis-url",
         envvar="ASYNQ_REDIS_URL",
-        help="redis://[user:pass@]host:port/db, rediss://..., redis-sentinel://h:p/db?master=name",
+        # rich reads [...] as markup: the brackets are escaped to be shown
+        help=(
+            r"redis://\[user:pass@]host:port/db, rediss://..., redis-cluster://\[user:pass@]h:p,h:p, "
+            "redis-sentinel://h:p/db?master=name"
+        ),
     ),
 ]
 ClusterAddrsOption = Annotated[
@@ -80,6 +85,12 @@ class ConnectionFlags:
 
     def options(self) -> RedisConnOpt:
         return connection_options(self.redis_url, self.cluster_addrs, self.username, self.password)
+
+    @property
+    def uses_default(self) -> bool:
+        """Neither an address nor a URL was given: the command asks the local default Redis,
+        which answers happily with nothing when the queues live elsewhere."""
+        return not self.redis_url and not self.cluster_addrs
 
 
 _FLAG_TYPES: dict[str, Any] = {
@@ -166,14 +177,48 @@ def load_attribute(spec: str, example: str) -> Any:
         sys.path.insert(0, os.getcwd())
     try:
         obj: Any = importlib.import_module(module_name)
+    except SyntaxError as exc:  # the user's code, or a module it imports
+        where = _location(exc.filename, exc.lineno)
+        raise fail(f"cannot import {module_name!r}: syntax error at {where}: {exc.msg}") from None
     except ImportError as exc:
-        raise fail(f"cannot import {module_name!r}: {exc}") from None
+        # a failing import inside the module names neither file nor line by itself
+        frame = _innermost_user_frame(exc)
+        at = f" (at {_location(frame.filename, frame.lineno)})" if frame is not None else ""
+        raise fail(f"cannot import {module_name!r}: {exc}{at}") from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
             raise fail(f"module {module_name!r} has no attribute {attr!r}") from None
     return obj
+
+
+def _location(filename: str | None, lineno: int | None) -> str:
+    """``file:line``, relative to the current directory when the file is under it."""
+    path = filename or "<unknown>"
+    try:
+        rel = os.path.relpath(path)
+        if not rel.startswith(".."):
+            path = rel
+    except ValueError:  # another drive (Windows)
+        pass
+    return f"{path}:{lineno}" if lineno else path
+
+
+def _innermost_user_frame(exc: BaseException) -> traceback.FrameSummary | None:
+    """The innermost frame of the import outside the import machinery and this module: the
+    ``import`` statement that failed. None when the named module itself was not found."""
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if not f.filename.startswith("<")
+        and not f.filename.startswith(_IMPORTLIB_DIR)
+        and f.filename != __file__
+    ]
+    return frames[-1] if frames else None
+
+
+_IMPORTLIB_DIR = os.path.dirname(importlib.__file__ or "") + os.sep
 
 
 def run_async(fn: Callable[[], Awaitable[R]], *, uvloop: bool = True, quiet: bool = False) -> R:

@@ -38,6 +38,10 @@ PageOption = Annotated[int, typer.Option("--page", "-p", min=1, help="Page numbe
 def with_inspector(conn: ConnectionFlags, fn: Callable[[Inspector], Awaitable[R]]) -> R:
     """Open an Inspector from the connection flags, run ``fn`` on it, close it."""
     opt = conn.options()
+    if conn.uses_default:
+        # an empty answer from the wrong server looks like an empty system: say which one was asked
+        # (on stderr, so that --json output stays clean)
+        typer.echo(f"(no --redis-url or ASYNQ_REDIS_URL: asking {opt.describe()})", err=True)
 
     async def go() -> R:
         async with Inspector(opt, retry=CLI_RETRY) as insp:

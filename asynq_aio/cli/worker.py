@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -22,11 +23,31 @@ from asynq_aio.server.server import Server
 
 
 def load_object(spec: str) -> Any:
-    """Import the ServeMux or handler at ``package.module:attribute``."""
+    """Import the ServeMux or handler at ``package.module:attribute``.
+
+    A class is callable too, so ``callable`` alone would let ``tasks:ResizePayload`` (a payload
+    model) through, to fail on every task instead of at start."""
     obj = load_attribute(spec, "myapp.tasks:mux")
-    if not isinstance(obj, ServeMux) and not callable(obj):
-        raise fail(f"{spec} is a {type(obj).__name__}, not a ServeMux or an async handler")
-    return obj
+    if isinstance(obj, ServeMux):
+        return obj
+    if isinstance(obj, type):
+        got = f"the class {obj.__qualname__}"
+    elif not callable(obj):
+        got = f"a {type(obj).__name__}"
+    else:
+        return obj
+    raise fail(f"{spec} is {got}, not a ServeMux or an async handler{_muxes_in(spec)}")
+
+
+def _muxes_in(spec: str) -> str:
+    """A hint naming the module's ServeMux instances, the usual thing to point the worker at."""
+    module_name = spec.partition(":")[0]
+    module = sys.modules.get(module_name)
+    found = vars(module).items() if module is not None else ()
+    names = sorted(name for name, value in found if isinstance(value, ServeMux))
+    if not names:
+        return ""
+    return " (did you mean " + " or ".join(f"{module_name}:{n}" for n in names) + "?)"
 
 
 def parse_queues(values: list[str]) -> dict[str, int]:
@@ -69,7 +90,7 @@ def worker(
     if log_format not in ("text", "json"):
         raise fail(f"--log-format must be text or json, got {log_format!r}")
     configure_logging(log_level.upper(), "json" if log_format == "json" else "text")
-    handler = load_object(app)
+    # the flags first: a typo in them should not wait for (or be hidden by) the user's imports
     config = Config(
         concurrency=concurrency,
         queues=parse_queues(queue or []) or {"default": 1},
@@ -77,6 +98,7 @@ def worker(
         shutdown_timeout=shutdown_timeout,
     )
     opt = conn.options()
+    handler = load_object(app)
     server = Server(opt, config)
     logging.getLogger("asynq_aio.cli").info(
         "worker %s: %s, concurrency %d, queues %s", app, opt.describe(), concurrency, config.queues
