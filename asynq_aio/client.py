@@ -14,11 +14,12 @@ from typing import Self
 
 from asynq_aio.coalescer import Coalescer
 from asynq_aio.connection import RedisConnOpt
-from asynq_aio.errors import NotDurableError
+from asynq_aio.errors import InvalidTaskError, NotDurableError
 from asynq_aio.options import Duration, EnqueueOptions, prepare
 from asynq_aio.protocol.broker import Broker, EnqueueRequest
 from asynq_aio.task import Task, TaskInfo
 from asynq_aio.transport import RedisClient, RetryPolicy, Transport
+from asynq_aio.waiting import ResultWaiter
 
 log = logging.getLogger("asynq_aio.client")
 
@@ -100,6 +101,7 @@ class Client:
             self._store_batch, max_batch=ENQUEUE_BATCH, max_inflight=2
         )
         self._max_payload = max_payload_bytes
+        self._results = ResultWaiter(self._transport, self._broker)
         self._known_queues: dict[str, float] = {}
         self._enqueue_hooks: list[EnqueueHook] = list(enqueue_hooks)
 
@@ -114,6 +116,23 @@ class Client:
             await self._broker.enqueue(reqs[0])  # its error is the caller's (the coalescer hands it over)
             return [None]
         return await self._broker.enqueue_many(reqs)
+
+    async def wait_result(
+        self, task: TaskInfo | str, *, queue: str | None = None, timeout: float | None = None
+    ) -> bytes | None:
+        """Wait until ``task`` (a TaskInfo, or an ID with its ``queue``) has run, and return its
+        result: what its handler returned, as stored (None when it returned nothing). Raises
+        TaskFailedError when the task was archived, TaskNotFoundError when there is no such task (or it
+        finished without a retention before the wait began, leaving nothing to read),
+        TimeoutError after ``timeout`` seconds. Wakes on the worker's notification (one shared
+        subscription per client); a task run by a Go worker is seen within a second."""
+        if isinstance(task, TaskInfo):
+            task_id, queue = task.id, queue or task.queue
+        else:
+            task_id = task
+        if not queue:
+            raise InvalidTaskError("wait_result needs the task's queue (pass a TaskInfo, or queue=)")
+        return await self._results.wait(queue, task_id, timeout)
 
     async def ping(self) -> None:
         """Check that Redis answers (every node of a cluster covers its slots); raises
@@ -135,6 +154,7 @@ class Client:
 
     async def aclose(self) -> None:
         await self._batcher.aclose(grace=CLOSE_GRACE)
+        await self._results.aclose()
         await self._transport.aclose()
 
     def _open_hooks(self, task: Task, req: EnqueueRequest, info: TaskInfo) -> tuple[TaskInfo, ExitStack]:

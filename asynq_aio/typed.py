@@ -26,7 +26,7 @@ import builtins
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Generic
+from typing import Any, Generic
 
 from pydantic import BaseModel, ValidationError
 
@@ -34,12 +34,13 @@ from asynq_aio.client import Client
 from asynq_aio.errors import InvalidTaskError, PayloadValidationError
 from asynq_aio.mux import ServeMux
 from asynq_aio.options import Duration, EnqueueOptions
+from asynq_aio.results import decode_result
 from asynq_aio.task import ModelT, Task, TaskInfo
 from asynq_aio.types import Handler
 
 __all__ = ["TaskDef", "TypedHandler"]
 
-TypedHandler = Callable[[ModelT], Awaitable[None]]
+TypedHandler = Callable[[ModelT], Awaitable[Any]]
 
 
 class TaskDef(Generic[ModelT]):
@@ -60,6 +61,7 @@ class TaskDef(Generic[ModelT]):
         retention: Duration | None = None,
         unique: Duration | None = None,
         group: str | None = None,
+        result_type: builtins.type[Any] | None = None,
     ) -> None:
         if not isinstance(type, str) or not type.strip():
             raise InvalidTaskError("task type must be a non-empty string")
@@ -73,6 +75,7 @@ class TaskDef(Generic[ModelT]):
         self.retention = retention
         self.unique = unique
         self.group = group
+        self.result_type = result_type
         self._defaults = EnqueueOptions(
             queue=queue, max_retry=max_retry, timeout=timeout, retention=retention, unique=unique, group=group
         )
@@ -153,6 +156,15 @@ class TaskDef(Generic[ModelT]):
         defaults = replace(self._defaults, unique=None)
         return await client.enqueue_many([self.task(p) for p in payloads], **options.over(defaults).given())
 
+    async def wait_result(self, client: Client, info: TaskInfo, *, timeout: float | None = None) -> Any:
+        """Wait for the task's result (see :meth:`Client.wait_result`), parsed as this definition's
+        ``result_type`` when it has one (a model, ``str``, ``int``, ``list[...]``, ...), else bytes.
+        None when the handler returned nothing."""
+        data = await client.wait_result(info, timeout=timeout)
+        if data is None:
+            return None
+        return decode_result(data, self.result_type)
+
     # -- consuming ----------------------------------------------------------------------------------
 
     def parse(self, task: Task) -> ModelT:
@@ -175,8 +187,8 @@ class TaskDef(Generic[ModelT]):
     def as_handler(self, fn: TypedHandler[ModelT]) -> Handler:
         """Adapt ``async def fn(payload: Model)`` to the Handler protocol (``(task: Task)``)."""
 
-        async def handle(task: Task) -> None:
-            await fn(self.parse(task))
+        async def handle(task: Task) -> Any:
+            return await fn(self.parse(task))
 
         handle.__name__ = getattr(fn, "__name__", "handle")
         handle.__qualname__ = getattr(fn, "__qualname__", handle.__name__)

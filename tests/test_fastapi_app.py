@@ -65,6 +65,11 @@ async def test_signup_enqueues_and_the_lifespan_worker_runs_the_handler(
         assert done["type"] == "email:welcome"
         assert (done["retried"], done["last_error"]) == (0, "")
 
+        # a route that waits for the handler's returned result
+        waited = await http.post("/signup/wait", json={"user_id": 43, "email": "grace@example.com"})
+        assert waited.status_code == 200, waited.text
+        assert waited.json()["result"] == "welcome email sent to grace@example.com"
+
         missing = await http.get("/tasks/no-such-task")
         assert missing.status_code == 404
         invalid = await http.post("/signup", json={"user_id": "x", "email": "not-an-email"})

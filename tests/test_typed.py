@@ -127,7 +127,7 @@ def test_mypy_rejects_a_payload_of_another_model(tmp_path: Path) -> None:
     assert errors[1].startswith('producer.py:23: error: Argument 1 to "task" of "TaskDef"'), errors
     assert wanted in errors[1]
     assert errors[2].startswith("producer.py:26: error: Argument 1 has incompatible type"), errors
-    assert 'expected "Callable[[EmailPayload], Awaitable[None]]"' in errors[2]
+    assert 'expected "Callable[[EmailPayload], Awaitable[Any]]"' in errors[2]
 
 
 # -- end to end -----------------------------------------------------------------------------------

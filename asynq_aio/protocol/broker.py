@@ -632,10 +632,16 @@ class Broker:
                 raise r
         return sum(int(r) for r in replies)
 
-    async def write_result(self, queue: str, task_id: str, data: bytes) -> None:
-        """Store a handler's result in the task hash (written while the task is active, before its ack)."""
+    async def write_result(self, queue: str, task_id: str, data: bytes, *, attempt: str = "") -> bool:
+        """Store a handler's result in the task hash (while the task is active, before its ack),
+        only while ``attempt`` still owns the task; False when it was not written."""
         key = queue_keys(queue).task(task_id)
-        await self.transport.call("HSET", key, "result", data)
+        return bool(await self.transport.script(scripts.WRITE_RESULT, [key], [data, attempt]))
+
+    async def watch_task(self, queue: str, task_id: str) -> str:
+        """Flag the task so that its completion or archiving is published on ``asynq-aio:done``;
+        returns its state now ("" when there is no such task)."""
+        return text(await self.transport.script(scripts.WATCH_TASK, [queue_keys(queue).task(task_id)], []))
 
     async def publish_cancel(self, task_id: str) -> None:
         await self.transport.publish(CANCEL_CHANNEL, task_id)

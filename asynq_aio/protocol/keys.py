@@ -22,6 +22,9 @@ ALL_SERVERS = "asynq:servers"
 ALL_WORKERS = "asynq:workers"
 ALL_SCHEDULERS = "asynq:schedulers"
 CANCEL_CHANNEL = "asynq:cancel"
+#: asynq-aio only: where the scripts announce a watched task's completion or archiving (the message
+#: is the task's hash key); see scripts/watch_task.lua.
+DONE_CHANNEL = "asynq-aio:done"
 
 _FORBIDDEN = frozenset("{}")
 

@@ -43,6 +43,13 @@ class Config(BaseModel):
         description="recover only leases that expired this long ago (Go's margin against clock skew)",
     )
     forward_interval: float = Field(default=1.0, gt=0, description="longest sleep of the forwarder")
+    result_retention: float = Field(
+        default=600.0,
+        ge=0,
+        description="how long a task whose handler returned a result is kept as completed when it "
+        "was enqueued without a retention (s; 0 = not kept): long enough for a caller to "
+        "wait_result, short enough to bound Redis memory",
+    )
     janitor_interval: float = Field(default=8.0, gt=0)
     sweep_interval: float = Field(
         default=60.0,

@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -25,6 +26,7 @@ from asynq_aio.errors import (
 from asynq_aio.logfmt import context_fields, task_fields
 from asynq_aio.protocol.broker import PAUSED, Dequeued, MalformedRecord, Paused
 from asynq_aio.protocol.codec import TaskMessage, decode_fetched_message, exact_deadline, exact_timeout
+from asynq_aio.results import encode_result
 from asynq_aio.server.acker import Acker
 from asynq_aio.server.active import ActiveTask, ActiveTasks
 from asynq_aio.server.config import Config
@@ -39,6 +41,8 @@ log = logging.getLogger("asynq_aio.server")
 
 #: A dequeue slower than this (seconds) marks its queue's node as slow; it is asked less often.
 SLOW_DEQUEUE = 0.1
+#: Slow dequeues in a row before a queue is set aside.
+SLOW_STREAK = 3
 
 
 class Processor:
@@ -59,6 +63,7 @@ class Processor:
         self._all_done.set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._set_aside: dict[str, float] = {}  # queue -> monotonic time its dequeues resume
+        self._slow_streak: dict[str, int] = {}  # queue -> slow dequeues in a row
 
     @property
     def running(self) -> int:
@@ -133,14 +138,20 @@ class Processor:
                 continue
             answered = True
             took = time.monotonic() - started
-            if took > SLOW_DEQUEUE:
-                # A slow node (a dequeue takes well under a millisecond normally): ask it less
-                # often, so the fetcher spends its time on the queues that answer.
+            streak = self._slow_streak[queue] = (
+                self._slow_streak.get(queue, 0) + 1 if took > SLOW_DEQUEUE else 0
+            )
+            if streak >= SLOW_STREAK and not self._config.strict_priority:
+                # A slow node (a dequeue takes well under a millisecond normally, and one slow call
+                # is more likely a busy host than a slow node): ask it less often, so the fetcher
+                # spends its time on the queues that answer. Not under strict priority, where a
+                # lower queue must not run while a higher one has work, slow or not.
                 pause = min(budget, 10 * took)
                 log.warning(
                     "dequeue from %s took %.0f ms; asking it again in %.1fs", queue, took * 1000, pause
                 )
                 self._set_aside[queue] = time.monotonic() + pause
+                self._slow_streak[queue] = 0
             if res is PAUSED or not res:
                 continue
             assert isinstance(res, list)
@@ -239,15 +250,18 @@ class Processor:
             retry_count=msg.retried,
             max_retry=msg.retry,
             headers=task.headers,
-            _write_result=lambda data: self._write_result(msg, data),
+            _write_result=lambda data: self._write_result(msg, data, attempt),
         )
         # The handler runs in a task of its own, inside its cancel scope, so that a timeout or a
         # cancel (entry.cancel) stops exactly the handler, never the writing of its outcome below.
         deadline = anyio.current_time() + (deadline_unix - now)
         handler_task = asyncio.get_running_loop().create_task(self._call_handler(ctx, task, entry, deadline))
         error: BaseException | None = None
+        result: bytes | None = None
         try:
-            error = await handler_task
+            error, value = await handler_task
+            if error is None and value is not None:
+                result = encode_result(value)  # raises ResultEncodingError (archived)
             if entry.cancel_called:  # timed out or cancelled (the scope absorbed the cancellation)
                 error = _cancel_error(entry, msg)
         except asyncio.CancelledError:
@@ -262,28 +276,35 @@ class Processor:
         # written: an ack waiting on a slow node must not let the lease lapse.
         free_slot()
         try:
-            await self._finish(msg, task, error, entry)
+            await self._finish(msg, task, error, entry, result)
         finally:
             self._active.remove(msg.id)
 
     async def _call_handler(
         self, ctx: TaskContext, task: Task, entry: ActiveTask, deadline: float
-    ) -> BaseException | None:
+    ) -> tuple[BaseException | None, Any]:
+        """The handler's failure (None when it returned) and its return value (its result)."""
         set_current(ctx)  # the handler task's own context: visible to the handler only
+        value: Any = None
         with anyio.CancelScope(deadline=deadline) as scope:
             entry.scope = scope
             if entry.cancel_called:
                 scope.cancel()
             try:
-                await self._handler(task)
+                value = await self._handler(task)
             except SystemExit as exc:  # sys.exit() in a handler (often from a library) is a failed
-                return exc  # attempt, not a way to stop the worker (asyncio would re-raise it)
+                return exc, None  # attempt, not a way to stop the worker (asyncio would re-raise it)
         if scope.cancel_called:
             entry.cancel_called = True
-        return None
+        return None, value
 
     async def _finish(
-        self, msg: TaskMessage, task: Task, error: BaseException | None, entry: ActiveTask
+        self,
+        msg: TaskMessage,
+        task: Task,
+        error: BaseException | None,
+        entry: ActiveTask,
+        result: bytes | None = None,
     ) -> None:
         reason = entry.cancel_reason
         if not reason and entry.lease_expiry <= time.time():
@@ -302,6 +323,8 @@ class Processor:
             )
             return
         if error is None:
+            if result is not None:
+                msg = await self._store_result(msg, result, entry.attempt)
             await self._acker.submit_ack(msg, entry.attempt)
             return
         if isinstance(error, RevokeTask):
@@ -366,8 +389,21 @@ class Processor:
         except Exception as exc:
             log.error("error_handler raised: %s", exc, extra=context_fields())
 
-    async def _write_result(self, msg: TaskMessage, data: bytes) -> None:
-        await self._broker.write_result(msg.queue, msg.id, data)
+    async def _write_result(self, msg: TaskMessage, data: bytes, attempt: str) -> None:
+        await self._broker.write_result(msg.queue, msg.id, data, attempt=attempt)
+
+    async def _store_result(self, msg: TaskMessage, result: bytes, attempt: str) -> TaskMessage:
+        """Write the handler's returned result; the message to ack, kept as completed for
+        Config.result_retention when it was enqueued without a retention (else the ack would delete
+        the result with the task before anyone could read it)."""
+        await self._broker.write_result(msg.queue, msg.id, result, attempt=attempt)
+        keep = math.ceil(self._config.result_retention)
+        if msg.retention > 0 or keep <= 0:
+            return msg
+        kept = TaskMessage()
+        kept.CopyFrom(msg)
+        kept.retention = keep
+        return kept
 
     async def _archive_malformed(self, item: Dequeued, exc: MalformedTaskError) -> None:
         """Keep the undecodable bytes (as the payload of a placeholder message) and archive it."""

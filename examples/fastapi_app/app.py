@@ -8,6 +8,8 @@ Run it (with uvicorn installed) against a local Redis or a cluster::
     curl -X POST localhost:8000/signup -H 'content-type: application/json' \
          -d '{"user_id": 42, "email": "ada@example.com"}'
     curl localhost:8000/tasks/<task_id>
+    curl -X POST localhost:8000/signup/wait -H 'content-type: application/json' \
+         -d '{"user_id": 43, "email": "grace@example.com"}'
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from asynq_aio import (
     QueueNotFoundError,
     RedisClusterClientOpt,
     Task,
+    TaskFailedError,
     TaskNotFoundError,
     parse_redis_url,
 )
@@ -72,6 +75,25 @@ def create_app(
         # The task is kept for an hour after it completes so that GET /tasks/{id} can show its result.
         info = await client.enqueue(Task(WELCOME, body), queue=queue, retention=3600)
         return EnqueuedTask(task_id=info.id, queue=info.queue, state=info.state)
+
+    @app.post("/signup/wait")
+    async def signup_and_wait(body: WelcomeEmail, client: AsynqClient) -> TaskStatus:
+        """Enqueue, then wait (up to 10 s) for the handler's result: for work a request needs done."""
+        info = await client.enqueue(Task(WELCOME, body), queue=queue)
+        try:
+            result = await client.wait_result(info, timeout=10)
+        except TimeoutError:
+            raise HTTPException(status_code=504, detail=f"task {info.id} did not finish in 10 s") from None
+        except TaskFailedError as exc:
+            raise HTTPException(status_code=502, detail=f"task {info.id} failed: {exc.last_error}") from None
+        return TaskStatus(
+            id=info.id,
+            type=info.type,
+            state="completed",
+            retried=0,
+            last_error="",
+            result=result.decode() if result is not None else None,
+        )
 
     @app.get("/tasks/{task_id}")
     async def task_status(task_id: str, inspector: AsynqInspector) -> TaskStatus:

@@ -1,7 +1,7 @@
 """The example's task: a welcome email, sent by a handler that runs in the app's worker.
 
-The "email" is not really sent; the handler writes what it would send as the task's result, so the
-app's ``GET /tasks/...`` route (and the tests) can show that the handler ran.
+The "email" is not really sent; the handler returns what it would send, which becomes the task's
+result, so the app's routes (and the tests) can show that the handler ran.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 
 from pydantic import BaseModel, Field
 
-from asynq_aio import ServeMux, current_task
+from asynq_aio import ServeMux
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,8 @@ mux = ServeMux()
 
 
 @mux.task(WELCOME)
-async def send_welcome(payload: WelcomeEmail) -> None:
+async def send_welcome(payload: WelcomeEmail) -> str:
     # Logged inside the handler: with asynq_aio.logfmt.TaskContextFilter on the log handler this
     # record also carries task_id, task_type and queue.
     log.info("sending welcome email to user %d", payload.user_id)
-    await current_task().write_result(f"welcome email sent to {payload.email}".encode())
+    return f"welcome email sent to {payload.email}"  # the task's result

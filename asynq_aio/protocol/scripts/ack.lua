@@ -14,6 +14,10 @@ if ARGV[5] ~= "" and redis.call("HGET", KEYS[3], "aio_attempt") ~= ARGV[5] then
 end
 redis.call("LREM", KEYS[1], 0, ARGV[1])
 redis.call("ZREM", KEYS[2], ARGV[1])
+-- a caller waits for this task (Client.wait_result set the flag): tell it, before the hash may go
+if redis.call("HEXISTS", KEYS[3], "aio_waiter") == 1 then
+  redis.call("PUBLISH", "asynq-aio:done", KEYS[3])
+end
 if ARGV[2] == "" then
   redis.call("DEL", KEYS[3])
 else

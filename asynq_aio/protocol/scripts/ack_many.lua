@@ -36,6 +36,9 @@ for i = 1, n do
   if live[i] == 1 then
     local hkey = KEYS[keyat[i]]
     redis.call("LREM", KEYS[1], 0, id)
+    if redis.call("HEXISTS", hkey, "aio_waiter") == 1 then -- see ack.lua
+      redis.call("PUBLISH", "asynq-aio:done", hkey)
+    end
     if ARGV[a + 2] == "" then
       redis.call("DEL", hkey)
     else

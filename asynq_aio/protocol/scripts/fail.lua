@@ -27,6 +27,9 @@ redis.call("LREM", KEYS[1], 0, ARGV[1])
 redis.call("ZREM", KEYS[2], ARGV[1])
 redis.call("ZADD", KEYS[4], ARGV[3], ARGV[1])
 redis.call("HSET", KEYS[3], "msg", ARGV[2], "state", ARGV[4])
+if ARGV[4] == "archived" and redis.call("HEXISTS", KEYS[3], "aio_waiter") == 1 then -- see ack.lua
+  redis.call("PUBLISH", "asynq-aio:done", KEYS[3])
+end
 -- the attempt is over: a late outcome or lease extension of it must find no token
 redis.call("HDEL", KEYS[3], "aio_attempt")
 if ARGV[5] == "1" then
