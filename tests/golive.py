@@ -137,12 +137,18 @@ class GoPeer:
         return [json.loads(line) for line in out.splitlines()]
 
     async def inspect(self, target: RedisTarget, queue: str, *ids: str) -> dict[str, Any]:
-        """What Go's Inspector reports: ``info`` (GetQueueInfo), one list per state, ``tasks`` by ID."""
+        """What Go's Inspector reports: ``info`` (GetQueueInfo), one list per state, ``tasks`` by ID,
+        ``queues`` (Inspector.Queues) and ``servers`` (Inspector.Servers, with their active workers)."""
         args = ["--queue", queue]
         for task_id in ids:
             args += ["--id", task_id]
         result: dict[str, Any] = json.loads(await self.run(target, "inspect", *args))
         return result
+
+    async def cancel(self, target: RedisTarget, task_id: str) -> None:
+        """Go's Inspector.CancelProcessing (what ``asynq task cancel`` runs): publish on asynq:cancel."""
+        out = json.loads(await self.run(target, "cancel", "--id", task_id))
+        assert out == {"canceled": task_id}, out
 
 
 class GoWorker:

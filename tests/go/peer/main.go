@@ -6,9 +6,11 @@
 //	peer enqueue --redis HOST:PORT [--db N] --type T [--json S | --hex H] [options] [--count N]
 //	peer worker  --cluster H:P,H:P --queues Q1,Q2 --log FILE [--concurrency N] [...]
 //	peer inspect --redis HOST:PORT --queue Q [--id ID ...]
+//	peer cancel  --redis HOST:PORT --id ID
 //
 // enqueue prints one JSON line per task (its TaskInfo, or its error); worker prints "ready" once
-// it serves and appends one JSON line per handler run to --log; inspect prints one JSON object.
+// it serves and appends one JSON line per handler run to --log; inspect prints one JSON object;
+// cancel publishes the ID on asynq:cancel with Inspector.CancelProcessing, as `asynq task cancel`.
 package main
 
 import (
@@ -31,7 +33,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fail("usage: peer enqueue|worker|inspect [flags]")
+		fail("usage: peer enqueue|worker|inspect|cancel [flags]")
 	}
 	cmd, args := os.Args[1], os.Args[2:]
 	switch cmd {
@@ -41,6 +43,8 @@ func main() {
 		worker(args)
 	case "inspect":
 		inspect(args)
+	case "cancel":
+		cancel(args)
 	default:
 		fail("unknown subcommand %q", cmd)
 	}
@@ -370,5 +374,47 @@ func inspect(args []string) {
 		tasks[id] = toJSON(i)
 	}
 	out["tasks"] = tasks
+
+	// What `asynq queue ls` and `asynq server ls` of Go's CLI print: Inspector.Queues and .Servers.
+	queues, err := in.Queues()
+	if err != nil {
+		fail("Queues: %v", err)
+	}
+	out["queues"] = queues
+	servers, err := in.Servers()
+	if err != nil {
+		fail("Servers: %v", err)
+	}
+	srvs := []map[string]any{}
+	for _, s := range servers {
+		workers := []map[string]any{}
+		for _, w := range s.ActiveWorkers {
+			workers = append(workers, map[string]any{
+				"task_id": w.TaskID, "task_type": w.TaskType, "payload_hex": hex.EncodeToString(w.TaskPayload),
+				"queue": w.Queue, "started": unix(w.Started), "deadline": unix(w.Deadline),
+			})
+		}
+		srvs = append(srvs, map[string]any{
+			"id": s.ID, "host": s.Host, "pid": s.PID, "concurrency": s.Concurrency, "queues": s.Queues,
+			"strict_priority": s.StrictPriority, "started": unix(s.Started), "status": s.Status,
+			"active_workers": workers,
+		})
+	}
+	out["servers"] = srvs
 	printJSON(out)
+}
+
+func cancel(args []string) {
+	fs, tgt := newFlags("cancel")
+	id := fs.String("id", "", "ID of the active task to cancel (required)")
+	_ = fs.Parse(args)
+	if *id == "" {
+		fail("cancel needs --id")
+	}
+	in := asynq.NewInspector(tgt.opt())
+	defer in.Close()
+	if err := in.CancelProcessing(*id); err != nil {
+		fail("CancelProcessing: %v", err)
+	}
+	printJSON(map[string]any{"canceled": *id})
 }
