@@ -71,6 +71,7 @@ class Dequeued:
     task_id: str
     raw: bytes
     attempt: str
+    lease_until: float = 0.0  # the lease expiry in Redis (unix s) as the dequeue wrote it
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +116,7 @@ class Broker:
         # Per queue, a dequeue call given up on (timeout, lost connection, cancelled) that may
         # still have run: its token and the IDs it named. The next dequeue of the queue re-sends
         # it first, so what it took is handed out now, not left in active until its lease expires.
-        self._unsettled: dict[str, tuple[str, list[str]]] = {}
+        self._unsettled: dict[str, tuple[str, list[str], float]] = {}
 
     # -- enqueue ------------------------------------------------------------------------------------
 
@@ -218,10 +219,10 @@ class Broker:
             if unsettled is not None:  # re-send the call given up on: same token, same IDs
                 # (no more IDs than the caller has room for; the script checks each ID on its own,
                 # so the rest can be re-sent by the next call)
-                attempt, named = unsettled
+                attempt, named, lease = unsettled
                 expected = named[:count]
                 if named[count:]:
-                    self._unsettled[queue] = (attempt, named[count:])
+                    self._unsettled[queue] = (attempt, named[count:], lease)
             else:
                 expected = self._tails.get(queue, [])[:count]
                 if not expected:
@@ -234,15 +235,17 @@ class Broker:
                             return PAUSED
                         return out
                 attempt = f"{self._attempt_prefix}-{next(self._attempts)}"
+                lease = float(int(lease_until))
             keys = [qk.pending, qk.active, qk.lease, qk.paused, *(qk.task(i) for i in expected)]
             try:
+                # a re-send names the lease its first send wrote: the tasks it took carry that one
                 reply = await self.transport.script(
-                    scripts.DEQUEUE, keys, [int(lease_until), tail_len, attempt, *expected]
+                    scripts.DEQUEUE, keys, [int(lease), tail_len, attempt, *expected]
                 )
             except BaseException as exc:
                 held = self._unsettled.get(queue)
                 rest = held[1] if held is not None and held[0] == attempt else []
-                self._unsettled[queue] = (attempt, expected + rest)
+                self._unsettled[queue] = (attempt, expected + rest, lease)
                 if not out or not isinstance(exc, Exception):
                     raise
                 # The tasks of the earlier rounds are already active under our lease: hand them
@@ -257,7 +260,7 @@ class Broker:
             for i in range(matched):
                 raw = msgs[i]
                 if raw is not None:  # b"" was moved to active too: hand it out to be archived
-                    out.append(Dequeued(queue, expected[i], bytes(raw), attempt))
+                    out.append(Dequeued(queue, expected[i], bytes(raw), attempt, lease))
             count -= matched
             if count <= 0 or not newtail:
                 return out

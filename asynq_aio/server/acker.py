@@ -54,7 +54,9 @@ class Acker:
     def _lane(self, queue: str) -> Coalescer[_Outcome, Any]:
         lane = self._lanes.get(queue)
         if lane is None:
-            # shielded: an outcome that reached here must be written even while the server stops
+            # shielded: a write under way finishes even while the server stops (an outcome still
+            # queued when its submitter is cancelled is dropped; the task keeps its lease and is
+            # recovered; no server path cancels a submitter today)
             lane = self._lanes[queue] = Coalescer(
                 partial(self._write, queue), max_batch=MAX_BATCH, max_inflight=1, shield=True
             )

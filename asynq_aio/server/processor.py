@@ -223,22 +223,25 @@ class Processor:
             if len(msg.payload) > self._config.max_payload_bytes:
                 await self._archive_oversized(msg, item.attempt)
                 return
-            await self._run_one(msg, item.attempt, free_slot)
+            await self._run_one(msg, item, free_slot)
         finally:
             free_slot()
             self._outstanding -= 1
             if self._outstanding == 0:
                 self._all_done.set()
 
-    async def _run_one(self, msg: TaskMessage, attempt: str, free_slot: Callable[[], None]) -> None:
+    async def _run_one(self, msg: TaskMessage, item: Dequeued, free_slot: Callable[[], None]) -> None:
         now = time.time()
+        attempt = item.attempt
         deadline_unix = _deadline_of(msg, now)
         entry = ActiveTask(
             msg=msg,
             attempt=attempt,
             started=datetime.fromtimestamp(now, tz=UTC),
             deadline=datetime.fromtimestamp(deadline_unix, tz=UTC),
-            lease_expiry=math.ceil(now + self._config.lease_duration),
+            # the lease the dequeue wrote, not one counted from now: a dequeue that took a while
+            # (or a re-sent one) leaves less of it than lease_duration
+            lease_expiry=item.lease_until or math.ceil(now + self._config.lease_duration),
         )
         self._active.add(entry)
         task = Task.__new__(Task)
