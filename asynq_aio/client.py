@@ -15,6 +15,7 @@ from typing import Self
 from asynq_aio.coalescer import Coalescer
 from asynq_aio.connection import RedisConnOpt
 from asynq_aio.errors import InvalidTaskError, NotDurableError
+from asynq_aio.inspector import CancelOutcome, Inspector
 from asynq_aio.options import Duration, EnqueueOptions, prepare
 from asynq_aio.protocol.broker import Broker, EnqueueRequest
 from asynq_aio.task import Task, TaskInfo
@@ -102,6 +103,7 @@ class Client:
         )
         self._max_payload = max_payload_bytes
         self._results = ResultWaiter(self._transport, self._broker)
+        self._inspector: Inspector | None = None  # for cancel(): shares this client's connections
         self._known_queues: dict[str, float] = {}
         self._enqueue_hooks: list[EnqueueHook] = list(enqueue_hooks)
 
@@ -134,6 +136,15 @@ class Client:
             raise InvalidTaskError("wait_result needs the task's queue (pass a TaskInfo, or queue=)")
         return await self._results.wait(queue, task_id, timeout)
 
+    async def cancel(self, task_id: str, *, queue: str | None = None) -> CancelOutcome:
+        """Stop a task by its ID alone: a running task's handler is cancelled (the task then goes
+        to retry, as in Go), a waiting one (pending, scheduled, retry, aggregating) is deleted.
+        Raises TaskNotFoundError, or FailedPreconditionError for a finished task or an ID in
+        several queues (pass ``queue`` then). See :meth:`Inspector.cancel`."""
+        if self._inspector is None:
+            self._inspector = Inspector(self._transport.client, retry=self._transport.retry)
+        return await self._inspector.cancel(task_id, queue=queue)
+
     async def ping(self) -> None:
         """Check that Redis answers (every node of a cluster covers its slots); raises
         RedisUnavailableError / ClusterNotReadyError otherwise. For readiness probes."""
@@ -155,6 +166,8 @@ class Client:
     async def aclose(self) -> None:
         await self._batcher.aclose(grace=CLOSE_GRACE)
         await self._results.aclose()
+        if self._inspector is not None:
+            await self._inspector.aclose()  # closes nothing of ours: it wraps our redis-py client
         await self._transport.aclose()
 
     def _open_hooks(self, task: Task, req: EnqueueRequest, info: TaskInfo) -> tuple[TaskInfo, ExitStack]:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self
 
 from asynq_aio.connection import RedisConnOpt
-from asynq_aio.errors import FailedPreconditionError
+from asynq_aio.errors import FailedPreconditionError, TaskNotFoundError
 from asynq_aio.protocol.admin import (
     Action,
     Admin,
@@ -34,6 +34,7 @@ from asynq_aio.task import PayloadLike, TaskInfo, TaskState, encode_payload
 from asynq_aio.transport import RedisClient, RetryPolicy, Transport
 
 __all__ = [
+    "CancelOutcome",
     "ClusterNodeRef",
     "DailyStats",
     "FailedPreconditionError",
@@ -49,6 +50,16 @@ __all__ = [
 ]
 
 DEFAULT_PAGE_SIZE = 30
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOutcome:
+    """What :meth:`Inspector.cancel` did: the task's queue, the state it was found in, and
+    ``"signalled"`` (a running task's handler was asked to stop) or ``"deleted"`` (it waited)."""
+
+    queue: str
+    state: TaskState
+    action: Literal["signalled", "deleted"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +218,44 @@ class Inspector:
         self, queue: str, group: str, *, page: int = 1, size: int = DEFAULT_PAGE_SIZE
     ) -> list[TaskInfo]:
         return await self.list_tasks(queue, TaskState.AGGREGATING, group=group, page=page, size=size)
+
+    async def find_task(self, task_id: str) -> TaskInfo:
+        """A task by its ID alone, in whichever queue holds it (every queue is asked: Asynq keeps no
+        ID-to-queue index). Raises TaskNotFoundError, or FailedPreconditionError when the ID is in
+        more than one queue (then name the queue: :meth:`get_task_info`)."""
+        holders = await self._admin.queues_holding(task_id)
+        if not holders:
+            raise TaskNotFoundError(f'task "{task_id}" not found in any queue')
+        if len(holders) > 1:
+            raise FailedPreconditionError(
+                f'task ID "{task_id}" is in {len(holders)} queues ({", ".join(holders)}): name the queue'
+            )
+        return await self._admin.task(holders[0], task_id)
+
+    async def cancel(self, task_id: str, *, queue: str | None = None) -> CancelOutcome:
+        """Stop a task by its ID: a running one gets the cancel signal (its handler is cancelled;
+        like Go's, the task then goes to retry, see ``Config.count_cancel_as_failure``); one that
+        waits (pending, scheduled, retry, aggregating) is deleted, so it never runs. A finished
+        task (completed, archived) raises FailedPreconditionError; an unknown one TaskNotFoundError.
+        ``queue`` narrows the lookup to one queue (needed when the ID is in several)."""
+        for _ in range(3):  # a task can start between the lookup and the delete: look again
+            if queue is None:
+                info = await self.find_task(task_id)
+            else:
+                info = await self._admin.task(queue, task_id)
+            if info.state is TaskState.ACTIVE:
+                await self._broker.publish_cancel(task_id)
+                return CancelOutcome(info.queue, info.state, "signalled")
+            if info.state in (TaskState.COMPLETED, TaskState.ARCHIVED):
+                raise FailedPreconditionError(f'task "{task_id}" already finished ({info.state.value})')
+            try:
+                await self._admin.apply_one(info.queue, task_id, "delete")
+            except FailedPreconditionError:
+                continue  # it became active meanwhile
+            except TaskNotFoundError:
+                raise TaskNotFoundError(f'task "{task_id}" finished or was removed meanwhile') from None
+            return CancelOutcome(info.queue, info.state, "deleted")
+        raise FailedPreconditionError(f'task "{task_id}" kept changing state: try again')
 
     async def delete_task(self, queue: str, task_id: str) -> None:
         """Delete a task in any state but active (and release its unique lock)."""

@@ -275,8 +275,16 @@ async def test_task_delete_run_archive_cancel(cli: Cli, pop: Populated, raw: Raw
     assert "not found" in await cli.error("task", "delete", q, "nope")
     assert "not found" in await cli.error("task", "run", "nope_q", "nope")
 
-    out = (await cli("task", "cancel", pop.active)).output
-    assert out == f"Sent cancelation signal for task {pop.active}\n"
+    # the fixture's IDs repeat across this session's queues: name the queue (find-by-ID alone is
+    # tested in test_cancel_by_id.py)
+    out = (await cli("task", "cancel", "--queue", q, pop.active)).output
+    assert out == f"Sent cancelation signal for task {pop.active} (running in queue {q})\n"
+    # a waiting task is not running: cancel deletes it and says so (Go's CLI would claim a signal)
+    out = (await cli("task", "cancel", "-q", q, pop.scheduled[1])).output
+    assert out == f"Deleted task {pop.scheduled[1]} from queue {q}: it was scheduled, not running\n"
+    assert await raw.cmd("EXISTS", k.task(pop.scheduled[1])) == 0
+    assert "not found in any queue" in await cli.error("task", "cancel", "no-such-id")
+    assert "already finished (archived)" in await cli.error("task", "cancel", "-q", q, pop.pending[0])
 
 
 async def test_task_bulk_commands(cli: Cli, pop: Populated, raw: RawRedis) -> None:

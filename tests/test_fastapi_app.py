@@ -72,6 +72,9 @@ async def test_signup_enqueues_and_the_lifespan_worker_runs_the_handler(
 
         missing = await http.get("/tasks/no-such-task")
         assert missing.status_code == 404
+        assert (await http.delete("/tasks/no-such-task")).status_code == 404
+        finished = await http.delete(f"/tasks/{enqueued['task_id']}")  # completed: nothing to stop
+        assert finished.status_code == 409, finished.text
         invalid = await http.post("/signup", json={"user_id": "x", "email": "not-an-email"})
         assert invalid.status_code == 422
 

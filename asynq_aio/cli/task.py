@@ -170,11 +170,18 @@ def print_task_info(info: TaskInfo) -> None:
 @connection_flags
 def cancel(
     conn: ConnectionFlags,
-    task_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="IDs of running tasks.")],
+    task_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Task IDs (any queue).")],
+    queue: Annotated[
+        str | None, typer.Option("--queue", "-q", help="Look in this queue only (an ID in several).")
+    ] = None,
 ) -> None:
-    """Ask the servers to cancel running tasks (PUBLISH asynq:cancel)."""
-    for tid, _ in for_each(conn, task_ids, lambda insp, tid: insp.cancel_processing(tid)):
-        typer.echo(f"Sent cancelation signal for task {tid}")
+    """Stop tasks by ID: a running task gets the cancel signal (PUBLISH asynq:cancel, as Go's CLI
+    sends), a waiting one (pending, scheduled, retry, aggregating) is deleted. Says which."""
+    for tid, done in for_each(conn, task_ids, lambda insp, tid: insp.cancel(tid, queue=queue)):
+        if done.action == "signalled":
+            typer.echo(f"Sent cancelation signal for task {tid} (running in queue {done.queue})")
+        else:
+            typer.echo(f"Deleted task {tid} from queue {done.queue}: it was {done.state.value}, not running")
 
 
 ONE_HELP = {

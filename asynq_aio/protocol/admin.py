@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError
 from asynq_aio.errors import (
     AsynqError,
     FailedPreconditionError,
+    InvalidQueueName,
     MalformedTaskError,
     QueueNotFoundError,
     TaskNotFoundError,
@@ -176,6 +177,20 @@ class Admin:
         if not await self.transport.call("SISMEMBER", ALL_QUEUES, queue):
             raise QueueNotFoundError(f'queue "{queue}" not found')
         return qk
+
+    async def queues_holding(self, task_id: str) -> list[str]:
+        """The registered queues that hold a task with this ID. Asynq's layout has no ID-to-queue
+        index (and Go writers would not keep one), so this asks every queue: one EXISTS per queue,
+        pipelined (one round trip per node)."""
+        names = sorted(text(x) for x in await self.transport.call("SMEMBERS", ALL_QUEUES))
+        batch = NamedBatch()
+        for q in names:
+            try:
+                batch.add(q, Op.command("EXISTS", queue_keys(q).task(task_id)))
+            except InvalidQueueName:  # a name a foreign writer registered that we cannot address
+                continue
+        found = await batch.run(self.transport)
+        return [q for q in names if int(found.get(q, 0))]
 
     async def queue_infos(self, queues: Sequence[str], *, memory: bool = False) -> list[QueueInfo]:
         """Counts of many queues in a few pipelined round trips; unknown queues raise."""

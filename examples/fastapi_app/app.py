@@ -8,6 +8,7 @@ Run it (with uvicorn installed) against a local Redis or a cluster::
     curl -X POST localhost:8000/signup -H 'content-type: application/json' \
          -d '{"user_id": 42, "email": "ada@example.com"}'
     curl localhost:8000/tasks/<task_id>
+    curl -X DELETE localhost:8000/tasks/<task_id>
     curl -X POST localhost:8000/signup/wait -H 'content-type: application/json' \
          -d '{"user_id": 43, "email": "grace@example.com"}'
 """
@@ -21,7 +22,7 @@ from pydantic import BaseModel
 
 from asynq_aio import (
     Config,
-    QueueNotFoundError,
+    FailedPreconditionError,
     RedisClusterClientOpt,
     Task,
     TaskFailedError,
@@ -98,9 +99,9 @@ def create_app(
     @app.get("/tasks/{task_id}")
     async def task_status(task_id: str, inspector: AsynqInspector) -> TaskStatus:
         try:
-            info = await inspector.get_task_info(queue, task_id)
-        except (TaskNotFoundError, QueueNotFoundError):
-            raise HTTPException(status_code=404, detail=f"no task {task_id} in queue {queue}") from None
+            info = await inspector.find_task(task_id)  # by ID alone: whichever queue holds it
+        except TaskNotFoundError:
+            raise HTTPException(status_code=404, detail=f"no task {task_id}") from None
         return TaskStatus(
             id=info.id,
             type=info.type,
@@ -109,6 +110,17 @@ def create_app(
             last_error=info.last_err,
             result=info.result.decode() if info.result is not None else None,
         )
+
+    @app.delete("/tasks/{task_id}")
+    async def cancel_task(task_id: str, client: AsynqClient) -> dict[str, str]:
+        """Stop a task: a running one is signalled, a waiting one deleted."""
+        try:
+            done = await client.cancel(task_id)
+        except TaskNotFoundError:
+            raise HTTPException(status_code=404, detail=f"no task {task_id}") from None
+        except FailedPreconditionError as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from None
+        return {"task_id": task_id, "queue": done.queue, "was": done.state, "action": done.action}
 
     return app
 
