@@ -74,6 +74,8 @@ class ServeMux:
         self._middleware: list[Middleware] = []
         self._resolved: dict[str, Handler | None] = {}
         self._warned_unhandled: set[str] = set()
+        # pattern -> the queue its tasks are enqueued to, when a TaskDef registered it
+        self._queues: dict[str, str] = {}
 
     def handle(self, pattern: str, handler: Handler) -> None:
         if not pattern or not pattern.strip():
@@ -82,6 +84,15 @@ class ServeMux:
             raise ValueError(f"a handler is already registered for {pattern!r}")
         self._routes[pattern] = handler
         self._resolved.clear()
+
+    def expect_queue(self, pattern: str, queue: str) -> None:
+        """Note that tasks of ``pattern`` go to ``queue`` (a TaskDef with a queue says so when it
+        registers), so a worker can serve that queue without being told and warn when it does not."""
+        self._queues[pattern] = queue
+
+    def expected_queues(self) -> dict[str, str]:
+        """Pattern -> queue, for the handlers whose tasks name a queue."""
+        return dict(self._queues)
 
     def handle_func(self, pattern: str, fn: Callable[..., Awaitable[Any]]) -> None:
         """Register ``async def fn(task: Task)`` (or a typed ``fn(payload: Model)``)."""

@@ -197,6 +197,8 @@ class TaskDef(Generic[ModelT]):
     def register(self, mux: ServeMux, fn: TypedHandler[ModelT]) -> None:
         """Route this task type to ``fn`` in ``mux``."""
         mux.handle(self.type, self.as_handler(fn))
+        if self.queue is not None:
+            mux.expect_queue(self.type, self.queue)
 
     def handler(self, mux: ServeMux) -> Callable[[TypedHandler[ModelT]], TypedHandler[ModelT]]:
         """Decorator: ``@send_email.handler(mux) async def handle(payload: EmailPayload) -> None``."""

@@ -231,3 +231,76 @@ async def test_worker_command_processes_and_stops_on_sigterm(
     assert proc.returncode == 0, text
     assert 'HANDLED cli:hello {"n":1}' in text
     assert "received SIGTERM" in text
+
+
+TYPED_APP = """
+from pydantic import BaseModel
+from asynq_aio import ServeMux, TaskDef
+
+class Resize(BaseModel):
+    url: str
+
+resize = TaskDef("images:resize", Resize, queue="{queue}")
+mux = ServeMux()
+
+@resize.handler(mux)
+async def handle(p: Resize) -> str:
+    print("RESIZED", p.url, flush=True)
+    return "ok"
+"""
+
+
+@pytest.mark.anyio
+async def test_worker_without_queues_serves_the_queues_its_taskdefs_name(
+    redis_cluster: RunningCluster, unique_queue: str, tmp_path: Path
+) -> None:
+    """No --queue: the worker serves "default" plus the queues the mux's TaskDefs name, instead of
+    leaving a TaskDef's tasks pending in a queue nobody serves."""
+    (tmp_path / "typedapp.py").write_text(TYPED_APP.replace("{queue}", unique_queue))
+    env = dict(os.environ, ASYNQ_CLUSTER_ADDRS=",".join(redis_cluster.addrs), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "asynq_aio.cli", "worker", "typedapp:mux"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        async with Client(RedisClusterClientOpt(addrs=redis_cluster.addrs)) as client:
+            info = await client.enqueue(Task("images:resize", {"url": "u"}), queue=unique_queue)
+            assert await client.wait_result(info, timeout=20) == b"ok"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "RESIZED u" in text
+    assert f"'{unique_queue}': 1" in text  # the start line names the queues it serves
+
+
+@pytest.mark.anyio
+async def test_a_server_warns_about_a_taskdef_queue_it_does_not_serve(
+    single_redis_url: str, unique_queue: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pydantic import BaseModel
+
+    from asynq_aio import Config, ServeMux, Server, TaskDef, parse_redis_url
+
+    class P(BaseModel):
+        n: int
+
+    td = TaskDef("warned:task", P, queue=f"{unique_queue}_elsewhere")
+    mux = ServeMux()
+
+    @td.handler(mux)
+    async def handle(p: P) -> None: ...
+
+    with caplog.at_level("WARNING", logger="asynq_aio.server"):
+        async with Server(parse_redis_url(single_redis_url), Config(queues={unique_queue: 1})).serve(mux):
+            pass
+    assert any(
+        "'warned:task'" in r.getMessage() and "does not serve" in r.getMessage() for r in caplog.records
+    ), [r.getMessage() for r in caplog.records]

@@ -91,14 +91,19 @@ def worker(
         raise fail(f"--log-format must be text or json, got {log_format!r}")
     configure_logging(log_level.upper(), "json" if log_format == "json" else "text")
     # the flags first: a typo in them should not wait for (or be hidden by) the user's imports
+    queues = parse_queues(queue or [])
     config = Config(
         concurrency=concurrency,
-        queues=parse_queues(queue or []) or {"default": 1},
+        queues=queues or {"default": 1},
         strict_priority=strict_priority,
         shutdown_timeout=shutdown_timeout,
     )
     opt = conn.options()
     handler = load_object(app)
+    if not queues and isinstance(handler, ServeMux):
+        # no --queue: serve the queues the mux's TaskDefs name, beside "default"
+        named = {q: 1 for q in sorted(set(handler.expected_queues().values()))}
+        config = config.with_(queues={"default": 1, **named})
     server = Server(opt, config)
     logging.getLogger("asynq_aio.cli").info(
         "worker %s: %s, concurrency %d, queues %s", app, opt.describe(), concurrency, config.queues

@@ -73,6 +73,16 @@ class Server:
         self._running = True
         h = as_handler(handler)
         cfg = self.config
+        if isinstance(handler, ServeMux):
+            for pattern, queue in sorted(handler.expected_queues().items()):
+                if queue not in cfg.queues:
+                    log.warning(
+                        "tasks of %r go to queue %r, which this server does not serve (its queues: %s); "
+                        "they will wait there until a server that serves it runs",
+                        pattern,
+                        queue,
+                        ", ".join(cfg.queues),
+                    )
         transport = Transport.connect(self._redis, retry=self._retry)
         try:
             await transport.check_ready()
