@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -158,3 +159,34 @@ def test_asynq_aio_does_not_import_fastapi_and_contrib_names_the_extra() -> None
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "pip install 'asynq-aio[fastapi]'" in out.stdout
+
+
+LIFESPAN_SCRIPT = """
+import anyio
+from fastapi import FastAPI
+from asynq_aio import Config, ServeMux, parse_redis_url
+from asynq_aio.contrib.fastapi import Asynq
+
+mux = ServeMux()
+asynq = Asynq(parse_redis_url({url!r}), mux=mux, config=Config(queues={{{queue!r}: 1}}))
+app = FastAPI(lifespan=asynq.lifespan)
+
+async def main() -> None:
+    async with asynq.lifespan(app):
+        pass
+
+anyio.run(main)
+"""
+
+
+def test_the_embedded_worker_logs_like_uvicorn_when_nothing_else_configures_logging(
+    single_redis_url: str, unique_queue: str, tmp_path: Path
+) -> None:
+    """uvicorn configures only its own loggers: without this, the worker's lines went to Python's
+    last-resort handler (WARNING and up), so an embedded worker looked silent."""
+    script = tmp_path / "app_logs.py"
+    script.write_text(LIFESPAN_SCRIPT.format(url=single_redis_url, queue=unique_queue))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "INFO:     asynq-aio worker started in the app: " in done.stderr, done.stderr
+    assert f"queues {unique_queue}=1, concurrency " in done.stderr

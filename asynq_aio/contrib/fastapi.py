@@ -18,6 +18,7 @@ Requires FastAPI (``pip install 'asynq-aio[fastapi]'``); ``import asynq_aio`` ne
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -58,6 +59,9 @@ _NOT_RUNNING = (
 )
 
 
+log = logging.getLogger("asynq_aio.contrib.fastapi")
+
+
 class Asynq:
     """Owns one :class:`Client` per app (plus an :class:`Inspector` on first use) for the app's
     lifetime, and runs a worker beside the app when given a ``mux``.
@@ -75,6 +79,7 @@ class Asynq:
         config: Config | None = None,
         run_worker: bool | None = None,
         retry: RetryPolicy | None = None,
+        log_level: str | None = "INFO",
     ) -> None:
         self.redis: RedisConnOpt = parse_redis_url(redis) if isinstance(redis, str) else redis
         self.mux = mux
@@ -83,6 +88,7 @@ class Asynq:
         if self.run_worker and mux is None:
             raise ValueError("run_worker=True needs a mux (or handler) to run")
         self.retry = retry
+        self.log_level = log_level
         self._client: Client | None = None
         self._inspector: Inspector | None = None
         self._server: Server | None = None
@@ -121,6 +127,8 @@ class Asynq:
         ``app.state.asynq`` for code that reaches the app but not the request."""
         if self._client is not None:
             raise RuntimeError("this Asynq instance is already running in a lifespan")
+        if self.log_level is not None:
+            _show_logs(self.log_level)
         client = Client(self.redis, retry=self.retry)
         self._client = client
         state = getattr(app, "state", None)
@@ -132,6 +140,13 @@ class Asynq:
                 server = Server(self.redis, self.config, retry=self.retry)
                 self._server = server
                 async with server.serve(self.mux):
+                    cfg = server.config
+                    log.info(
+                        "asynq-aio worker started in the app: %s, queues %s, concurrency %d",
+                        self.redis.describe(),
+                        ", ".join(f"{q}={w}" for q, w in cfg.queues.items()),
+                        cfg.concurrency,
+                    )
                     yield {STATE_KEY: self}
             else:
                 yield {STATE_KEY: self}
@@ -142,6 +157,27 @@ class Asynq:
                 await client.aclose()
                 if inspector is not None:
                     await inspector.aclose()
+
+
+def _show_logs(level: str) -> None:
+    """Under uvicorn's default logging nothing handles the ``asynq_aio`` loggers (uvicorn configures
+    only its own), so the worker's start line, retries and errors went to Python's last-resort
+    handler, WARNING and up only. When neither the root logger nor ``asynq_aio`` has a handler,
+    give ``asynq_aio`` one that writes like uvicorn's (``INFO:     message`` to stderr); an app that
+    configures logging itself is left alone."""
+    pkg = logging.getLogger("asynq_aio")
+    if logging.getLogger().handlers or pkg.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:%(padding)s%(message)s"))
+    handler.addFilter(_pad_level)
+    pkg.addHandler(handler)
+    pkg.setLevel(level.upper())
+
+
+def _pad_level(record: logging.LogRecord) -> bool:
+    record.padding = " " * max(1, 9 - len(record.levelname))  # uvicorn's "INFO:     " column
+    return True
 
 
 def get_asynq(conn: HTTPConnection) -> Asynq:
