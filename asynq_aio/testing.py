@@ -40,6 +40,7 @@ from typing import Any
 import anyio
 import pytest
 import redis
+from pydantic import BaseModel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -53,6 +54,7 @@ from asynq_aio.mux import ServeMux, as_handler
 from asynq_aio.server.config import Config
 from asynq_aio.server.server import Server
 from asynq_aio.task import Task, TaskInfo, TaskState
+from asynq_aio.typed import TaskDef
 from asynq_aio.types import Handler
 
 __all__ = [
@@ -250,10 +252,32 @@ class TaskRunner:
         for run in reversed(self._runs):
             if run.outcome.task_id == task_id:
                 return run.outcome
-        raise KeyError(f"task {task_id} has not run")
+        raise KeyError(
+            f"task {task_id} has not run (this runner serves the queues {', '.join(self.queues)}: "
+            "was it enqueued to one of them, and drained?)"
+        )
 
-    async def enqueue(self, task: Task, **options: Any) -> TaskInfo:
-        """``client.enqueue`` into the runner's first queue unless ``queue=`` says otherwise."""
+    async def enqueue(
+        self, task: Task | TaskDef[Any], payload: BaseModel | None = None, **options: Any
+    ) -> TaskInfo:
+        """``client.enqueue`` into the runner's first queue unless ``queue=`` says otherwise.
+
+        With a :class:`TaskDef` and its payload, the definition's defaults apply (queue,
+        max_retry, retention, ...), as with ``task_def.enqueue(client, payload)``; its queue must be
+        one this runner serves (a mux's TaskDef queues are served by default)."""
+        if isinstance(task, TaskDef):
+            if payload is None:
+                raise TypeError(f"enqueue({task!r}, payload): the payload is missing")
+            queue = options.get("queue") or task.queue or self.queues[0]
+            if queue not in self.queues:
+                raise ValueError(
+                    f"{task!r} enqueues to queue {queue!r}, which this runner does not serve "
+                    f"({', '.join(self.queues)}): pass queues=[...] to the runner"
+                )
+            options["queue"] = queue
+            return await task.enqueue(self.client, payload, **options)
+        if payload is not None:
+            raise TypeError("a payload goes with a TaskDef; a Task carries its own")
         options.setdefault("queue", self.queues[0])
         return await self.client.enqueue(task, **options)
 
@@ -366,6 +390,9 @@ async def run_tasks(
     """
     opt = parse_redis_url(redis) if isinstance(redis, str) else redis
     qmap = _queue_map(queues, config)
+    if isinstance(handler, ServeMux):  # the queues the mux's TaskDefs name run too, as in the CLI worker
+        for q in sorted(set(handler.expected_queues().values())):
+            qmap.setdefault(q, 1)
     base = config or Config(shutdown_timeout=1.0, heartbeat_interval=1.0, forward_interval=0.1)
     settings: dict[str, Any] = {**dict(base), "queues": qmap}
     if concurrency is not None or config is None:
@@ -384,14 +411,15 @@ async def run_tasks(
             wait_for_retries=retry_delay is not None,
         )
 
-        async def recorded(task: Task) -> None:
+        async def recorded(task: Task) -> Any:
             ctx = current_task()
             try:
-                await inner(task)
+                value = await inner(task)
             except BaseException as exc:
                 runner._record(ctx, task, exc)
                 raise
             runner._record(ctx, task, None)
+            return value  # the handler's result is stored as in a real worker
 
         async with runner.server.serve(recorded):
             yield runner

@@ -197,3 +197,37 @@ def test_plugin_runs_user_tests_on_a_devcluster(pytester: pytest.Pytester) -> No
     addrs = where.removeprefix("cluster ").split(",")
     assert len(addrs) == 6
     assert not any(_addr_pings(a) for a in addrs), "cluster nodes still answer after the session"
+
+
+@pytest.mark.anyio
+async def test_the_runner_takes_a_taskdef_with_its_defaults_and_keeps_results(
+    single_redis_url: str, unique_queue: str
+) -> None:
+    """A TaskDef's task goes to its own queue (served because the mux's TaskDefs name it), keeps its
+    defaults, and the handler's returned result is stored as by a real worker."""
+    from pydantic import BaseModel
+
+    from asynq_aio import ServeMux, TaskDef
+    from asynq_aio.testing import OutcomeStatus, run_tasks
+
+    class Job(BaseModel):
+        n: int
+
+    job = TaskDef("job:square", Job, queue=f"{unique_queue}_jobs", max_retry=2)
+    stray = TaskDef("job:stray", Job, queue=f"{unique_queue}_nowhere")
+    mux = ServeMux()
+
+    @job.handler(mux)
+    async def square(p: Job) -> int:
+        return p.n * p.n
+
+    async with run_tasks(single_redis_url, mux, queues=[unique_queue]) as runner:
+        info = await runner.enqueue(job, Job(n=7))
+        assert (info.queue, info.max_retry) == (f"{unique_queue}_jobs", 2)
+        (outcome,) = await runner.drain()
+        assert outcome.status is OutcomeStatus.SUCCEEDED
+        assert await runner.client.wait_result(info, timeout=5) == b"49"
+        with pytest.raises(ValueError, match="does not serve"):
+            await runner.enqueue(stray, Job(n=1))
+        with pytest.raises(KeyError, match="serves the queues"):
+            runner.outcome("never-enqueued")
