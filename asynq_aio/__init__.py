@@ -9,6 +9,7 @@ from asynq_aio.connection import (
     parse_redis_url,
 )
 from asynq_aio.context import TaskContext, current_task
+from asynq_aio.default_client import NoDefaultClientError, use_client
 from asynq_aio.errors import (
     AsynqError,
     ClusterNotReadyError,
@@ -60,6 +61,7 @@ __all__ = [
     "InvalidQueueName",
     "InvalidTaskError",
     "MalformedTaskError",
+    "NoDefaultClientError",
     "NotDurableError",
     "OutgoingTask",
     "PayloadTooLargeError",
@@ -94,4 +96,5 @@ __all__ = [
     "current_task",
     "default_retry_delay",
     "parse_redis_url",
+    "use_client",
 ]

@@ -6,7 +6,7 @@ import inspect
 import logging
 import typing
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -15,7 +15,11 @@ from asynq_aio.logfmt import context_fields
 from asynq_aio.task import Task
 from asynq_aio.types import Handler, Middleware
 
+if TYPE_CHECKING:
+    from asynq_aio.typed import TaskDef
+
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+M = TypeVar("M", bound=BaseModel)
 
 log = logging.getLogger("asynq_aio.server")
 
@@ -104,6 +108,31 @@ class ServeMux:
         def register(fn: F) -> F:
             self.handle_func(pattern, fn)
             return fn
+
+        return register
+
+    def define(
+        self, task_type: str, **defaults: Any
+    ) -> Callable[[Callable[[M], Awaitable[Any]]], TaskDef[M]]:
+        """Decorator-first style: register the handler and get its task definition back.
+
+        ``@mux.define("email:send", queue="emails") async def send_email(p: EmailPayload): ...``
+        makes ``send_email`` a :class:`TaskDef` (model read from the handler's annotation; the
+        keyword arguments are its defaults), so ``await send_email.send(payload)`` enqueues with
+        the default client and ``send_email.enqueue(client, payload)`` with an explicit one."""
+        from asynq_aio.typed import TaskDef
+
+        def register(fn: Callable[[M], Awaitable[Any]]) -> TaskDef[M]:
+            params = list(inspect.signature(fn).parameters.values())
+            model = typing.get_type_hints(fn).get(params[0].name) if len(params) == 1 else None
+            if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                raise TypeError(
+                    f"@define({task_type!r}): {fn.__qualname__} must take one parameter annotated with a "
+                    "pydantic model (use mux.task for handlers that take a Task)"
+                )
+            task_def: TaskDef[M] = TaskDef(task_type, typing.cast("type[M]", model), **defaults)
+            task_def.register(self, fn)
+            return task_def
 
         return register
 

@@ -47,6 +47,7 @@ from redis.retry import Retry
 from asynq_aio.client import Client
 from asynq_aio.connection import RedisClientOpt, RedisClusterClientOpt, RedisConnOpt, parse_redis_url
 from asynq_aio.context import TaskContext, current_task
+from asynq_aio.default_client import use_client
 from asynq_aio.devcluster import DevCluster, find_free_port_base, find_redis_server
 from asynq_aio.errors import QueueNotFoundError, TaskNotFoundError
 from asynq_aio.inspector import Inspector
@@ -421,8 +422,9 @@ async def run_tasks(
             runner._record(ctx, task, None)
             return value  # the handler's result is stored as in a real worker
 
-        async with runner.server.serve(recorded):
-            yield runner
+        with use_client(client):  # TaskDef.send() in the test uses the runner's client
+            async with runner.server.serve(recorded):
+                yield runner
 
 
 # -- the pytest plugin ------------------------------------------------------------------------------

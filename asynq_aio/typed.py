@@ -31,6 +31,7 @@ from typing import Any, Generic
 from pydantic import BaseModel, ValidationError
 
 from asynq_aio.client import Client
+from asynq_aio.default_client import default_client
 from asynq_aio.errors import InvalidTaskError, PayloadValidationError
 from asynq_aio.mux import ServeMux
 from asynq_aio.options import Duration, EnqueueOptions
@@ -126,6 +127,11 @@ class TaskDef(Generic[ModelT]):
         return await client.enqueue(
             self.task(payload, headers=headers), **options.over(self._defaults).given()
         )
+
+    async def send(self, payload: ModelT, **options: Any) -> TaskInfo:
+        """Enqueue with the default client (see :func:`asynq_aio.use_client`): the short form of
+        :meth:`enqueue`, with the same options. Raises NoDefaultClientError when none is set."""
+        return await self.enqueue(default_client(), payload, **options)
 
     async def enqueue_many(
         self,

@@ -33,6 +33,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess witho
 
 from asynq_aio.client import Client
 from asynq_aio.connection import RedisConnOpt, parse_redis_url
+from asynq_aio.default_client import use_client
 from asynq_aio.inspector import Inspector
 from asynq_aio.mux import ServeMux
 from asynq_aio.server.config import Config
@@ -135,21 +136,9 @@ class Asynq:
         if state is not None:
             setattr(state, STATE_KEY, self)
         try:
-            if self.run_worker:
-                assert self.mux is not None
-                server = Server(self.redis, self.config, retry=self.retry)
-                self._server = server
-                async with server.serve(self.mux):
-                    cfg = server.config
-                    log.info(
-                        "asynq-aio worker started in the app: %s, queues %s, concurrency %d",
-                        self.redis.describe(),
-                        ", ".join(f"{q}={w}" for q, w in cfg.queues.items()),
-                        cfg.concurrency,
-                    )
-                    yield {STATE_KEY: self}
-            else:
-                yield {STATE_KEY: self}
+            with use_client(client):  # TaskDef.send() in routes uses the app's client
+                async with self._serving() as state:
+                    yield state
         finally:
             self._client = self._server = None
             inspector, self._inspector = self._inspector, None
@@ -157,6 +146,25 @@ class Asynq:
                 await client.aclose()
                 if inspector is not None:
                     await inspector.aclose()
+
+    @asynccontextmanager
+    async def _serving(self) -> AsyncIterator[dict[str, Any]]:
+        """The worker beside the app while the block runs (when there is one)."""
+        if not self.run_worker:
+            yield {STATE_KEY: self}
+            return
+        assert self.mux is not None
+        server = Server(self.redis, self.config, retry=self.retry)
+        self._server = server
+        async with server.serve(self.mux):
+            cfg = server.config
+            log.info(
+                "asynq-aio worker started in the app: %s, queues %s, concurrency %d",
+                self.redis.describe(),
+                ", ".join(f"{q}={w}" for q, w in cfg.queues.items()),
+                cfg.concurrency,
+            )
+            yield {STATE_KEY: self}
 
 
 def _show_logs(level: str) -> None:
