@@ -164,6 +164,7 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Let queued enqueues finish (up to CLOSE_GRACE seconds), then close the connections."""
         await self._batcher.aclose(grace=CLOSE_GRACE)
         await self._results.aclose()
         if self._inspector is not None:

@@ -28,6 +28,7 @@ class TLSOptions(BaseModel):
     check_hostname: bool = False
 
     def redis_kwargs(self) -> dict[str, Any]:
+        """These settings as the ``ssl*`` keyword arguments of a redis-py client."""
         reqs = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
         return {
             "ssl": True,
@@ -72,6 +73,7 @@ class RedisClientOpt(_CommonOpt):
         return v
 
     def describe(self) -> str:
+        """Where this connects, for log lines and messages (``redis://host:port/db``); no credentials."""
         return f"{'rediss' if self.tls else 'redis'}://{self.addr}/{self.db}"
 
 
@@ -100,6 +102,7 @@ class RedisClusterClientOpt(_CommonOpt):
         return v
 
     def describe(self) -> str:
+        """Where this connects, for logs and messages (the seed addresses); no credentials."""
         return f"cluster {','.join(self.addrs)}"
 
 
@@ -113,6 +116,7 @@ class RedisSentinelOpt(_CommonOpt):
     db: int = Field(default=0, ge=0)
 
     def describe(self) -> str:
+        """Where this connects, for log lines and messages (master name and sentinels); no credentials."""
         return f"sentinel {self.master_name}@{','.join(self.sentinel_addrs)}"
 
 

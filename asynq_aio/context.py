@@ -37,4 +37,6 @@ def current_task() -> TaskContext:
 
 
 def set_current(ctx: TaskContext) -> None:
+    """Make ``ctx`` what :func:`current_task` returns in the current context (the processor sets it inside
+    each handler's own task)."""
     _current.set(ctx)

@@ -81,9 +81,12 @@ class IntervalSchedule(Schedule):
 
     @property
     def location_key(self) -> str:
+        """Always ``UTC``: the fire instants are epoch-aligned, so the zone does not change them."""
         return "UTC"  # epoch-aligned: the zone does not change the instants
 
     def next(self, after: datetime) -> datetime:
+        """The first multiple of the interval since the unix epoch strictly after ``after`` (an aware
+        datetime; a naive one raises ValueError), in :attr:`location`."""
         ts = _aware(after).timestamp()
         n = int(ts // self.seconds) + 1
         return datetime.fromtimestamp(n * self.seconds, tz=self.location)
@@ -124,6 +127,7 @@ class CronSchedule(Schedule):
 
     @property
     def location_key(self) -> str:
+        """The name of the schedule's zone (see :func:`location_name`)."""
         return location_name(self.location)
 
     def __repr__(self) -> str:
@@ -141,6 +145,9 @@ class CronSchedule(Schedule):
         return dom or dow
 
     def next(self, after: datetime) -> datetime:
+        """The first fire time strictly after ``after`` (an aware datetime; a naive one raises ValueError),
+        in :attr:`location`, with the module's DST rule. Raises ValueError too if no fire time falls within
+        about nine years."""
         t = _aware(after).astimezone(UTC)
         day = t.astimezone(self.location).date() - timedelta(days=1)
         for _ in range(_MAX_SEARCH_DAYS):

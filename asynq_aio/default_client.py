@@ -37,6 +37,7 @@ def use_client(client: Client) -> Iterator[Client]:
 
 
 def default_client() -> Client:
+    """The innermost client set by :func:`use_client`; raises NoDefaultClientError when none is."""
     if not _stack:
         raise NoDefaultClientError(
             "no default client: enqueue with task_def.enqueue(client, payload), or set one with "

@@ -208,6 +208,8 @@ class DevClusterTLS:
     auth_clients: bool = False
 
     def config_lines(self) -> list[str]:
+        """The ``redis.conf`` lines that turn on TLS for the cluster bus and replication and name the
+        certificates (absolute paths); each node's ``tls-port`` is written apart from them."""
         return [
             "tls-cluster yes",
             "tls-replication yes",
@@ -225,6 +227,7 @@ class DevClusterTLS:
         return kw
 
     def to_json(self) -> dict[str, Any]:
+        """These settings as JSON values, for the state file :meth:`DevCluster.from_dir` reads back."""
         return {
             "cert_file": str(self.cert_file),
             "key_file": str(self.key_file),
@@ -234,6 +237,7 @@ class DevClusterTLS:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DevClusterTLS:
+        """The inverse of :meth:`to_json`; ``auth_clients`` defaults to False when absent."""
         return cls(
             cert_file=Path(data["cert_file"]),
             key_file=Path(data["key_file"]),
@@ -292,10 +296,12 @@ class DevCluster:
 
     @property
     def n_masters(self) -> int:
+        """How many of the ports are masters: the rest are their replicas."""
         return len(self.ports) // (self.replicas + 1)
 
     @property
     def addrs(self) -> list[str]:
+        """Every node's ``host:port``, masters and replicas, in port order."""
         return [f"{self.host}:{port}" for port in self.ports]
 
     # -- lifecycle ---------------------------------------------------------------------------

@@ -64,6 +64,9 @@ class CancelOutcome:
 
 @dataclass(frozen=True, slots=True)
 class ClusterNodeRef:
+    """A Redis Cluster node serving a queue's slot, as CLUSTER SHARDS reports it: ``role`` is ``master`` or
+    ``replica``, ``health`` ``online``, ``loading`` or ``fail``."""
+
     node_id: str
     addr: str  # host:port
     role: str  # master | replica
@@ -72,6 +75,9 @@ class ClusterNodeRef:
 
 @dataclass(frozen=True, slots=True)
 class QueueLocation:
+    """Where a queue lives in a Redis Cluster: its key slot and the nodes serving it, master first (an
+    empty list when no shard covers the slot)."""
+
     queue: str
     slot: int
     nodes: list[ClusterNodeRef]  # master first
@@ -100,6 +106,7 @@ class Inspector:
 
     @property
     def is_cluster(self) -> bool:
+        """Whether the connection is to a Redis Cluster (the ``cluster_*`` methods need one)."""
         return self._transport.is_cluster
 
     async def __aenter__(self) -> Self:
@@ -111,6 +118,7 @@ class Inspector:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the connections this inspector opened (a borrowed client is left open); idempotent."""
         await self._transport.aclose()
 
     # -- queues -------------------------------------------------------------------------------------
@@ -186,6 +194,7 @@ class Inspector:
     async def list_pending_tasks(
         self, queue: str, *, page: int = 1, size: int = DEFAULT_PAGE_SIZE
     ) -> list[TaskInfo]:
+        """One page of pending tasks, the next to be dequeued first. Raises QueueNotFoundError."""
         return await self.list_tasks(queue, TaskState.PENDING, page=page, size=size)
 
     async def list_active_tasks(
@@ -197,26 +206,31 @@ class Inspector:
     async def list_scheduled_tasks(
         self, queue: str, *, page: int = 1, size: int = DEFAULT_PAGE_SIZE
     ) -> list[TaskInfo]:
+        """One page of scheduled tasks, the soonest due first. Raises QueueNotFoundError."""
         return await self.list_tasks(queue, TaskState.SCHEDULED, page=page, size=size)
 
     async def list_retry_tasks(
         self, queue: str, *, page: int = 1, size: int = DEFAULT_PAGE_SIZE
     ) -> list[TaskInfo]:
+        """One page of tasks waiting to be retried, the soonest due first. Raises QueueNotFoundError."""
         return await self.list_tasks(queue, TaskState.RETRY, page=page, size=size)
 
     async def list_archived_tasks(
         self, queue: str, *, page: int = 1, size: int = DEFAULT_PAGE_SIZE
     ) -> list[TaskInfo]:
+        """One page of archived tasks, the oldest first. Raises QueueNotFoundError."""
         return await self.list_tasks(queue, TaskState.ARCHIVED, page=page, size=size)
 
     async def list_completed_tasks(
         self, queue: str, *, page: int = 1, size: int = DEFAULT_PAGE_SIZE
     ) -> list[TaskInfo]:
+        """One page of completed tasks, the soonest to expire first. Raises QueueNotFoundError."""
         return await self.list_tasks(queue, TaskState.COMPLETED, page=page, size=size)
 
     async def list_aggregating_tasks(
         self, queue: str, group: str, *, page: int = 1, size: int = DEFAULT_PAGE_SIZE
     ) -> list[TaskInfo]:
+        """One page of ``group``'s tasks waiting for aggregation, oldest first. Raises QueueNotFoundError."""
         return await self.list_tasks(queue, TaskState.AGGREGATING, group=group, page=page, size=size)
 
     async def find_task(self, task_id: str) -> TaskInfo:

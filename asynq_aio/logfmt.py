@@ -105,6 +105,8 @@ class TaskContextFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Add the running task's fields to a record that has no ``task_id``, never replacing an attribute it
+        has; always True (keeps the record)."""
         if getattr(record, "task_id", None) is None:
             for key, value in context_fields().items():
                 if not hasattr(record, key):
@@ -124,6 +126,8 @@ class JsonFormatter(logging.Formatter):
     """
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON; an ``extra=`` field named ``time``, ``level``, ``logger`` or
+        ``message`` does not replace the standard one."""
         out: dict[str, Any] = {
             "time": _iso(record.created),
             "level": record.levelname,
@@ -155,6 +159,8 @@ class KeyValueFormatter(logging.Formatter):
         super().__init__(fmt)
 
     def format(self, record: logging.LogRecord) -> str:
+        """The formatted line with ``key=value`` pairs appended to its first line (a traceback stays below); a
+        value that is empty or holds a space, quote, ``=``, tab or newline is written as a JSON string."""
         line = super().format(record)
         fields = extra_fields(record)
         if not fields:

@@ -82,6 +82,7 @@ class ServeMux:
         self._queues: dict[str, str] = {}
 
     def handle(self, pattern: str, handler: Handler) -> None:
+        """Route task types starting with ``pattern`` to ``handler`` (a Task-taking coroutine)."""
         if not pattern or not pattern.strip():
             raise ValueError("pattern must be a non-empty string")
         if pattern in self._routes:
@@ -143,9 +144,11 @@ class ServeMux:
 
     @property
     def patterns(self) -> list[str]:
+        """The registered patterns, sorted."""
         return sorted(self._routes)
 
     def handler_for(self, task_type: str) -> Handler | None:
+        """The handler (middleware applied) of the longest pattern ``task_type`` starts with, or None."""
         try:
             return self._resolved[task_type]
         except KeyError:
@@ -188,6 +191,7 @@ class ServeMux:
 
 
 def as_handler(obj: ServeMux | Handler | Any) -> Handler:
+    """A ServeMux or an async handler as the Handler a Server runs; anything else raises TypeError."""
     if isinstance(obj, ServeMux):
         return obj
     if callable(obj):

@@ -29,6 +29,7 @@ DEFAULT_TIMEOUT_S = 30 * 60
 
 
 def seconds(value: Duration | None, name: str) -> float:
+    """A duration in seconds (None is 0); negative raises InvalidTaskError naming ``name``."""
     if value is None:
         return 0.0
     s = value.total_seconds() if isinstance(value, timedelta) else float(value)
@@ -38,6 +39,7 @@ def seconds(value: Duration | None, name: str) -> float:
 
 
 def unix(value: datetime, name: str) -> float:
+    """An aware datetime as unix seconds; a naive one raises (its zone would be a guess)."""
     if not isinstance(value, datetime):
         raise InvalidTaskError(f"{name} must be a datetime, got {type(value).__name__}")
     if value.tzinfo is None:

@@ -42,6 +42,8 @@ class BuiltClient:
 
 
 def build_client(opt: RedisConnOpt) -> BuiltClient:
+    """A redis-py client for ``opt``, with redis-py's retries off (the transport retries) and pool room for
+    blocking waits and pub/sub beyond ``pool_size``. Raises TypeError for an unknown option type."""
     no_retry = Retry(NoBackoff(), 0)
     common: dict[str, Any] = {
         "username": opt.username,

@@ -126,6 +126,8 @@ def _chained(exc: BaseException, kind: type[_E]) -> _E | None:
 
 
 def cluster_not_ok(exc: BaseException) -> bool:
+    """Whether ``exc`` says the cluster cannot serve (CLUSTERDOWN, or a slot not covered): what makes a retry
+    loop that ran out report ClusterNotReadyError rather than RedisUnavailableError."""
     if isinstance(exc, rx.ClusterDownError | rx.SlotNotCoveredError):
         return True
     text = str(exc)

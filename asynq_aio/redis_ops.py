@@ -28,6 +28,7 @@ class LuaScript:
 
     @classmethod
     def load(cls, name: str, directory: Path = _SCRIPT_DIR) -> LuaScript:
+        """The script ``<name>.lua`` of ``directory`` (by default the package's protocol/scripts)."""
         return cls(name, (directory / f"{name}.lua").read_text())
 
     def __repr__(self) -> str:
@@ -44,13 +45,17 @@ class Op:
 
     @classmethod
     def command(cls, *args: EncodableArg) -> Op:
+        """A plain command: its name and arguments, as ``execute_command`` takes them."""
         return cls(args)
 
     @classmethod
     def eval(cls, script: LuaScript, keys: Sequence[str], args: Sequence[EncodableArg]) -> Op:
+        """A call of ``script`` with ``keys`` (declared, so a cluster routes it by them) and ``args``."""
         return cls((*keys, *args), script, len(keys))
 
     def wire(self, *, by_sha: bool = True) -> tuple[EncodableArg, ...]:
+        """The command as sent: a plain command as is, a script call as EVALSHA (or EVAL with
+        ``by_sha=False``, for a node that lacks the script) with its key count."""
         if self.script is None:
             return self.args
         head: tuple[EncodableArg, ...] = (

@@ -24,6 +24,8 @@ class ResultEncodingError(SkipRetry):
 
 
 def encode_result(value: object) -> bytes | None:
+    """A handler's return value as the bytes stored as its result (None stores nothing): bytes as they are,
+    str as UTF-8, anything else as JSON; raises ResultEncodingError when it cannot be."""
     if value is None:
         return None
     if isinstance(value, bytes | bytearray | memoryview):
@@ -42,9 +44,15 @@ def encode_result(value: object) -> bytes | None:
 
 
 @overload
-def decode_result(data: bytes, as_type: None = None) -> bytes: ...
+def decode_result(data: bytes, as_type: None = None) -> bytes:
+    """Without ``as_type``: the stored bytes as they are."""
+
+
 @overload
-def decode_result(data: bytes, as_type: type[T]) -> T: ...
+def decode_result(data: bytes, as_type: type[T]) -> T:
+    """With ``as_type``: the stored bytes parsed as that type."""
+
+
 def decode_result(data: bytes, as_type: type[Any] | None = None) -> Any:
     """The stored bytes, or parsed as ``as_type`` (a model, ``str``, or any type pydantic reads
     from JSON); raises ResultDecodingError when they do not fit."""

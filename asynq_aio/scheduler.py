@@ -76,6 +76,7 @@ class EntryOptions:
 
     @property
     def target_queue(self) -> str:
+        """The queue the entry's tasks go to: ``queue``, or ``default`` when it is None."""
         return self.queue if self.queue is not None else DEFAULT_QUEUE
 
     def validate(self) -> None:
@@ -267,9 +268,11 @@ class Scheduler:
         self._changed()
 
     def entries(self) -> list[CronEntry]:
+        """The registered entries, in registration order (a copy: changing it changes nothing)."""
         return list(self._entries.values())
 
     def next_fire(self, entry_id: str) -> datetime | None:
+        """When the entry fires next (in its schedule's zone), or None for an unknown ID."""
         return self._next.get(entry_id)
 
     def _changed(self) -> None:

@@ -90,10 +90,12 @@ class LocalRedis:
 
     @property
     def url(self) -> str:
+        """This server as a ``redis://`` URL (for code that takes URLs)."""
         return f"redis://{self.host}:{self.port}/{self.db}"
 
     @property
     def opt(self) -> RedisClientOpt:
+        """Connection options for this server."""
         return RedisClientOpt(addr=f"{self.host}:{self.port}", db=self.db)
 
 
@@ -107,10 +109,12 @@ class LocalCluster:
 
     @property
     def url(self) -> str:
+        """This cluster as a ``redis-cluster://`` URL of its seed nodes."""
         return "redis-cluster://" + ",".join(self.addrs)
 
     @property
     def opt(self) -> RedisClusterClientOpt:
+        """Connection options for this cluster."""
         return RedisClusterClientOpt(addrs=list(self.addrs))
 
 
@@ -215,14 +219,17 @@ class TaskOutcome:
 
     @property
     def type(self) -> str:
+        """The task's type."""
         return self.task.type
 
     @property
     def succeeded(self) -> bool:
+        """Whether the handler returned (the task succeeded)."""
         return self.status is OutcomeStatus.SUCCEEDED
 
     @property
     def failed(self) -> bool:
+        """Whether the run did not succeed (retry, archived or revoked)."""
         return self.status is not OutcomeStatus.SUCCEEDED
 
 

@@ -53,6 +53,8 @@ class RetryPolicy:
     cap: float = 0.5
 
     def delay(self, attempt: int) -> float:
+        """Seconds to sleep before retry ``attempt`` (from 0): uniform from 0 to ``base`` doubled per
+        attempt, capped at ``cap``."""
         return random.uniform(0, min(self.cap, self.base * (2**attempt)))
 
 
@@ -98,6 +100,8 @@ class Transport:
         return transport
 
     async def aclose(self) -> None:
+        """Close the client (and any Sentinel connections behind it) if this transport built it; a borrowed
+        client is left open. A second call does nothing."""
         if self._closed:
             return
         self._closed = True
@@ -351,6 +355,7 @@ class Transport:
     # -- pub/sub ------------------------------------------------------------------------------------
 
     async def publish(self, channel: str, message: str) -> None:
+        """PUBLISH ``message`` on ``channel``; retried like :meth:`call`, so a subscriber may get it twice."""
         await self.call("PUBLISH", channel, message)
 
     async def subscribe(self, channel: str) -> AsyncIterator[bytes]:
@@ -462,6 +467,7 @@ class Transport:
         return await self._retrying("CLUSTER SHARDS", attempt)
 
     def keyslot(self, key: str) -> int:
+        """The cluster key slot of ``key`` (CRC16 of its hash tag mod 16384), computed locally."""
         from redis.crc import key_slot
 
         return int(key_slot(key.encode()))

@@ -87,6 +87,8 @@ class ResultWaiter:
             log.warning("the result subscription ended: %s", exc)
 
     async def aclose(self) -> None:
+        """Stop the subscription that wakes waiters (the owning client calls it when it closes); a wait
+        started later starts it again."""
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -35,4 +35,5 @@ app.add_typer(dev_app, name="dev")
 
 
 def main() -> None:
+    """The ``asynq-aio`` console script's entry point (see ``[project.scripts]``): runs the typer app."""
     app()

@@ -84,6 +84,7 @@ class ConnectionFlags:
     password: str | None = None
 
     def options(self) -> RedisConnOpt:
+        """The connection options these flags describe (see :func:`connection_options` for precedence)."""
         return connection_options(self.redis_url, self.cluster_addrs, self.username, self.password)
 
     @property
@@ -104,9 +105,15 @@ ConnCommand = Callable[Concatenate[ConnectionFlags, P], R]
 
 
 @overload
-def connection_flags(fn: ConnCommand[P, R], /) -> Callable[P, R]: ...
+def connection_flags(fn: ConnCommand[P, R], /) -> Callable[P, R]:
+    """As a bare decorator: ``@connection_flags``, the flags listed last."""
+
+
 @overload
-def connection_flags(*, after: str) -> Callable[[ConnCommand[P, R]], Callable[P, R]]: ...
+def connection_flags(*, after: str) -> Callable[[ConnCommand[P, R]], Callable[P, R]]:
+    """With ``after``: ``@connection_flags(after="app")``, the flags listed after that parameter."""
+
+
 def connection_flags(
     fn: ConnCommand[P, R] | None = None, /, *, after: str | None = None
 ) -> Callable[P, R] | Callable[[ConnCommand[P, R]], Callable[P, R]]:
@@ -150,6 +157,7 @@ def _with_flags(fn: ConnCommand[P, R], after: str | None) -> Callable[P, R]:
 
 
 def fail(message: str) -> typer.Exit:
+    """Print ``error: message`` to stderr and return the ``typer.Exit(1)`` for the caller to raise."""
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(1)
 

@@ -22,6 +22,9 @@ from asynq_aio.inspector import Inspector, QueueInfo, ServerInfo
 
 @dataclass(frozen=True, slots=True)
 class Frame:
+    """One refresh of the dashboard: the queues and live servers, and when they were read (``at`` is
+    monotonic, for throughput between frames; ``when`` is the wall clock shown)."""
+
     at: float  # monotonic
     when: datetime
     queues: list[QueueInfo]
@@ -29,6 +32,7 @@ class Frame:
 
 
 async def snapshot(insp: Inspector) -> Frame:
+    """Read one frame: every queue's info and the live servers."""
     return Frame(time.monotonic(), datetime.now(tz=UTC), await insp.get_queue_infos(), await insp.servers())
 
 

@@ -97,6 +97,7 @@ def inspect(conn: ConnectionFlags, queues: QueuesArgument, as_json: JsonOption =
 
 
 def print_queue_info(info: QueueInfo) -> None:
+    """Print one queue's info in the layout of Go's ``asynq queue inspect``."""
     c = console()
     c.print("[bold]Queue Info[/bold]")
     print_lines(

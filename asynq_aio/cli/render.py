@@ -77,6 +77,7 @@ def table(*columns: str) -> Table:
 
 
 def echo_json(obj: Any) -> None:
+    """Print ``obj`` as indented JSON, converted by :func:`jsonable` (non-ASCII kept as is)."""
     typer.echo(json.dumps(jsonable(obj), indent=2, ensure_ascii=False))
 
 
@@ -123,6 +124,7 @@ def _text(data: bytes) -> str | None:
 
 
 def task_json(t: TaskInfo) -> dict[str, Any]:
+    """A TaskInfo as a JSON object; a bytes field ``x`` gives ``x`` (its text, or null) and ``x_b64``."""
     return _fields(dict(t))
 
 
@@ -173,10 +175,12 @@ def fmt_payload(data: bytes | None, limit: int = 120) -> str:
 
 
 def error_rate(processed: int, failed: int) -> str:
+    """Failed as a percentage of processed (``12.50%``), or ``N/A`` when nothing was processed."""
     return "N/A" if processed == 0 else f"{failed / processed * 100:.2f}%"
 
 
 def fmt_bytes(n: int | None) -> str:
+    """A byte count in B, KB, MB or GB (1024 steps), or ``-`` when unknown (None)."""
     if n is None:
         return "-"
     size = float(n)

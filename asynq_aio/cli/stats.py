@@ -25,22 +25,28 @@ from asynq_aio.inspector import Inspector, QueueInfo, RedisNodeInfo
 
 @dataclass(frozen=True, slots=True)
 class Stats:
+    """What ``asynq-aio stats`` shows, read at once: the queues, the Redis nodes, cluster info, and when."""
+
     queues: list[QueueInfo]
     nodes: list[RedisNodeInfo]
     cluster: dict[str, str]
     at: datetime
 
     def totals(self) -> dict[str, int]:
+        """Tasks by state, summed over all queues."""
         return {s: sum(getattr(q, s) for q in self.queues) for s in STATE_COLUMNS}
 
     def processed(self) -> int:
+        """Tasks processed today (UTC), summed over all queues."""
         return sum(q.processed for q in self.queues)
 
     def failed(self) -> int:
+        """Tasks that failed today (UTC), summed over all queues."""
         return sum(q.failed for q in self.queues)
 
 
 async def collect(insp: Inspector) -> Stats:
+    """Read everything ``asynq-aio stats`` shows from Redis."""
     infos = await insp.get_queue_infos()
     nodes, cluster = await insp.redis_info()
     return Stats(infos, nodes, cluster, datetime.now(tz=UTC))

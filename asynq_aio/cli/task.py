@@ -121,6 +121,7 @@ def inspect(
 
 
 def print_task_info(info: TaskInfo) -> None:
+    """Print one task's info: Go's ``asynq task inspect`` lines first, then those only asynq-aio shows."""
     c = console()
     c.print("[bold]Task Info[/bold]")
     lines = [

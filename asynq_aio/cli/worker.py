@@ -51,6 +51,8 @@ def _muxes_in(spec: str) -> str:
 
 
 def parse_queues(values: list[str]) -> dict[str, int]:
+    """``--queue`` values (``NAME`` or ``NAME=WEIGHT``, weight 1 when omitted) as queue weights; a malformed
+    one exits the command with an error."""
     queues: dict[str, int] = {}
     for item in values:
         name, sep, weight = item.partition("=")

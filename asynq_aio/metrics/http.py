@@ -27,14 +27,17 @@ class MetricsServer:
 
     @property
     def port(self) -> int:
+        """The port actually bound (the free one picked when asked for port 0)."""
         return int(self.server.server_port)
 
     @property
     def url(self) -> str:
+        """The endpoint's URL, ``http://host:port/metrics`` (an IPv6 host in brackets)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/metrics"
 
     def close(self) -> None:
+        """Stop serving, close the socket and wait up to 5 s for the thread to end."""
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5)

@@ -60,6 +60,7 @@ class QueueMetricsCollector:
 
     @property
     def snapshot(self) -> QueueSnapshot | None:
+        """The latest published snapshot, or None before the first successful refresh."""
         return self._snapshot
 
     def update(self, snapshot: QueueSnapshot) -> None:
@@ -67,6 +68,7 @@ class QueueMetricsCollector:
         self._snapshot = snapshot
 
     def record_error(self) -> None:
+        """Count one failed refresh (exported as ``asynq_exporter_refresh_errors_total``)."""
         self._refresh_errors += 1
 
     def describe(self) -> Iterable[Metric]:
@@ -74,6 +76,8 @@ class QueueMetricsCollector:
         return list(_Families.new())
 
     def collect(self) -> Iterable[Metric]:
+        """The metrics of the latest snapshot, read from memory only (called on the scrape thread); queue
+        metrics are left out while there is no snapshot or it is older than ``max_age``."""
         snap = self._snapshot
         f = _Families.new()
         f.errors.add_metric([], float(self._refresh_errors))
@@ -207,6 +211,7 @@ class QueueMetricsExporter:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the Inspector this exporter made from connection options; one passed in is left open."""
         if self._owns_inspector:
             await self.inspector.aclose()
 

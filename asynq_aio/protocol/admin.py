@@ -91,11 +91,14 @@ class QueueInfo:
     timestamp: datetime
 
     def count(self, state: TaskState) -> int:
+        """The number of tasks in ``state`` (the field named after it)."""
         return int(getattr(self, state.value))
 
 
 @dataclass(frozen=True, slots=True)
 class DailyStats:
+    """One queue's processed and failed counts for one UTC day (Go's ``DailyStats``)."""
+
     queue: str
     date: date  # UTC day
     processed: int
@@ -104,6 +107,8 @@ class DailyStats:
 
 @dataclass(frozen=True, slots=True)
 class GroupInfo:
+    """A group of tasks waiting for aggregation and how many tasks it holds (Go's ``GroupInfo``)."""
+
     group: str
     size: int
 
@@ -125,6 +130,9 @@ class ServerInfo:
 
 @dataclass(frozen=True, slots=True)
 class SchedulerEntryInfo:
+    """A periodic task entry as a live scheduler last published it (what ``asynq cron ls`` lists): ``options``
+    are Go's option strings (``Queue("x")``); a time is None where the scheduler wrote Go's zero time."""
+
     id: str
     spec: str
     task_type: str
@@ -136,6 +144,8 @@ class SchedulerEntryInfo:
 
 @dataclass(frozen=True, slots=True)
 class SchedulerEnqueueEventInfo:
+    """One task a scheduler enqueued for an entry, and when (what ``asynq cron history`` lists)."""
+
     task_id: str
     enqueued_at: datetime
 
@@ -173,6 +183,7 @@ class Admin:
     # -- queues -------------------------------------------------------------------------------------
 
     async def require_queue(self, queue: str) -> QueueKeys:
+        """The queue's keys, once it is known to be in ``asynq:queues``; else raises QueueNotFoundError."""
         qk = queue_keys(queue)
         if not await self.transport.call("SISMEMBER", ALL_QUEUES, queue):
             raise QueueNotFoundError(f'queue "{queue}" not found')
@@ -275,6 +286,8 @@ class Admin:
         return out
 
     async def history(self, queue: str, days: int) -> list[DailyStats]:
+        """Processed and failed counts of the last ``days`` UTC days, today first (0 where a counter is
+        missing); raises QueueNotFoundError."""
         qk = await self.require_queue(queue)
         today = datetime.fromtimestamp(self.clock(), tz=UTC)
         dates = [today - timedelta(days=i) for i in range(days)]
@@ -286,6 +299,7 @@ class Admin:
         ]
 
     async def groups(self, queue: str) -> list[GroupInfo]:
+        """The queue's groups, sorted by name, with how many tasks each holds; raises QueueNotFoundError."""
         qk = await self.require_queue(queue)
         names = sorted(text(g) for g in await self.transport.call("SMEMBERS", qk.groups))
         sizes = _raise_errors(await self.transport.batch([Op.command("ZCARD", qk.group(g)) for g in names]))
@@ -335,6 +349,7 @@ class Admin:
     # -- tasks --------------------------------------------------------------------------------------
 
     async def task(self, queue: str, task_id: str) -> TaskInfo:
+        """One task's info; raises QueueNotFoundError, or TaskNotFoundError if its hash or message is gone."""
         qk = await self.require_queue(queue)
         fields = hash_fields(await self.transport.call("HGETALL", qk.task(task_id)))
         if "msg" not in fields:
@@ -498,6 +513,9 @@ class Admin:
         return await trim_archive(self.transport, qk, self.clock())
 
     async def update_payload(self, queue: str, task_id: str, payload: bytes) -> TaskInfo:
+        """Replace the payload of a scheduled task and return its new info. Raises QueueNotFoundError,
+        TaskNotFoundError, FailedPreconditionError when the task is not scheduled, and AsynqError when it
+        changed under every one of five tries."""
         qk = await self.require_queue(queue)
         for _ in range(5):
             state_b, raw = await self.transport.call("HMGET", qk.task(task_id), "state", "msg")
@@ -522,6 +540,8 @@ class Admin:
     # -- servers and schedulers ---------------------------------------------------------------------
 
     async def servers(self) -> list[ServerInfo]:
+        """Servers whose heartbeat has not expired, sorted by host, pid and ID, each with its running tasks
+        (oldest first); an undecodable record is skipped."""
         now = self.clock()
         keys = [text(k) for k in await self.transport.call("ZRANGEBYSCORE", ALL_SERVERS, now, "+inf")]
         raws = await self.transport.batch([Op.command("GET", k) for k in keys])
@@ -561,6 +581,7 @@ class Admin:
         return out
 
     async def scheduler_entries(self) -> list[SchedulerEntryInfo]:
+        """The entries of every live scheduler, sorted by spec and ID; an undecodable entry is skipped."""
         now = self.clock()
         keys = [text(k) for k in await self.transport.call("ZRANGEBYSCORE", ALL_SCHEDULERS, now, "+inf")]
         lists = await self.transport.batch([Op.command("LRANGE", k, 0, -1) for k in keys])

@@ -102,6 +102,10 @@ def _daily_expire_at(now: float) -> int:
 
 
 class Broker:
+    """The Redis implementation of the storage operations: the client's enqueues, the worker side (the
+    ``WorkerBroker`` of server/storage.py) and what the inspector shares. It keeps per-queue state between
+    calls (the pending tail last seen, a dequeue given up on, this producer's enqueue sequence numbers)."""
+
     def __init__(self, transport: Transport, *, clock: Clock = time.time) -> None:
         self.transport = transport
         self.clock = clock
@@ -567,18 +571,24 @@ class Broker:
         return await trim_archive(self.transport, queue_keys(queue), self.clock())
 
     async def is_paused(self, queue: str) -> bool:
+        """Whether ``queue`` is paused (its ``paused`` key exists)."""
         return bool(await self.transport.call("EXISTS", queue_keys(queue).paused))
 
     async def pause(self, queue: str) -> bool:
+        """Pause ``queue``: servers stop taking its tasks. False if it was paused already; whether the
+        queue exists is not checked."""
         return bool(await self.transport.call("SET", queue_keys(queue).paused, int(self.clock()), "NX"))
 
     async def unpause(self, queue: str) -> bool:
+        """Let servers take tasks from ``queue`` again; False if it was not paused."""
         return bool(await self.transport.call("DEL", queue_keys(queue).paused))
 
     async def all_queues(self) -> list[str]:
+        """The names in ``asynq:queues``, sorted."""
         return sorted(text(x) for x in await self.transport.call("SMEMBERS", ALL_QUEUES))
 
     async def task_hash(self, queue: str, task_id: str) -> dict[str, bytes]:
+        """The fields of the task's hash, values as bytes; empty when there is no such task."""
         return hash_fields(await self.transport.call("HGETALL", queue_keys(queue).task(task_id)))
 
     # -- servers ------------------------------------------------------------------------------------
@@ -607,6 +617,8 @@ class Broker:
                 raise r
 
     async def clear_server_state(self, server: ServerRecord) -> None:
+        """Delete the server's info and workers keys and their entries in the server and worker indexes (a
+        clean shutdown); a command that fails is ignored, not raised."""
         skey = server_info_key(server.host, server.pid, server.server_id)
         wkey = workers_key(server.host, server.pid, server.server_id)
         await self.transport.batch(
@@ -647,9 +659,11 @@ class Broker:
         return text(await self.transport.script(scripts.WATCH_TASK, [queue_keys(queue).task(task_id)], []))
 
     async def publish_cancel(self, task_id: str) -> None:
+        """Ask whichever server runs ``task_id`` to cancel it (PUBLISH on ``asynq:cancel``, Go's channel)."""
         await self.transport.publish(CANCEL_CHANNEL, task_id)
 
     def queue_keys(self, queue: str) -> QueueKeys:
+        """The key names of ``queue``; raises InvalidQueueName for a name that cannot be a queue's."""
         return queue_keys(queue)
 
 

@@ -111,6 +111,8 @@ def new_task_message(
     group: str = "",
     headers: Mapping[str, str] | None = None,
 ) -> TaskMessage:
+    """A TaskMessage from keyword fields named for their units: ``timeout_s`` seconds and ``deadline_unix``
+    unix seconds (0 = none), ``retention_s`` seconds to keep it completed."""
     msg = TaskMessage(
         type=task_type,
         payload=payload,
@@ -162,6 +164,7 @@ def task_info(
     result: bytes | None = None,
     is_orphaned: bool = False,
 ) -> TaskInfo:
+    """The TaskInfo of a stored message in ``state``; proto3's unset (0) times and durations become None."""
     timeout, retention = msg.timeout, msg.retention
     return _trusted_info(
         {
@@ -246,6 +249,7 @@ class WorkerRecord:
 
 
 def encode_server_info(rec: ServerRecord) -> bytes:
+    """A server's heartbeat record as the protobuf ``ServerInfo`` bytes Go's ``asynq server ls`` reads."""
     msg = ServerInfo(
         host=rec.host,
         pid=rec.pid,
@@ -261,6 +265,7 @@ def encode_server_info(rec: ServerRecord) -> bytes:
 
 
 def decode_server_info(data: bytes) -> ServerRecord:
+    """The inverse of :func:`encode_server_info`; raises MalformedTaskError for bytes that do not parse."""
     msg = ServerInfo()
     try:
         msg.ParseFromString(data)
@@ -280,6 +285,8 @@ def decode_server_info(data: bytes) -> ServerRecord:
 
 
 def encode_worker_info(rec: WorkerRecord) -> bytes:
+    """A running task as the protobuf ``WorkerInfo`` bytes Go reads; ``extra`` is not written (Go has no
+    such field)."""
     return WorkerInfo(
         host=rec.host,
         pid=rec.pid,
@@ -294,6 +301,7 @@ def encode_worker_info(rec: WorkerRecord) -> bytes:
 
 
 def decode_worker_info(data: bytes) -> WorkerRecord:
+    """The inverse of :func:`encode_worker_info`; raises MalformedTaskError for bytes that do not parse."""
     msg = WorkerInfo()
     try:
         msg.ParseFromString(data)

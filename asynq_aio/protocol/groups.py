@@ -85,6 +85,9 @@ class QueueGroups:
 
 
 class GroupStore:
+    """All Redis I/O of group aggregation: reading groups, taking due members into aggregation sets, storing
+    the merged task, and giving sets back (see the module docstring)."""
+
     def __init__(self, transport: Transport, *, clock: Clock = time.time, set_limit: int = SET_LIMIT) -> None:
         self.transport = transport
         self.clock = clock
@@ -111,6 +114,7 @@ class GroupStore:
         return out
 
     async def groups(self, queue: str) -> list[str]:
+        """Names of ``queue``'s groups that have waiting members, sorted."""
         return sorted(text(g) for g in await self.transport.call("SMEMBERS", queue_keys(queue).groups))
 
     async def members(self, queue: str, group: str) -> list[tuple[str, float]]:
@@ -124,6 +128,8 @@ class GroupStore:
         return score_pairs(reply)
 
     async def is_due(self, queue: str, group: str, policy: GroupPolicy) -> bool:
+        """Whether ``group`` is due under ``policy`` now, judged from one read of its size and its oldest
+        and newest scores."""
         size, oldest, newest = await self._peek(queue_keys(queue), group)
         return policy.is_due(size, oldest, newest, self.clock())
 

@@ -83,6 +83,7 @@ class QueueKeys:
         self.task_prefix = p + "t:"
 
     def task(self, task_id: str) -> str:
+        """``Q t:<task id>``: the task's hash (its message, state and result)."""
         return self.task_prefix + task_id
 
     def task_id_of(self, key: str) -> str:
@@ -92,9 +93,13 @@ class QueueKeys:
         return key[len(self.task_prefix) :]
 
     def processed_on(self, day: datetime) -> str:
+        """``Q processed:<YYYY-MM-DD>``: the queue's processed counter for the UTC day of ``day`` (a naive
+        ``day`` is taken as UTC)."""
         return f"{self.processed}:{_utc_date(day)}"
 
     def failed_on(self, day: datetime) -> str:
+        """``Q failed:<YYYY-MM-DD>``: the queue's failed counter for the UTC day of ``day`` (a naive
+        ``day`` is taken as UTC)."""
         return f"{self.failed}:{_utc_date(day)}"
 
     def unique(self, task_type: str, payload: bytes) -> str:
@@ -108,6 +113,7 @@ class QueueKeys:
         return f"{self.prefix}unique:{task_type}:{hashlib.md5(payload).hexdigest()}"
 
     def group(self, group: str) -> str:
+        """``Q g:<group>``: the zset of a group's waiting task IDs, scored by when each was added."""
         return f"{self.prefix}g:{group}"
 
     def enqueue_fence(self, producer: str, epoch: int) -> str:
@@ -116,6 +122,7 @@ class QueueKeys:
         return f"{self.prefix}aio:fence:{producer}:{epoch}"
 
     def aggregation_set(self, group: str, set_id: str) -> str:
+        """``Q g:<group>:<set id>``: the members one aggregation took out of ``group``."""
         return f"{self.prefix}g:{group}:{set_id}"
 
     def hash_tag(self) -> str:
@@ -141,18 +148,23 @@ def _utc_date(day: datetime) -> str:
 
 
 def server_info_key(host: str, pid: int, server_id: str) -> str:
+    """``asynq:servers:{<host>:<pid>:<server id>}``: a server's heartbeat record (protobuf ``ServerInfo``)."""
     return f"asynq:servers:{{{host}:{pid}:{server_id}}}"
 
 
 def workers_key(host: str, pid: int, server_id: str) -> str:
+    """``asynq:workers:{<host>:<pid>:<server id>}``: a hash of a server's running tasks, task ID to
+    protobuf ``WorkerInfo``."""
     return f"asynq:workers:{{{host}:{pid}:{server_id}}}"
 
 
 def scheduler_entries_key(scheduler_id: str) -> str:
+    """``asynq:schedulers:{<scheduler id>}``: a scheduler's entries, a list of protobuf ``SchedulerEntry``."""
     return f"asynq:schedulers:{{{scheduler_id}}}"
 
 
 def scheduler_history_key(entry_id: str) -> str:
+    """``asynq:scheduler_history:<entry id>``: a zset of an entry's enqueue events, scored by their time."""
     return f"asynq:scheduler_history:{entry_id}"
 
 

@@ -67,6 +67,7 @@ class NamedBatch:
         self._names: list[Hashable] = []
 
     def add(self, name: Hashable, op: Op) -> None:
+        """Queue ``op``, its reply to be read under ``name``; raises ValueError for a name already used."""
         if name in self._names:
             raise ValueError(f"command {name!r} is already in this batch")
         self._names.append(name)

@@ -173,6 +173,7 @@ class EnqueueEvent:
 
 
 def encode_entry(rec: EntryRecord) -> bytes:
+    """An entry as the protobuf ``SchedulerEntry`` bytes ``asynq cron ls`` reads (None as Go's zero time)."""
     return SchedulerEntry(
         id=rec.id,
         spec=rec.spec,
@@ -185,6 +186,7 @@ def encode_entry(rec: EntryRecord) -> bytes:
 
 
 def decode_entry(data: bytes) -> EntryRecord:
+    """The inverse of :func:`encode_entry`; raises MalformedTaskError for bytes that do not parse."""
     msg = SchedulerEntry()
     try:
         msg.ParseFromString(data)
@@ -202,12 +204,14 @@ def decode_entry(data: bytes) -> EntryRecord:
 
 
 def encode_event(ev: EnqueueEvent) -> bytes:
+    """An enqueue event as the protobuf ``SchedulerEnqueueEvent`` bytes Go's ``asynq cron history`` reads."""
     return SchedulerEnqueueEvent(
         task_id=ev.task_id, enqueue_time=to_timestamp(ev.enqueued_at)
     ).SerializeToString()
 
 
 def decode_event(data: bytes) -> EnqueueEvent:
+    """The inverse of :func:`encode_event`; raises MalformedTaskError for bytes that do not parse."""
     msg = SchedulerEnqueueEvent()
     try:
         msg.ParseFromString(data)
@@ -415,4 +419,5 @@ class SchedulerStore:
         return [decode_event(bytes(x)) for x in raw]
 
     async def clear_history(self, entry_id: str) -> None:
+        """Delete the entry's enqueue history."""
         await self.transport.call("DEL", scheduler_history_key(entry_id))

@@ -38,6 +38,7 @@ class ShardNode:
 
     @property
     def addr(self) -> str:
+        """``host:port``: the node's announced endpoint and port (the TLS port if it has no plain one)."""
         return f"{self.host}:{self.port}"
 
 
@@ -49,10 +50,12 @@ class Shard:
     nodes: tuple[ShardNode, ...]  # master first, then replicas by address
 
     def serves(self, slot: int) -> bool:
+        """Whether ``slot`` falls in one of this shard's ranges."""
         return any(lo <= slot <= hi for lo, hi in self.slot_ranges)
 
     @property
     def master(self) -> ShardNode | None:
+        """The shard's master, or None when no node of it has the master role."""
         return next((n for n in self.nodes if n.role == "master"), None)
 
 

@@ -81,6 +81,8 @@ class Acker:
         return await self._submit(msg.queue, _Outcome(msg=msg, attempt=attempt))
 
     def close(self) -> None:
+        """Refuse new outcomes (a submit then raises ClosedResourceError) and let :meth:`run` return once
+        every queued one is written."""
         self._closed = True
         if self._all_closed is not None:
             self._all_closed.set()

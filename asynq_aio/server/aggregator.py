@@ -44,6 +44,9 @@ def merged_message(task: Task, queue: str, now: float) -> TaskMessage:
 
 
 class Aggregator:
+    """Merges the due groups of ``queues`` with the user's ``aggregate`` function, each merged task stored as
+    pending in its group's queue (see the module docstring)."""
+
     def __init__(
         self,
         store: GroupStore,
@@ -169,6 +172,8 @@ class Aggregator:
 
 
 def aggregator_for(store: GroupStore, queues: Sequence[str], cfg: Config) -> Aggregator:
+    """An Aggregator with the group settings of ``cfg``; raises ValueError if ``cfg.group_aggregator`` is
+    not set."""
     if cfg.group_aggregator is None:
         raise ValueError("Config.group_aggregator is not set")
     policy = GroupPolicy(

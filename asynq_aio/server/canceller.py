@@ -12,6 +12,8 @@ log = logging.getLogger("asynq_aio.server")
 
 
 async def cancel_loop(transport: Transport, active: ActiveTasks) -> None:
+    """Cancel the running tasks whose IDs are published on ``asynq:cancel``, until cancelled (the subscription
+    survives connection loss); IDs not running here are ignored."""
     async for message in transport.subscribe(CANCEL_CHANNEL):
         task_id = message.decode(errors="replace")
         if active.cancel(task_id, "cancel"):

@@ -104,4 +104,6 @@ class Config(BaseModel):
         return self
 
     def with_(self, **changes: Any) -> Config:
+        """A copy with ``changes`` applied. It is pydantic's ``model_copy``, which does not validate: a bad
+        value passes here unchecked (build a new ``Config(...)`` to have it checked)."""
         return self.model_copy(update=changes)

@@ -21,6 +21,9 @@ log = logging.getLogger("asynq_aio.server")
 async def forward_loop(
     broker: WorkerBroker, queues: list[str], max_sleep: float, budget: float = 5.0
 ) -> None:
+    """Forward due tasks of every queue, then sleep until the earliest known due time, at most ``max_sleep``
+    seconds; each queue gets ``budget`` seconds per round. Runs until cancelled."""
+
     async def forward_one(q: str) -> float | None:
         moved = await broker.forward(q)
         if moved:

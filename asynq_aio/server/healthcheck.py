@@ -15,6 +15,8 @@ log = logging.getLogger("asynq_aio.server")
 
 
 async def health_check_loop(transport: Transport, func: HealthCheckFunc, interval: float) -> None:
+    """Every ``interval`` seconds, check that Redis is ready and call ``func`` with None or the error; an
+    exception from ``func`` is logged, not raised. Runs until cancelled."""
     while True:
         error: Exception | None = None
         try:

@@ -29,6 +29,9 @@ log = logging.getLogger("asynq_aio.server")
 
 @dataclass(slots=True)
 class Identity:
+    """Who this server is in Redis: host, pid and server ID name its heartbeat keys (Go's ``asynq server ls``
+    shows them), with its start time."""
+
     host: str
     pid: int
     server_id: str
@@ -36,10 +39,14 @@ class Identity:
 
     @classmethod
     def new(cls, host: str | None, server_id: str) -> Identity:
+        """This process's identity: ``host`` (or the hostname), the current pid, and now as its start time."""
         return cls(host or socket.gethostname(), os.getpid(), server_id, datetime.now(tz=UTC))
 
 
 class Heartbeat:
+    """The server's periodic beat: extends the leases of its running tasks (cancelling those it lost) and
+    writes its server and worker records."""
+
     def __init__(self, broker: WorkerBroker, config: Config, active: ActiveTasks, ident: Identity) -> None:
         self._broker = broker
         self._config = config
@@ -48,6 +55,7 @@ class Heartbeat:
         self.status = "active"
 
     def server_record(self) -> ServerRecord:
+        """The server's heartbeat record as it stands now (``status`` and the running-task count included)."""
         return ServerRecord(
             host=self._ident.host,
             pid=self._ident.pid,
@@ -135,11 +143,13 @@ class Heartbeat:
             log.error("could not write server info: %s", exc)
 
     async def run(self) -> None:
+        """Beat every ``heartbeat_interval`` seconds until cancelled."""
         while True:
             await self.beat()
             await anyio.sleep(self._config.heartbeat_interval)
 
     async def clear(self) -> None:
+        """Remove the server's records from Redis at shutdown; a failure is logged, not raised."""
         try:
             await self._broker.clear_server_state(self.server_record())
         except Exception as exc:

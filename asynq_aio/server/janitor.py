@@ -89,6 +89,8 @@ async def janitor_round(
 
 
 async def janitor_loop(broker: WorkerBroker, queues: list[str], interval: float) -> None:
+    """Run janitor rounds until cancelled: about every ``interval`` seconds (jittered ±25%), sooner while
+    completed tasks are still expiring, and straight away when a round left a backlog."""
     while True:
         r = await janitor_round(broker, queues, budget=max(interval, 1.0))
         if r.deleted or r.trimmed or r.pruned:

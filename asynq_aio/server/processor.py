@@ -46,6 +46,9 @@ SLOW_STREAK = 3
 
 
 class Processor:
+    """Takes tasks from the queues into free handler slots (at most ``concurrency``), runs each handler under
+    its deadline and turns its outcome into an ack, retry, archive or requeue."""
+
     def __init__(
         self, broker: WorkerBroker, config: Config, handler: Handler, active: ActiveTasks, acker: Acker
     ) -> None:
@@ -67,12 +70,15 @@ class Processor:
 
     @property
     def running(self) -> int:
+        """Handler slots in use now (a slot is freed when its handler ends, before its outcome is written)."""
         return self._running
 
     def stop_fetching(self) -> None:
+        """Take no more tasks; running handlers go on (:meth:`fetch_loop` returns once they are done)."""
         self._stopping.set()
 
     async def wait_idle(self) -> None:
+        """Wait until every task taken has its outcome written (returns at once when none is outstanding)."""
         await self._all_done.wait()
 
     # -- fetching -----------------------------------------------------------------------------------
@@ -435,6 +441,8 @@ class Processor:
             await self._acker.submit(msg.queue, op)
 
     def cancel_all_for_shutdown(self) -> None:
+        """Cancel every running handler with reason ``shutdown``: their tasks are requeued at the head of
+        pending, not retried."""
         for t in self._active.snapshot():
             self._active.cancel(t.msg.id, "shutdown")
 

@@ -6,6 +6,8 @@ import random
 
 
 class QueueSelector:
+    """Orders the queues for each fetch round: by weight with ``strict``, else a weighted random draw."""
+
     def __init__(self, weights: dict[str, int], *, strict: bool, rng: random.Random | None = None) -> None:
         self._weights = dict(weights)
         self._strict = strict
@@ -14,6 +16,7 @@ class QueueSelector:
 
     @property
     def queues(self) -> list[str]:
+        """The queue names, in the order the weights were given."""
         return list(self._weights)
 
     def order(self) -> list[str]:

@@ -146,6 +146,8 @@ class StateSweeper:
         self.fixed = 0  # reconciled since start, for tests and operators
 
     async def sweep_once(self) -> int:
+        """Sweep one window of every state list of every queue; returns how many tasks were reconciled. A
+        failing list is logged and skipped, not raised."""
         fixed = 0
         for q in self._queues:
             for where in SWEPT_STATES:

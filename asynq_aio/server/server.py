@@ -55,6 +55,7 @@ class Server:
 
     @property
     def running_tasks(self) -> int:
+        """How many handlers are running now (0 when not serving)."""
         return self._processor.running if self._processor else 0
 
     async def run(self, handler: ServeMux | Handler) -> None:
@@ -68,6 +69,10 @@ class Server:
 
     @asynccontextmanager
     async def serve(self, handler: ServeMux | Handler) -> AsyncIterator[Server]:
+        """Serve inside an application's own event loop while the ``async with`` body runs. It checks Redis
+        first (and raises if it is not reachable or not ready), and raises RuntimeError if this Server is
+        already serving. On exit it shuts down gracefully: handlers get ``Config.shutdown_timeout`` seconds,
+        then are cancelled and their tasks requeued."""
         if self._running:
             raise RuntimeError("this Server is already serving")
         self._running = True
