@@ -304,3 +304,11 @@ async def test_a_server_warns_about_a_taskdef_queue_it_does_not_serve(
     assert any(
         "'warned:task'" in r.getMessage() and "does not serve" in r.getMessage() for r in caplog.records
     ), [r.getMessage() for r in caplog.records]
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output == f"asynq-aio {version('asynq-aio')} (storage format of Go Asynq v0.26)\n"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
+from typing import Annotated
+
 import typer
 
 from asynq_aio.cli.dash import dash
@@ -21,6 +24,24 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"asynq-aio {version('asynq-aio')} (storage format of Go Asynq v0.26)")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """asynq-aio: an asyncio task queue on Redis Cluster, wire-compatible with Go Asynq."""
+
+
 app.command("worker")(worker)
 app.add_typer(queue_app, name="queue")
 app.add_typer(task_app, name="task")
