@@ -29,10 +29,11 @@ RedisURLOption = Annotated[
     typer.Option(
         "--redis-url",
         envvar="ASYNQ_REDIS_URL",
-        # rich reads [...] as markup: the brackets are escaped to be shown
+        # no [...] in the text: typer versions differ on reading it as rich markup (hidden) or not
+        # (an escaping backslash shown), so the optional part is said in words
         help=(
-            r"redis://\[user:pass@]host:port/db, rediss://..., redis-cluster://\[user:pass@]h:p,h:p, "
-            "redis-sentinel://h:p/db?master=name"
+            "redis://host:port/db, rediss://..., redis-cluster://h:p,h:p, "
+            "redis-sentinel://h:p/db?master=name (user:pass@ before the host, if needed)"
         ),
     ),
 ]
