@@ -9,23 +9,24 @@ Pages are numbered from 1, as in Go's ``asynq.Page``; the default page size is 3
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal, Self
+from typing import Self
 
 from asynq_aio.connection import RedisConnOpt
 from asynq_aio.errors import FailedPreconditionError, TaskNotFoundError
-from asynq_aio.protocol.admin import (
-    Action,
-    Admin,
+from asynq_aio.inspection import (
+    CancelOutcome,
+    ClusterNodeRef,
     DailyStats,
     GroupInfo,
     QueueInfo,
+    QueueLocation,
     RedisNodeInfo,
     SchedulerEnqueueEventInfo,
     SchedulerEntryInfo,
     ServerInfo,
 )
+from asynq_aio.protocol.admin import Action, Admin
 from asynq_aio.protocol.broker import Broker
 from asynq_aio.protocol.codec import WorkerRecord
 from asynq_aio.protocol.keys import queue_keys
@@ -50,37 +51,6 @@ __all__ = [
 ]
 
 DEFAULT_PAGE_SIZE = 30
-
-
-@dataclass(frozen=True, slots=True)
-class CancelOutcome:
-    """What :meth:`Inspector.cancel` did: the task's queue, the state it was found in, and
-    ``"signalled"`` (a running task's handler was asked to stop) or ``"deleted"`` (it waited)."""
-
-    queue: str
-    state: TaskState
-    action: Literal["signalled", "deleted"]
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterNodeRef:
-    """A Redis Cluster node serving a queue's slot, as CLUSTER SHARDS reports it: ``role`` is ``master`` or
-    ``replica``, ``health`` ``online``, ``loading`` or ``fail``."""
-
-    node_id: str
-    addr: str  # host:port
-    role: str  # master | replica
-    health: str
-
-
-@dataclass(frozen=True, slots=True)
-class QueueLocation:
-    """Where a queue lives in a Redis Cluster: its key slot and the nodes serving it, master first (an
-    empty list when no shard covers the slot)."""
-
-    queue: str
-    slot: int
-    nodes: list[ClusterNodeRef]  # master first
 
 
 def _range(page: int, size: int) -> tuple[int, int]:

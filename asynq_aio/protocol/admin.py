@@ -12,8 +12,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from google.protobuf.message import DecodeError
@@ -26,11 +25,19 @@ from asynq_aio.errors import (
     QueueNotFoundError,
     TaskNotFoundError,
 )
+from asynq_aio.inspection import (
+    DailyStats,
+    GroupInfo,
+    QueueInfo,
+    RedisNodeInfo,
+    SchedulerEnqueueEventInfo,
+    SchedulerEntryInfo,
+    ServerInfo,
+)
 from asynq_aio.protocol import admin_scripts as scripts
 from asynq_aio.protocol.archive import trim_archive
 from asynq_aio.protocol.asynq_pb2 import SchedulerEnqueueEvent
 from asynq_aio.protocol.codec import (
-    WorkerRecord,
     decode_server_info,
     decode_task_message,
     decode_worker_info,
@@ -65,103 +72,6 @@ ALLOWED: dict[str, frozenset[TaskState]] = {
     "archive": frozenset({TaskState.PENDING, TaskState.SCHEDULED, TaskState.RETRY, TaskState.AGGREGATING}),
 }
 _DONE_STATE = {"run": "pending", "archive": "archived"}
-
-
-@dataclass(frozen=True, slots=True)
-class QueueInfo:
-    """A snapshot of one queue, as ``asynq queue inspect`` shows it (Go's ``QueueInfo``)."""
-
-    queue: str
-    size: int  # tasks in every state
-    groups: int
-    latency: timedelta  # age of the oldest pending task
-    memory_usage: int | None  # bytes, estimated from a sample of task hashes (None: not measured)
-    pending: int
-    active: int
-    scheduled: int
-    retry: int
-    archived: int
-    completed: int
-    aggregating: int
-    processed: int  # today (UTC)
-    failed: int  # today (UTC)
-    processed_total: int
-    failed_total: int
-    paused: bool
-    timestamp: datetime
-
-    def count(self, state: TaskState) -> int:
-        """The number of tasks in ``state`` (the field named after it)."""
-        return int(getattr(self, state.value))
-
-
-@dataclass(frozen=True, slots=True)
-class DailyStats:
-    """One queue's processed and failed counts for one UTC day (Go's ``DailyStats``)."""
-
-    queue: str
-    date: date  # UTC day
-    processed: int
-    failed: int
-
-
-@dataclass(frozen=True, slots=True)
-class GroupInfo:
-    """A group of tasks waiting for aggregation and how many tasks it holds (Go's ``GroupInfo``)."""
-
-    group: str
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class ServerInfo:
-    """A live server (from its heartbeat) with the tasks its workers are running now."""
-
-    id: str
-    host: str
-    pid: int
-    concurrency: int
-    queues: dict[str, int]
-    strict_priority: bool
-    status: str
-    started: datetime
-    active_workers: list[WorkerRecord] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class SchedulerEntryInfo:
-    """A periodic task entry as a live scheduler last published it (what ``asynq cron ls`` lists): ``options``
-    are Go's option strings (``Queue("x")``); a time is None where the scheduler wrote Go's zero time."""
-
-    id: str
-    spec: str
-    task_type: str
-    task_payload: bytes
-    options: list[str]
-    next_enqueue_at: datetime | None
-    prev_enqueue_at: datetime | None  # None: not enqueued yet
-
-
-@dataclass(frozen=True, slots=True)
-class SchedulerEnqueueEventInfo:
-    """One task a scheduler enqueued for an entry, and when (what ``asynq cron history`` lists)."""
-
-    task_id: str
-    enqueued_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class RedisNodeInfo:
-    """One Redis server's INFO summary (the single server, or each cluster node)."""
-
-    addr: str
-    node_id: str
-    role: str
-    version: str
-    uptime_days: int
-    connections: int
-    memory_used: int  # bytes
-    memory_peak: int  # bytes
 
 
 def container(qk: QueueKeys, state: TaskState, group: str | None = None) -> str:
