@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from types import TracebackType
 from typing import Self
@@ -86,10 +86,20 @@ class Client:
         retry: RetryPolicy | None = None,
         enqueue_hooks: Sequence[EnqueueHook] = (),
         durable: bool | Durability = False,
+        enqueue_timeout: float | None = None,
     ) -> None:
         """``durable=True`` (or a :class:`Durability`) makes each enqueue wait until a replica holds
         the task before it returns, and raise :class:`NotDurableError` when none confirms in time:
-        an acknowledged enqueue then survives the loss of the master that took it."""
+        an acknowledged enqueue then survives the loss of the master that took it.
+
+        ``enqueue_timeout`` (seconds) is the most a call may spend riding out Redis trouble
+        (retrying a lost connection, a failover) before it raises RedisUnavailableError. The
+        default, the retry policy's 30 s budget, suits scripts and workers; a web request path
+        wants a few seconds, so a Redis outage fails the request instead of hanging it."""
+        if enqueue_timeout is not None:
+            if enqueue_timeout <= 0:
+                raise ValueError(f"enqueue_timeout must be positive, got {enqueue_timeout!r}")
+            retry = replace(retry or RetryPolicy(), budget=float(enqueue_timeout))
         self._transport = Transport.connect(redis, retry=retry)
         self._durable: Durability | None = (
             durable if isinstance(durable, Durability) else (Durability() if durable else None)

@@ -405,3 +405,15 @@ async def test_ping_answers_for_a_live_redis_and_names_a_dead_one(client: Client
     async with Client(RedisClientOpt(addr="127.0.0.1:1"), retry=RetryPolicy(budget=0.2)) as dead:
         with pytest.raises(RedisUnavailableError, match=re.escape("127.0.0.1:1")):
             await dead.ping()
+
+
+async def test_enqueue_timeout_bounds_how_long_an_outage_holds_a_call() -> None:
+    """A request path's budget, separate from the worker's 30 s: a dead Redis fails the call
+    after about enqueue_timeout seconds."""
+    start = time.monotonic()
+    async with Client(RedisClientOpt(addr="127.0.0.1:1"), enqueue_timeout=0.5) as c:
+        with pytest.raises(RedisUnavailableError):
+            await c.enqueue(Task("x"), queue="unreachable")
+    assert time.monotonic() - start < 5
+    with pytest.raises(ValueError, match="must be positive"):
+        Client(RedisClientOpt(addr="127.0.0.1:1"), enqueue_timeout=0)

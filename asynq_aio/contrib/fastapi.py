@@ -70,6 +70,8 @@ class Asynq:
     ``redis`` is connection options or a URL (``redis://``, ``redis-cluster://h1:p1,h2:p2``, ...).
     ``run_worker`` defaults to whether a ``mux`` was given; pass ``False`` to keep the handlers
     registered (e.g. for typed enqueueing) but process tasks in a separate ``asynq-aio worker``.
+    ``enqueue_timeout`` (5 s; None for the 30 s retry budget) bounds how long a request's enqueue
+    rides out a Redis outage before it raises, instead of hanging the request.
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class Asynq:
         run_worker: bool | None = None,
         retry: RetryPolicy | None = None,
         log_level: str | None = "INFO",
+        enqueue_timeout: float | None = 5.0,
     ) -> None:
         self.redis: RedisConnOpt = parse_redis_url(redis) if isinstance(redis, str) else redis
         self.mux = mux
@@ -90,6 +93,7 @@ class Asynq:
             raise ValueError("run_worker=True needs a mux (or handler) to run")
         self.retry = retry
         self.log_level = log_level
+        self.enqueue_timeout = enqueue_timeout
         self._client: Client | None = None
         self._inspector: Inspector | None = None
         self._server: Server | None = None
@@ -130,7 +134,7 @@ class Asynq:
             raise RuntimeError("this Asynq instance is already running in a lifespan")
         if self.log_level is not None:
             _show_logs(self.log_level)
-        client = Client(self.redis, retry=self.retry)
+        client = Client(self.redis, retry=self.retry, enqueue_timeout=self.enqueue_timeout)
         self._client = client
         state = getattr(app, "state", None)
         if state is not None:
