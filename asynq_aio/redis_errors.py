@@ -83,9 +83,7 @@ def config_mistake(exc: BaseException, *, cluster: bool, addr: str) -> RedisConf
     """The error of a client of the wrong kind for its server, naming ``addr`` and the right option;
     None for any other error."""
     if not cluster and isinstance(exc, rx.MovedError):
-        return RedisConfigError(
-            f"{addr} is a Redis Cluster node: use redis-cluster://host:port,... or RedisClusterClientOpt"
-        )
+        return cluster_node_error(addr)
     if cluster and _cluster_mode_off(exc):
         # redis-py keeps the last seed's error, and only when no seed answered as a cluster node
         what = (
@@ -95,6 +93,14 @@ def config_mistake(exc: BaseException, *, cluster: bool, addr: str) -> RedisConf
         )
         return RedisConfigError(f"{what}: use redis://host:port or RedisClientOpt")
     return None
+
+
+def cluster_node_error(addr: str) -> RedisConfigError:
+    """A single-node client pointed at a node of a multi-master cluster, however it was found out
+    (a MOVED reply, or the start-up check)."""
+    return RedisConfigError(
+        f"{addr} is a Redis Cluster node: use redis-cluster://host:port,... or RedisClusterClientOpt"
+    )
 
 
 def _cluster_mode_off(exc: BaseException) -> bool:

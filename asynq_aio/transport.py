@@ -24,9 +24,15 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from asynq_aio.connection import RedisConnOpt
-from asynq_aio.errors import ClusterNotReadyError, RedisAuthError, RedisConfigError, RedisUnavailableError
+from asynq_aio.errors import ClusterNotReadyError, RedisAuthError, RedisUnavailableError
 from asynq_aio.redis_clients import RedisClient, build_client, describe_client
-from asynq_aio.redis_errors import auth_failure, cluster_not_ok, config_mistake, is_transient
+from asynq_aio.redis_errors import (
+    auth_failure,
+    cluster_node_error,
+    cluster_not_ok,
+    config_mistake,
+    is_transient,
+)
 from asynq_aio.redis_ops import EncodableArg, LuaScript, Op
 
 __all__ = [
@@ -439,10 +445,7 @@ class Transport:
         except (rx.ResponseError, RedisAuthError):
             return
         if size != "1":
-            raise RedisConfigError(
-                f"{self._addr()} is a Redis Cluster node: use redis-cluster://host:port,... "
-                "or RedisClusterClientOpt"
-            )
+            raise cluster_node_error(self._addr())
 
     def _addr(self) -> str:
         """The address to name when the client is of the wrong kind: the seed nodes of a cluster
