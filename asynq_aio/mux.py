@@ -99,6 +99,10 @@ class ServeMux:
         """Pattern -> queue, for the handlers whose tasks name a queue."""
         return dict(self._queues)
 
+    def task_queues(self) -> list[str]:
+        """The queues the handlers' tasks name, sorted: what a worker serves when not told."""
+        return sorted(set(self._queues.values()))
+
     def handle_func(self, pattern: str, fn: Callable[..., Awaitable[Any]]) -> None:
         """Register ``async def fn(task: Task)`` (or a typed ``fn(payload: Model)``)."""
         self.handle(pattern, typed_handler(fn))

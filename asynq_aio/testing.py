@@ -399,7 +399,7 @@ async def run_tasks(
     opt = parse_redis_url(redis) if isinstance(redis, str) else redis
     qmap = _queue_map(queues, config)
     if isinstance(handler, ServeMux):  # the queues the mux's TaskDefs name run too, as in the CLI worker
-        for q in sorted(set(handler.expected_queues().values())):
+        for q in handler.task_queues():
             qmap.setdefault(q, 1)
     base = config or Config(shutdown_timeout=1.0, heartbeat_interval=1.0, forward_interval=0.1)
     settings: dict[str, Any] = {**dict(base), "queues": qmap}

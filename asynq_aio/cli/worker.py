@@ -104,7 +104,7 @@ def worker(
     handler = load_object(app)
     if not queues and isinstance(handler, ServeMux):
         # no --queue: serve the queues the mux's TaskDefs name, beside "default"
-        named = {q: 1 for q in sorted(set(handler.expected_queues().values()))}
+        named = dict.fromkeys(handler.task_queues(), 1)
         config = config.with_(queues={"default": 1, **named})
     server = Server(opt, config)
     logging.getLogger("asynq_aio.cli").info(

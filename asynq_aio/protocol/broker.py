@@ -71,7 +71,7 @@ class Dequeued:
     task_id: str
     raw: bytes
     attempt: str
-    lease_until: float = 0.0  # the lease expiry in Redis (unix s) as the dequeue wrote it
+    lease_until: float  # the lease expiry in Redis (unix s) as the dequeue wrote it
 
 
 @dataclass(frozen=True, slots=True)

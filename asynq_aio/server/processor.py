@@ -247,7 +247,7 @@ class Processor:
             deadline=datetime.fromtimestamp(deadline_unix, tz=UTC),
             # the lease the dequeue wrote, not one counted from now: a dequeue that took a while
             # (or a re-sent one) leaves less of it than lease_duration
-            lease_expiry=item.lease_until or math.ceil(now + self._config.lease_duration),
+            lease_expiry=item.lease_until,
         )
         self._active.add(entry)
         task = Task.__new__(Task)
