@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,11 +18,9 @@ from pathlib import Path
 
 import anyio
 import pytest
-import redis
 from conftest import RunningCluster
 from redis import exceptions as rx
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from test_security import redis_server
 from typer.testing import CliRunner, Result
 from workerproc import wait_until
 
@@ -45,7 +41,7 @@ from asynq_aio import (
 )
 from asynq_aio.cli.app import app
 from asynq_aio.connection import InvalidRedisURL, RedisConnOpt
-from asynq_aio.devcluster import find_free_port_base, find_redis_server
+from asynq_aio.devcluster import find_free_port_base
 from asynq_aio.redis_errors import is_transient
 
 runner = CliRunner()
@@ -195,42 +191,12 @@ class PasswordRedis:
 
 
 @pytest.fixture(scope="module")
-def password_redis() -> Iterator[PasswordRedis]:
-    """A redis-server of its own started with --requirepass, plus an ACL user that may not read
-    the cluster slot map."""
-    port = find_free_port_base(1)
-    data = tempfile.mkdtemp(prefix="asynq-aio-firstday-")
-    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen(
-        [find_redis_server(), *args, "--requirepass", PASSWORD],
-        cwd=data,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    admin = redis.Redis(port=port, password=PASSWORD, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if admin.ping():
-                    break
-            except redis.RedisError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server --requirepass on {port} did not start")
-            time.sleep(0.05)
-        admin.execute_command(  # type: ignore[no-untyped-call, unused-ignore]  # untyped in redis-py 8.0
-            "ACL", "SETUSER", "nocluster", "on", f">{PASSWORD}", "~*", "&*", "+@all", "-cluster"
-        )
-        yield PasswordRedis(port)
-    finally:
-        admin.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def password_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PasswordRedis]:
+    """A redis-server of its own whose default user needs a password, plus an ACL user that may
+    not read the cluster slot map (test_security's redis_server starts and stops it)."""
+    lines = [f"requirepass {PASSWORD}", f"user nocluster on >{PASSWORD} ~* &* +@all -cluster"]
+    with redis_server(tmp_path_factory.mktemp("firstday"), lines) as server:
+        yield PasswordRedis(server.port)
 
 
 @pytest.mark.anyio
