@@ -1,5 +1,6 @@
 """asynq-aio: an asyncio-native task queue on Redis Cluster, wire-compatible with Go Asynq v0.26."""
 
+from asynq_aio.application import App
 from asynq_aio.client import Client, Durability, EnqueueHook, OutgoingTask
 from asynq_aio.connection import (
     RedisClientOpt,
@@ -36,7 +37,7 @@ from asynq_aio.errors import (
 )
 from asynq_aio.inspector import Inspector
 from asynq_aio.mux import ServeMux
-from asynq_aio.periodic import PeriodicTaskConfig, PeriodicTaskManager, SyncResult
+from asynq_aio.periodic import PeriodicTaskConfig, PeriodicTaskManager, Schedule, SyncResult
 from asynq_aio.scheduler import CronEntry, EntryOptions, Fire, Scheduler
 from asynq_aio.server.config import Config, default_retry_delay
 from asynq_aio.server.server import Server
@@ -45,6 +46,7 @@ from asynq_aio.transport import RetryPolicy
 from asynq_aio.typed import TaskDef
 
 __all__ = [
+    "App",
     "AsynqError",
     "Client",
     "ClusterNotReadyError",
@@ -77,6 +79,7 @@ __all__ = [
     "RedisUnavailableError",
     "RetryPolicy",
     "RevokeTask",
+    "Schedule",
     "Scheduler",
     "ServeMux",
     "Server",

@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, tzinfo
+from typing import Any, overload
 
 import anyio
+from pydantic import BaseModel
 
-from asynq_aio.scheduler import CronEntry, EntryOptions, Scheduler
-from asynq_aio.task import Task
+from asynq_aio.options import Duration
+from asynq_aio.scheduler import CronEntry, EntryOptions, Scheduler, time_zone
+from asynq_aio.task import ModelT, Task
+from asynq_aio.typed import TaskDef
 
-__all__ = ["ConfigProvider", "PeriodicTaskConfig", "PeriodicTaskManager", "SyncResult"]
+__all__ = ["ConfigProvider", "PeriodicTaskConfig", "PeriodicTaskManager", "Schedule", "SyncResult"]
 
 log = logging.getLogger("asynq_aio.periodic")
 
@@ -32,6 +37,128 @@ class PeriodicTaskConfig:
     spec: str
     task: Task
     options: EntryOptions = field(default_factory=EntryOptions)
+
+
+class Schedule(Sequence[PeriodicTaskConfig]):
+    """An application's periodic tasks, declared once and run by whichever process should run them.
+
+    The same object serves every way of scheduling: an :class:`~asynq_aio.App` carrying it
+    (``asynq-aio worker module:app --scheduler``, or ``app.serve()`` embedded),
+    ``asynq-aio scheduler module:schedule``, :meth:`Scheduler.add_schedule`, or a
+    :class:`PeriodicTaskManager` provider (it is a sequence of :class:`PeriodicTaskConfig`).
+    :meth:`add` checks the spec and the options at once, so a typo fails at import, not at the
+    first fire. ``location`` is the time zone of specs without ``CRON_TZ=``.
+    """
+
+    def __init__(self, *, location: tzinfo | str = UTC) -> None:
+        self.location = time_zone(location)
+        self._configs: dict[str, PeriodicTaskConfig] = {}
+
+    @overload
+    def add(
+        self,
+        spec: str,
+        task: Task,
+        payload: None = None,
+        *,
+        queue: str | None = None,
+        max_retry: int | None = None,
+        timeout: Duration | None = None,
+        deadline: datetime | None = None,
+        process_in: Duration | None = None,
+        unique: Duration | None = None,
+        retention: Duration | None = None,
+        group: str | None = None,
+    ) -> PeriodicTaskConfig: ...
+
+    @overload
+    def add(
+        self,
+        spec: str,
+        task: TaskDef[ModelT],
+        payload: ModelT,
+        *,
+        queue: str | None = None,
+        max_retry: int | None = None,
+        timeout: Duration | None = None,
+        deadline: datetime | None = None,
+        process_in: Duration | None = None,
+        unique: Duration | None = None,
+        retention: Duration | None = None,
+        group: str | None = None,
+    ) -> PeriodicTaskConfig: ...
+
+    def add(
+        self,
+        spec: str,
+        task: Task | TaskDef[Any],
+        payload: BaseModel | None = None,
+        *,
+        queue: str | None = None,
+        max_retry: int | None = None,
+        timeout: Duration | None = None,
+        deadline: datetime | None = None,
+        process_in: Duration | None = None,
+        unique: Duration | None = None,
+        retention: Duration | None = None,
+        group: str | None = None,
+    ) -> PeriodicTaskConfig:
+        """Enqueue ``task`` (a :class:`Task`, or a :class:`TaskDef` with its payload) on ``spec``.
+
+        A TaskDef's defaults (queue, max_retry, timeout, retention, unique, group) apply unless a
+        keyword here overrides them. Raises ValueError for a bad spec and InvalidTaskError /
+        InvalidQueueName for bad options. Adding an identical entry again returns the first one.
+        """
+        if isinstance(task, TaskDef):
+            if payload is None:
+                raise TypeError(f"Schedule.add of TaskDef {task.type!r} needs its payload")
+            defaults = EntryOptions(
+                queue=task.queue,
+                max_retry=task.max_retry,
+                timeout=task.timeout,
+                unique=task.unique,
+                retention=task.retention,
+                group=task.group,
+            )
+            plain = task.task(payload)
+        elif isinstance(task, Task):
+            if payload is not None:
+                raise TypeError("Schedule.add takes a payload only with a TaskDef (a Task carries its own)")
+            defaults = EntryOptions()
+            plain = task
+        else:
+            raise TypeError(f"Schedule.add takes a Task or a TaskDef, got {type(task).__name__}")
+        given: dict[str, Any] = {
+            "queue": queue,
+            "max_retry": max_retry,
+            "timeout": timeout,
+            "deadline": deadline,
+            "process_in": process_in,
+            "unique": unique,
+            "retention": retention,
+            "group": group,
+        }
+        options = replace(defaults, **{k: v for k, v in given.items() if v is not None})
+        entry = CronEntry.build(spec, plain, options, location=self.location)
+        return self._configs.setdefault(entry.id, PeriodicTaskConfig(spec, plain, options))
+
+    @overload
+    def __getitem__(self, index: int) -> PeriodicTaskConfig: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[PeriodicTaskConfig]: ...
+
+    def __getitem__(self, index: int | slice) -> PeriodicTaskConfig | Sequence[PeriodicTaskConfig]:
+        return list(self._configs.values())[index]
+
+    def __len__(self) -> int:
+        return len(self._configs)
+
+    def __iter__(self) -> Iterator[PeriodicTaskConfig]:
+        return iter(list(self._configs.values()))
+
+    def __repr__(self) -> str:
+        return f"Schedule({len(self)} entries, location={self.location})"
 
 
 ConfigProvider = Callable[[], Awaitable[Sequence[PeriodicTaskConfig]] | Sequence[PeriodicTaskConfig]]

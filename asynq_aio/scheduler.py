@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, tzinfo
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import anyio
@@ -46,7 +47,18 @@ from asynq_aio.protocol.scheduler_store import (
 from asynq_aio.task import Task, TaskInfo
 from asynq_aio.transport import RedisClient, RetryPolicy, Transport
 
-__all__ = ["CronEntry", "EntryOptions", "Fire", "PostEnqueueHook", "PreEnqueueHook", "Scheduler"]
+if TYPE_CHECKING:  # periodic.py builds on this module
+    from asynq_aio.periodic import Schedule
+
+__all__ = [
+    "CronEntry",
+    "EntryOptions",
+    "Fire",
+    "PostEnqueueHook",
+    "PreEnqueueHook",
+    "Scheduler",
+    "time_zone",
+]
 
 log = logging.getLogger("asynq_aio.scheduler")
 
@@ -201,7 +213,7 @@ class Scheduler:
             raise ValueError("claim_lease must be positive")
         self._redis = redis
         self._retry = retry
-        self.location = _location(location)
+        self.location = time_zone(location)
         self.pre_enqueue = pre_enqueue
         self.post_enqueue = post_enqueue
         self.heartbeat_interval = heartbeat_interval
@@ -244,6 +256,16 @@ class Scheduler:
         entry = self.build_entry(spec, task, opts)
         self.add_entry(entry)
         return entry.id
+
+    def add_schedule(self, schedule: Schedule) -> list[str]:
+        """Register every entry of ``schedule`` (in its own time zone) and return their IDs;
+        entries already registered are kept as they are."""
+        ids = []
+        for cfg in schedule:
+            entry = CronEntry.build(cfg.spec, cfg.task, cfg.options, location=schedule.location)
+            self.add_entry(entry)
+            ids.append(entry.id)
+        return ids
 
     def build_entry(self, spec: str, task: Task, options: EntryOptions | None = None) -> CronEntry:
         """An entry in this scheduler's zone, not yet registered."""
@@ -489,7 +511,8 @@ class Scheduler:
             log.exception("post_enqueue hook raised")
 
 
-def _location(location: tzinfo | str) -> tzinfo:
+def time_zone(location: tzinfo | str) -> tzinfo:
+    """A tzinfo from a tzinfo or an IANA name; an unknown name is a ValueError that says what to give."""
     if isinstance(location, tzinfo):
         return location
     if isinstance(location, str):

@@ -44,6 +44,7 @@ from pydantic import BaseModel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from asynq_aio.application import App
 from asynq_aio.client import Client
 from asynq_aio.connection import RedisClientOpt, RedisClusterClientOpt, RedisConnOpt, parse_redis_url
 from asynq_aio.context import TaskContext, current_task
@@ -381,7 +382,7 @@ def _queue_map(queues: Sequence[str] | Mapping[str, int] | None, config: Config 
 @asynccontextmanager
 async def run_tasks(
     redis: RedisConnOpt | str,
-    handler: ServeMux | Handler,
+    handler: App | ServeMux | Handler,
     *,
     queues: Sequence[str] | Mapping[str, int] | None = None,
     concurrency: int | None = None,
@@ -390,6 +391,9 @@ async def run_tasks(
 ) -> AsyncIterator[TaskRunner]:
     """Run ``handler`` in an in-process Server on ``queues`` while the block runs.
 
+    An :class:`~asynq_aio.App` brings its mux and its config (unless ``config`` is given); its
+    schedule is not run (a test enqueues what it needs).
+
     ``retry_delay`` (seconds) replaces the retry backoff and makes :meth:`TaskRunner.drain` also wait
     for retries, so a test sees a task through to success or archive; by default failed tasks wait
     for Asynq's backoff (15 s or more) and drain reports them as ``RETRY``. ``config`` gives every
@@ -397,8 +401,13 @@ async def run_tasks(
     ``concurrency`` (default 4) and ``retry_delay`` override it.
     """
     opt = parse_redis_url(redis) if isinstance(redis, str) else redis
+    app_queues = isinstance(handler, App)  # an App's config already names the queues it serves
+    if isinstance(handler, App):
+        config = config or handler.config
+        handler = handler.mux
     qmap = _queue_map(queues, config)
-    if isinstance(handler, ServeMux):  # the queues the mux's TaskDefs name run too, as in the CLI worker
+    if isinstance(handler, ServeMux) and not app_queues:
+        # the queues the mux's TaskDefs name run too, as in the CLI worker
         for q in handler.task_queues():
             qmap.setdefault(q, 1)
     base = config or Config(shutdown_timeout=1.0, heartbeat_interval=1.0, forward_interval=0.1)

@@ -19,7 +19,7 @@ from conftest import RedisTarget
 from fastapi import FastAPI
 from workerproc import conn_opt
 
-from asynq_aio import Client, parse_redis_url
+from asynq_aio import App, Client, Config, Schedule, ServeMux, Task, parse_redis_url
 from asynq_aio.contrib.fastapi import Asynq, AsynqClient
 from examples.fastapi_app.app import create_app
 
@@ -139,8 +139,32 @@ async def test_dependency_without_lifespan_fails_loudly(single_redis_url: str) -
 
 
 def test_worker_needs_a_mux() -> None:
-    with pytest.raises(ValueError, match="needs a mux"):
+    with pytest.raises(ValueError, match="needs a worker \\(or mux\\)"):
         Asynq("redis://127.0.0.1:6379/0", run_worker=True)
+    with pytest.raises(ValueError, match="either worker=App"):
+        Asynq("redis://127.0.0.1:6379/0", worker=App(ServeMux()), mux=ServeMux())
+
+
+async def test_lifespan_runs_an_apps_handlers_and_schedule(single_redis_url: str, unique_queue: str) -> None:
+    """``Asynq(worker=App(...))``: the App's config and schedule run in the lifespan, as they do
+    under ``asynq-aio worker module:app --scheduler``."""
+    ticked = anyio.Event()
+    mux = ServeMux()
+
+    async def tick(task: Task) -> None:
+        ticked.set()
+
+    mux.handle_func("lifespan:tick", tick)
+    schedule = Schedule()
+    schedule.add("@every 1s", Task("lifespan:tick"), queue=unique_queue)
+    asynq = Asynq(
+        single_redis_url, worker=App(mux, config=Config(queues={unique_queue: 1}), schedule=schedule)
+    )
+    async with running(_probe_app(asynq)):
+        assert asynq.server is not None and asynq.server.config.queues == {unique_queue: 1}
+        with anyio.fail_after(15):
+            await ticked.wait()
+    assert asynq.server is None
 
 
 def test_asynq_aio_does_not_import_fastapi_and_contrib_names_the_extra() -> None:

@@ -316,11 +316,11 @@ def test_worker_refuses_what_is_not_a_handler(user_module: str, tmp_path: Path) 
     (tmp_path / f"{user_module}.py").write_text(USER_MODULE)
     result, _ = invoke("worker", f"{user_module}:ResizePayload")
     assert one_error_line(result) == (
-        f"error: {user_module}:ResizePayload is the class ResizePayload, not a ServeMux or an async "
+        f"error: {user_module}:ResizePayload is the class ResizePayload, not an App, a ServeMux or an async "
         f"handler (did you mean {user_module}:mux?)"
     )
     result, _ = invoke("worker", f"{user_module}:SETTING")
-    assert one_error_line(result).startswith(f"error: {user_module}:SETTING is a int, not a ServeMux")
+    assert one_error_line(result).startswith(f"error: {user_module}:SETTING is a int, not an App, a ServeMux")
 
 
 def test_worker_reports_a_syntax_error_with_file_and_line(user_module: str, tmp_path: Path) -> None:

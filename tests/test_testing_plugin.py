@@ -4,8 +4,10 @@ are checked, together with the cleanup of the Redis processes the plugin started
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
+from asynq_aio import App, Config, ServeMux, Task
 from asynq_aio.testing import _pings
 
 pytest_plugins = ["pytester"]
@@ -231,3 +233,30 @@ async def test_the_runner_takes_a_taskdef_with_its_defaults_and_keeps_results(
             await runner.enqueue(stray, Job(n=1))
         with pytest.raises(KeyError, match="serves the queues"):
             runner.outcome("never-enqueued")
+
+
+@pytest.mark.anyio
+async def test_the_runner_runs_an_app_with_its_config(single_redis_url: str, unique_queue: str) -> None:
+    """run_tasks(App): the App's queues and retry_delay_func are used, as the CLI worker uses them."""
+    from asynq_aio.testing import OutcomeStatus, run_tasks
+
+    attempts: list[int] = []
+    mux = ServeMux()
+
+    async def flaky(task: Task) -> None:
+        attempts.append(len(attempts))
+        if len(attempts) == 1:
+            raise RuntimeError("first attempt fails")
+
+    mux.handle_func("app:flaky", flaky)
+    app = App(mux, config=Config(queues={unique_queue: 1}, retry_delay_func=lambda n, e, t: 0.1))
+    async with run_tasks(single_redis_url, app) as runner:
+        assert runner.server.config.queues == {unique_queue: 1}
+        await runner.client.enqueue(Task("app:flaky"), queue=unique_queue, max_retry=3)
+        (first,) = await runner.drain(timeout=10)
+        assert first.status is OutcomeStatus.RETRY
+        with anyio.fail_after(10):  # 0.1 s by the App's retry_delay_func, not Asynq's 15 s or more
+            while len(attempts) < 2:
+                await anyio.sleep(0.05)
+        (second,) = await runner.drain(timeout=10)
+    assert second.status is OutcomeStatus.SUCCEEDED and attempts == [0, 1]

@@ -1,8 +1,10 @@
-"""``asynq-aio scheduler MODULE:ATTRIBUTE``: run periodic tasks from a list or a provider function.
+"""``asynq-aio scheduler MODULE:ATTRIBUTE``: run periodic tasks from an App, a Schedule, a list or a
+provider function.
 
-The attribute is a sequence of :class:`~asynq_aio.periodic.PeriodicTaskConfig`, or a plain or async
-function returning one (re-read every ``--sync-interval`` seconds, so entries can change without a
-restart). Run it on two hosts for availability: each fire is still enqueued once.
+The attribute is an :class:`~asynq_aio.App` (its schedule), a :class:`~asynq_aio.Schedule`, any
+sequence of :class:`~asynq_aio.periodic.PeriodicTaskConfig`, or a plain or async function returning
+one (re-read every ``--sync-interval`` seconds, so entries can change without a restart).
+Run it on two hosts for availability: each fire is still enqueued once.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from asynq_aio.application import App
 from asynq_aio.cli.common import (
     ConnectionFlags,
     clean_errors,
@@ -23,7 +26,7 @@ from asynq_aio.cli.common import (
     run_async,
 )
 from asynq_aio.logfmt import configure_logging
-from asynq_aio.periodic import ConfigProvider, PeriodicTaskConfig, PeriodicTaskManager
+from asynq_aio.periodic import ConfigProvider, PeriodicTaskConfig, PeriodicTaskManager, Schedule
 from asynq_aio.scheduler import CronEntry, Scheduler
 
 __all__ = ["scheduler"]
@@ -45,13 +48,18 @@ def scheduler(
     entries: Annotated[
         str,
         typer.Argument(
-            help="MODULE:ATTRIBUTE of a list of PeriodicTaskConfig, or of a (async) function returning one."
+            help="MODULE:ATTRIBUTE of an App, a Schedule, a list of PeriodicTaskConfig, or a (async) "
+            "function returning one."
         ),
     ],
     tz: Annotated[
-        str,
-        typer.Option("--tz", envvar="ASYNQ_SCHEDULER_TZ", help="Time zone of cron specs (IANA)."),
-    ] = "UTC",
+        str | None,
+        typer.Option(
+            "--tz",
+            envvar="ASYNQ_SCHEDULER_TZ",
+            help="Time zone of cron specs (IANA; default: the Schedule's, else UTC).",
+        ),
+    ] = None,
     sync_interval: Annotated[
         float, typer.Option(min=0.1, help="Seconds between re-reads of a provider function.")
     ] = 60.0,
@@ -59,8 +67,11 @@ def scheduler(
 ) -> None:
     """Enqueue periodic tasks on their cron specs until SIGINT/SIGTERM."""
     configure_logging(log_level.upper(), "text")
-    target = load_attribute(entries, "myapp.cron:entries")
-    sched = Scheduler(conn.options(), location=tz)
+    target = load_attribute(entries, "myapp.tasks:app")
+    if isinstance(target, App):
+        target = target.schedule
+    zone = tz if tz is not None else (target.location if isinstance(target, Schedule) else "UTC")
+    sched = Scheduler(conn.options(), location=zone)
     provider: ConfigProvider
     if callable(target):
         fn = target
@@ -81,5 +92,7 @@ def scheduler(
         for cfg in first:
             CronEntry.build(cfg.spec, cfg.task, cfg.options, location=sched.location)
     manager = PeriodicTaskManager(sched, provider, sync_interval=sync_interval)
-    logging.getLogger("asynq_aio.cli").info("scheduler %s: %s, time zone %s", entries, sched.id, tz)
+    logging.getLogger("asynq_aio.cli").info(
+        "scheduler %s: %s, time zone %s", entries, sched.id, sched.location
+    )
     run_async(manager.run)

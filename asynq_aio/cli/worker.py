@@ -1,13 +1,14 @@
-"""``asynq-aio worker module:attr``: run a Server for a ServeMux defined in the user's code."""
+"""``asynq-aio worker module:attr``: run the App (or ServeMux, or handler) defined in the user's code."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from asynq_aio.application import App
 from asynq_aio.cli.common import (
     ConnectionFlags,
     clean_errors,
@@ -16,35 +17,39 @@ from asynq_aio.cli.common import (
     load_attribute,
     run_async,
 )
+from asynq_aio.cli.reload import supervise, watched_dirs
 from asynq_aio.logfmt import configure_logging
 from asynq_aio.mux import ServeMux
 from asynq_aio.server.config import Config
-from asynq_aio.server.server import Server
+
+CLI_CONCURRENCY = 10  # a bare mux's concurrency under the CLI (Config's own default is the CPU count)
 
 
-def load_object(spec: str) -> Any:
-    """Import the ServeMux or handler at ``package.module:attribute``.
+def load_app(spec: str) -> App:
+    """Import the App, ServeMux or handler at ``package.module:attribute``, as an App.
 
     A class is callable too, so ``callable`` alone would let ``tasks:ResizePayload`` (a payload
     model) through, to fail on every task instead of at start."""
-    obj = load_attribute(spec, "myapp.tasks:mux")
-    if isinstance(obj, ServeMux):
+    obj = load_attribute(spec, "myapp.tasks:app")
+    if isinstance(obj, App):
         return obj
+    if isinstance(obj, ServeMux):
+        return App(obj).with_config(concurrency=CLI_CONCURRENCY)
     if isinstance(obj, type):
         got = f"the class {obj.__qualname__}"
     elif not callable(obj):
         got = f"a {type(obj).__name__}"
     else:
-        return obj
-    raise fail(f"{spec} is {got}, not a ServeMux or an async handler{_muxes_in(spec)}")
+        return App(obj).with_config(concurrency=CLI_CONCURRENCY)
+    raise fail(f"{spec} is {got}, not an App, a ServeMux or an async handler{_muxes_in(spec)}")
 
 
 def _muxes_in(spec: str) -> str:
-    """A hint naming the module's ServeMux instances, the usual thing to point the worker at."""
+    """A hint naming the module's App and ServeMux instances, the usual things to point the worker at."""
     module_name = spec.partition(":")[0]
     module = sys.modules.get(module_name)
     found = vars(module).items() if module is not None else ()
-    names = sorted(name for name, value in found if isinstance(value, ServeMux))
+    names = sorted(name for name, value in found if isinstance(value, App | ServeMux))
     if not names:
         return ""
     return " (did you mean " + " or ".join(f"{module_name}:{n}" for n in names) + "?)"
@@ -69,16 +74,48 @@ def parse_queues(values: list[str]) -> dict[str, int]:
 @connection_flags(after="app")
 def worker(
     conn: ConnectionFlags,
-    app: Annotated[str, typer.Argument(help="MODULE:ATTRIBUTE of a ServeMux (or an async handler).")],
+    app: Annotated[str, typer.Argument(help="MODULE:ATTRIBUTE of an App, a ServeMux or an async handler.")],
     concurrency: Annotated[
-        int, typer.Option(envvar="ASYNQ_CONCURRENCY", help="Most tasks run at once.")
-    ] = 10,
+        int | None,
+        typer.Option(
+            envvar="ASYNQ_CONCURRENCY",
+            min=1,
+            help=f"Most tasks run at once (default: the App's config, or {CLI_CONCURRENCY} for a mux).",
+        ),
+    ] = None,
     queue: Annotated[
         list[str] | None,
-        typer.Option("--queue", "-q", help="NAME=WEIGHT, repeat for each queue (default: default=1)."),
+        typer.Option(
+            "--queue",
+            "-q",
+            help="NAME=WEIGHT, repeat for each queue (default: the App's config, or default=1 plus "
+            "the queues the mux's TaskDefs name).",
+        ),
     ] = None,
-    strict_priority: Annotated[bool, typer.Option(help="Always drain higher-weight queues first.")] = False,
-    shutdown_timeout: Annotated[float, typer.Option(help="Seconds handlers get at shutdown.")] = 8.0,
+    strict_priority: Annotated[
+        bool | None,
+        typer.Option(
+            "--strict-priority/--no-strict-priority", help="Always drain higher-weight queues first."
+        ),
+    ] = None,
+    shutdown_timeout: Annotated[
+        float | None, typer.Option(min=0, help="Seconds handlers get at shutdown (default 8).")
+    ] = None,
+    run_scheduler: Annotated[
+        bool,
+        typer.Option(
+            "--scheduler",
+            help="Also enqueue the App's periodic tasks (safe on several workers: each fire is "
+            "enqueued once).",
+        ),
+    ] = False,
+    reload: Annotated[
+        bool,
+        typer.Option(
+            "--reload",
+            help="Development: restart the worker when a .py file under the current directory changes.",
+        ),
+    ] = False,
     log_level: Annotated[str, typer.Option(envvar="ASYNQ_LOG_LEVEL")] = "INFO",
     log_format: Annotated[
         str,
@@ -93,21 +130,34 @@ def worker(
         raise fail(f"--log-format must be text or json, got {log_format!r}")
     configure_logging(log_level.upper(), "json" if log_format == "json" else "text")
     # the flags first: a typo in them should not wait for (or be hidden by) the user's imports
-    queues = parse_queues(queue or [])
-    config = Config(
-        concurrency=concurrency,
-        queues=queues or {"default": 1},
-        strict_priority=strict_priority,
-        shutdown_timeout=shutdown_timeout,
-    )
+    changes: dict[str, object] = {}
+    if queue:
+        changes["queues"] = parse_queues(queue)
+    if concurrency is not None:
+        changes["concurrency"] = concurrency
+    if strict_priority is not None:
+        changes["strict_priority"] = strict_priority
+    if shutdown_timeout is not None:
+        changes["shutdown_timeout"] = shutdown_timeout
+    Config(**changes)  # check the flags' values now, before the import
     opt = conn.options()
-    handler = load_object(app)
-    if not queues and isinstance(handler, ServeMux):
-        # no --queue: serve the queues the mux's TaskDefs name, beside "default"
-        named = dict.fromkeys(handler.task_queues(), 1)
-        config = config.with_(queues={"default": 1, **named})
-    server = Server(opt, config)
-    logging.getLogger("asynq_aio.cli").info(
-        "worker %s: %s, concurrency %d, queues %s", app, opt.describe(), concurrency, config.queues
+    if reload:
+        # the supervisor imports nothing of the user's: a broken edit must not stop it
+        raise typer.Exit(supervise([a for a in sys.argv[1:] if a != "--reload"], watched_dirs(app)))
+    target = load_app(app).with_config(**changes) if changes else load_app(app)
+    if run_scheduler and not len(target.schedule):
+        raise fail(f"--scheduler: {app} has no periodic tasks (give App(..., schedule=Schedule()) some)")
+    log = logging.getLogger("asynq_aio.cli")
+    config = target.config
+    log.info(
+        "worker %s: %s, concurrency %d, queues %s", app, opt.describe(), config.concurrency, config.queues
     )
-    run_async(lambda: server.run(handler))
+    if len(target.schedule) and not run_scheduler:
+        log.info(
+            "%s has %d periodic tasks, not scheduled by this worker (add --scheduler, or run "
+            "`asynq-aio scheduler %s`)",
+            app,
+            len(target.schedule),
+            app,
+        )
+    run_async(lambda: target.run(opt, scheduler=run_scheduler))

@@ -31,6 +31,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess without fastapi
     raise ImportError("asynq_aio.contrib.fastapi needs FastAPI: pip install 'asynq-aio[fastapi]'") from exc
 
+from asynq_aio.application import App
 from asynq_aio.client import Client
 from asynq_aio.connection import RedisConnOpt, parse_redis_url
 from asynq_aio.default_client import use_client
@@ -65,10 +66,11 @@ log = logging.getLogger("asynq_aio.contrib.fastapi")
 
 class Asynq:
     """Owns one :class:`Client` per app (plus an :class:`Inspector` on first use) for the app's
-    lifetime, and runs a worker beside the app when given a ``mux``.
+    lifetime, and runs a worker beside the app when given a ``worker`` (an :class:`~asynq_aio.App`:
+    mux, config and periodic tasks) or a ``mux`` (with an optional ``config``).
 
     ``redis`` is connection options or a URL (``redis://``, ``redis-cluster://h1:p1,h2:p2``, ...).
-    ``run_worker`` defaults to whether a ``mux`` was given; pass ``False`` to keep the handlers
+    ``run_worker`` defaults to whether a worker or mux was given; pass ``False`` to keep the handlers
     registered (e.g. for typed enqueueing) but process tasks in a separate ``asynq-aio worker``.
     ``enqueue_timeout`` (5 s; None for the 30 s retry budget) bounds how long a request's enqueue
     rides out a Redis outage before it raises, instead of hanging the request.
@@ -78,6 +80,7 @@ class Asynq:
         self,
         redis: RedisConnOpt | str,
         *,
+        worker: App | None = None,
         mux: ServeMux | Handler | None = None,
         config: Config | None = None,
         run_worker: bool | None = None,
@@ -86,17 +89,21 @@ class Asynq:
         enqueue_timeout: float | None = 5.0,
     ) -> None:
         self.redis: RedisConnOpt = parse_redis_url(redis) if isinstance(redis, str) else redis
-        self.mux = mux
-        self.config = config
-        self.run_worker = mux is not None if run_worker is None else run_worker
-        if self.run_worker and mux is None:
-            raise ValueError("run_worker=True needs a mux (or handler) to run")
+        if worker is not None and (mux is not None or config is not None):
+            raise ValueError("give either worker=App(...) or mux= (and config=), not both")
+        if worker is None and mux is not None:
+            worker = App(mux, config=config)
+        self.worker = worker
+        self.mux = worker.mux if worker is not None else None
+        self.config = worker.config if worker is not None else config
+        self.run_worker = worker is not None if run_worker is None else run_worker
+        if self.run_worker and worker is None:
+            raise ValueError("run_worker=True needs a worker (or mux) to run")
         self.retry = retry
         self.log_level = log_level
         self.enqueue_timeout = enqueue_timeout
         self._client: Client | None = None
         self._inspector: Inspector | None = None
-        self._server: Server | None = None
 
     @property
     def running(self) -> bool:
@@ -123,7 +130,7 @@ class Asynq:
     @property
     def server(self) -> Server | None:
         """The worker running beside the app (``None`` without ``run_worker`` or outside the lifespan)."""
-        return self._server
+        return self.worker.server if self.worker is not None and self._client is not None else None
 
     @asynccontextmanager
     async def lifespan(self, app: Any) -> AsyncIterator[dict[str, Any]]:
@@ -144,7 +151,7 @@ class Asynq:
                 async with self._serving() as state:
                     yield state
         finally:
-            self._client = self._server = None
+            self._client = None
             inspector, self._inspector = self._inspector, None
             with anyio.CancelScope(shield=True):
                 await client.aclose()
@@ -157,16 +164,15 @@ class Asynq:
         if not self.run_worker:
             yield {STATE_KEY: self}
             return
-        assert self.mux is not None
-        server = Server(self.redis, self.config, retry=self.retry)
-        self._server = server
-        async with server.serve(self.mux):
-            cfg = server.config
+        assert self.worker is not None
+        async with self.worker.serve(self.redis, retry=self.retry):
+            cfg = self.worker.config
             log.info(
-                "asynq-aio worker started in the app: %s, queues %s, concurrency %d",
+                "asynq-aio worker started in the app: %s, queues %s, concurrency %d, %d periodic tasks",
                 self.redis.describe(),
                 ", ".join(f"{q}={w}" for q, w in cfg.queues.items()),
                 cfg.concurrency,
+                len(self.worker.schedule),
             )
             yield {STATE_KEY: self}
 
