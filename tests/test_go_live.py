@@ -12,6 +12,8 @@ and takes only leases that expired more than 30 s ago, so that hand-over needs o
 from __future__ import annotations
 
 import hashlib
+import signal
+import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,7 +25,7 @@ from typing import Any
 import anyio
 import pytest
 from conftest import RedisTarget
-from golive import GoPeer, build_peer, go_worker
+from golive import GoPeer, build_peer, go_worker, target_args
 from workerproc import RawRedis, conn_opt, wait_until
 
 from asynq_aio import (
@@ -31,6 +33,7 @@ from asynq_aio import (
     Config,
     DuplicateTaskError,
     Inspector,
+    Scheduler,
     Server,
     Task,
     TaskState,
@@ -512,3 +515,53 @@ async def test_go_reads_sub_second_delays_and_timeouts(
         await wait_until(both_ran, 15, what="the Go worker ran the scheduled and the quick task")
     ran = by_id(worker.runs())
     assert len(ran[later.id]) == 1 and len(ran[quick.id]) == 1
+
+
+@pytest.mark.slow
+async def test_a_go_scheduler_beside_two_asynq_aio_schedulers_adds_one_task_per_fire(
+    go_peer: GoPeer, redis_target: RedisTarget, tmp_path: Path, unique_queue: str
+) -> None:
+    """The same entry (spec, type, payload, queue) in a Go scheduler and in two asynq-aio schedulers:
+    Go does not take part in asynq-aio's per-fire claim, so each fire gives Go's task plus exactly
+    one of ours (never one per asynq-aio scheduler); Go's entry and ours both show in ``cron ls``."""
+    q = unique_queue
+    opt = conn_opt(redis_target.kind, redis_target.url, redis_target.addrs)
+    out = tmp_path / "go-scheduler.out"
+    args = ["--spec", "@every 1s", "--type", "cron:both", "--queue", q, "--json", JSON_TEXT]
+    with out.open("wb") as out_f:
+        proc = subprocess.Popen(
+            [str(go_peer.binary), "schedule", *target_args(redis_target), *args],
+            stdout=out_f,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+
+        async def go_ready() -> bool:
+            assert proc.poll() is None, out.read_text()
+            return "ready" in out.read_text()
+
+        await wait_until(go_ready, 30, what="the Go scheduler to start")
+        go_entry = out.read_text().split()[1]
+        ours = [Scheduler(opt), Scheduler(opt)]
+        ids = {s.register("@every 1s", Task("cron:both", JSON_TEXT.encode()), queue=q) for s in ours}
+        assert len(ids) == 1  # both asynq-aio schedulers derive the same entry ID
+        async with ours[0].serve(), ours[1].serve():
+            await anyio.sleep(4.5)
+            async with Inspector(opt) as insp:
+                entries = {e.id for e in await insp.scheduler_entries() if e.task_type == "cron:both"}
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert entries == {go_entry, *ids}, out.read_text()
+    async with Inspector(opt) as insp:
+        tasks = await insp.list_pending_tasks(q, size=1000)
+    ours_by_fire = Counter(t.id.rsplit(":", 1)[1] for t in tasks if t.id.startswith(f"{next(iter(ids))}:"))
+    go_tasks = [t for t in tasks if ":" not in t.id]
+    assert len(ours_by_fire) >= 3 and set(ours_by_fire.values()) == {1}, ours_by_fire
+    assert len(go_tasks) >= 3, [t.id for t in tasks]
+    assert len(go_tasks) + len(ours_by_fire) == len(tasks)  # nothing else: no third copy of a fire
+    assert all(t.type == "cron:both" and t.payload == JSON_TEXT.encode() for t in tasks)

@@ -7,10 +7,13 @@
 //	peer worker  --cluster H:P,H:P --queues Q1,Q2 --log FILE [--concurrency N] [...]
 //	peer inspect --redis HOST:PORT --queue Q [--id ID ...]
 //	peer cancel  --redis HOST:PORT --id ID
+//	peer schedule --redis HOST:PORT --spec SPEC --type T --queue Q [--json S]
 //
 // enqueue prints one JSON line per task (its TaskInfo, or its error); worker prints "ready" once
 // it serves and appends one JSON line per handler run to --log; inspect prints one JSON object;
-// cancel publishes the ID on asynq:cancel with Inspector.CancelProcessing, as `asynq task cancel`.
+// cancel publishes the ID on asynq:cancel with Inspector.CancelProcessing, as `asynq task cancel`;
+// schedule runs an asynq.Scheduler with one entry, prints "ready" and its entry ID, and stops on
+// SIGTERM.
 package main
 
 import (
@@ -33,7 +36,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fail("usage: peer enqueue|worker|inspect|cancel [flags]")
+		fail("usage: peer enqueue|worker|inspect|cancel|schedule [flags]")
 	}
 	cmd, args := os.Args[1], os.Args[2:]
 	switch cmd {
@@ -45,6 +48,8 @@ func main() {
 		inspect(args)
 	case "cancel":
 		cancel(args)
+	case "schedule":
+		schedule(args)
 	default:
 		fail("unknown subcommand %q", cmd)
 	}
@@ -417,4 +422,35 @@ func cancel(args []string) {
 		fail("CancelProcessing: %v", err)
 	}
 	printJSON(map[string]any{"canceled": *id})
+}
+
+func schedule(args []string) {
+	fs, tgt := newFlags("schedule")
+	spec := fs.String("spec", "@every 1s", "cron spec")
+	taskType := fs.String("type", "", "task type (required)")
+	queue := fs.String("queue", "default", "queue")
+	jsonText := fs.String("json", "", "payload as JSON text (empty: nil payload)")
+	_ = fs.Parse(args)
+	if *taskType == "" {
+		fail("schedule needs --type")
+	}
+	var payload []byte
+	if *jsonText != "" {
+		payload = []byte(*jsonText)
+	}
+	// a 1 s heartbeat (default 10 s) so that `cron ls` lists the entry within a short test
+	sched := asynq.NewScheduler(tgt.opt(), &asynq.SchedulerOpts{LogLevel: asynq.WarnLevel, HeartbeatInterval: time.Second})
+	entryID, err := sched.Register(*spec, asynq.NewTask(*taskType, payload), asynq.Queue(*queue))
+	if err != nil {
+		fail("register: %v", err)
+	}
+	if err := sched.Start(); err != nil {
+		fail("start: %v", err)
+	}
+	fmt.Println("ready", entryID)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	<-sigs
+	sched.Shutdown()
+	fmt.Println("stopped")
 }
