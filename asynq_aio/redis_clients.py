@@ -41,9 +41,10 @@ class BuiltClient:
     also_close: list[Redis] = field(default_factory=list)
 
 
-def build_client(opt: RedisConnOpt) -> BuiltClient:
+def build_client(opt: RedisConnOpt, *, blocking_waits: int = 0) -> BuiltClient:
     """A redis-py client for ``opt``, with redis-py's retries off (the transport retries) and pool room for
-    blocking waits and pub/sub beyond ``pool_size``. Raises TypeError for an unknown option type."""
+    blocking waits and pub/sub beyond ``pool_size``: ``blocking_waits`` more connections per node for
+    a worker whose queue watchers each hold one. Raises TypeError for an unknown option type."""
     no_retry = Retry(NoBackoff(), 0)
     common: dict[str, Any] = {
         "username": opt.username,
@@ -54,7 +55,7 @@ def build_client(opt: RedisConnOpt) -> BuiltClient:
     }
     if opt.tls is not None:
         common.update(opt.tls.redis_kwargs())
-    max_conns = opt.pool_size + EXTRA_CONNECTIONS
+    max_conns = opt.pool_size + EXTRA_CONNECTIONS + blocking_waits  # opened only when needed
     if isinstance(opt, RedisClusterClientOpt):
         remap: dict[tuple[str, int], tuple[str, int]] = {
             split_addr(a): split_addr(b) for a, b in opt.address_map.items()

@@ -75,8 +75,11 @@ class Transport:
         owns_client: bool = True,
         retry: RetryPolicy | None = None,
         max_inflight: int = 128,
+        max_block: float | None = None,
     ) -> None:
         self.client = client
+        # a blocking wait must end before the client's read timeout, or it fails as a lost reply
+        self.max_block = max_block
         self.is_cluster = isinstance(client, RedisCluster)
         self.description = description
         self._owns_client = owns_client
@@ -90,17 +93,22 @@ class Transport:
     # -- construction -------------------------------------------------------------------------------
 
     @classmethod
-    def connect(cls, opt: RedisConnOpt | RedisClient, *, retry: RetryPolicy | None = None) -> Transport:
-        """Build a transport from options (it owns the client) or wrap a caller's client (it does not)."""
+    def connect(
+        cls, opt: RedisConnOpt | RedisClient, *, retry: RetryPolicy | None = None, blocking_waits: int = 0
+    ) -> Transport:
+        """Build a transport from options (it owns the client) or wrap a caller's client (it does not).
+        ``blocking_waits``: how many blocking waits may run at once (a worker's queue watchers), for
+        which the connection pool makes room beyond its in-flight limit."""
         if isinstance(opt, Redis | RedisCluster):
             return cls(opt, description=describe_client(opt), owns_client=False, retry=retry)
-        built = build_client(opt)
+        built = build_client(opt, blocking_waits=blocking_waits)
         transport = cls(
             built.client,
             description=opt.describe(),
             owns_client=True,
             retry=retry,
             max_inflight=built.max_inflight,
+            max_block=opt.read_timeout / 2,
         )
         transport._also_close = built.also_close
         return transport
@@ -349,6 +357,8 @@ class Transport:
         element it reports lets a dequeue name the tail without reading it first.
         Not retried: a failed wait simply returns and the caller polls.
         """
+        if self.max_block is not None:
+            timeout = min(timeout, self.max_block)
         try:
             reply = await self.client.execute_command("BLMOVE", list_key, list_key, "RIGHT", "RIGHT", timeout)
         except Exception as exc:

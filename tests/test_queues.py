@@ -41,3 +41,23 @@ def test_a_single_queue_needs_no_draw() -> None:
     state = rng.getstate()
     assert QueueSelector({"only": 4}, strict=False, rng=rng).order() == ["only"]
     assert rng.getstate() == state
+
+
+def test_order_among_lists_only_those_queues_in_the_same_order_rules() -> None:
+    sel = QueueSelector({"critical": 6, "default": 3, "low": 1, "idle": 9}, strict=True)
+    assert sel.order({"low", "critical"}) == ["critical", "low"]
+    assert sel.order(set()) == []
+    weighted = QueueSelector(
+        {"critical": 6, "default": 3, "low": 1, "idle": 9}, strict=False, rng=random.Random(2)
+    )
+    rounds = 20_000
+    first = Counter(weighted.order({"critical", "default", "low"})[0] for _ in range(rounds))
+    assert "idle" not in first  # a queue left out is never drawn, and the others keep their shares
+    for queue, weight in (("critical", 6), ("default", 3), ("low", 1)):
+        assert abs(first[queue] / rounds - weight / 10) < 0.02, (queue, first[queue] / rounds)
+
+
+def test_a_thousand_queues_are_ordered_with_every_queue_once() -> None:
+    weights = {f"tenant{i}": 1 + i % 5 for i in range(1000)}
+    order = QueueSelector(weights, strict=False, rng=random.Random(4)).order()
+    assert sorted(order) == sorted(weights)

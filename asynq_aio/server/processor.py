@@ -32,6 +32,7 @@ from asynq_aio.server.active import ActiveTask, ActiveTasks
 from asynq_aio.server.config import Config
 from asynq_aio.server.fanout import within
 from asynq_aio.server.queues import QueueSelector
+from asynq_aio.server.readiness import QueueReadiness
 from asynq_aio.server.storage import WorkerBroker
 from asynq_aio.task import Task
 from asynq_aio.transport import Op
@@ -43,6 +44,8 @@ log = logging.getLogger("asynq_aio.server")
 SLOW_DEQUEUE = 0.1
 #: Slow dequeues in a row before a queue is set aside.
 SLOW_STREAK = 3
+#: Longest blocking wait of an empty queue's watcher (s): what an idle queue costs Redis.
+WATCH_BLOCK = 5.0
 
 
 class Processor:
@@ -58,6 +61,9 @@ class Processor:
         self._active = active
         self._acker = acker
         self._selector = QueueSelector(config.queues, strict=config.strict_priority)
+        self._readiness = QueueReadiness(
+            broker, config.queues, block=max(config.idle_wait, WATCH_BLOCK), poll=config.idle_wait
+        )
         self._running = 0  # handler slots in use
         self._outstanding = 0  # tasks taken whose outcome is not written yet (>= _running)
         self._slot_freed = anyio.Event()
@@ -93,30 +99,39 @@ class Processor:
         """
         cfg = self._config
         try:
-            while not self._stopping.is_set():
-                free = cfg.concurrency - self._running
-                if free <= 0:
-                    self._slot_freed = anyio.Event()
-                    with anyio.move_on_after(1.0):
-                        await self._slot_freed.wait()
-                    continue
+            async with anyio.create_task_group() as watchers:
+                watchers.start_soon(self._readiness.run)
                 try:
-                    got = await self._fetch(min(free, cfg.dequeue_batch))
-                except Exception as exc:
-                    log.error("dequeue failed, retrying in 1s: %s", exc)
-                    await anyio.sleep(1.0)
-                    continue
-                if got is None:
-                    await self._wait_for_work()
-                    continue
-                for item in got:
-                    self._start(item)
+                    await self._fill_slots()
+                finally:
+                    watchers.cancel_scope.cancel()
             await self._all_done.wait()
         finally:
             if self._outstanding:
                 self.cancel_all_for_shutdown()
                 with anyio.move_on_after(cfg.shutdown_timeout + 5.0, shield=True):
                     await self._all_done.wait()
+
+    async def _fill_slots(self) -> None:
+        cfg = self._config
+        while not self._stopping.is_set():
+            free = cfg.concurrency - self._running
+            if free <= 0:
+                self._slot_freed = anyio.Event()
+                with anyio.move_on_after(1.0):
+                    await self._slot_freed.wait()
+                continue
+            try:
+                got = await self._fetch(min(free, cfg.dequeue_batch))
+            except Exception as exc:
+                log.error("dequeue failed, retrying in 1s: %s", exc)
+                await anyio.sleep(1.0)
+                continue
+            if got is None:
+                await self._wait_for_work()
+                continue
+            for item in got:
+                self._start(item)
 
     async def _fetch(self, count: int) -> list[Dequeued] | None:
         """Dequeue from the first queue (in selection order) that has tasks. A queue whose dequeue
@@ -129,7 +144,7 @@ class Processor:
         budget = min(5.0, max(1.0, self._config.lease_duration / 6))
         problem: Exception | None = None
         answered = False
-        for queue in self._selector.order():
+        for queue in self._selector.order(self._readiness.ready):
             if self._set_aside.get(queue, 0.0) > time.monotonic():
                 continue
             res: list[Dequeued] | Paused | None = None
@@ -158,38 +173,37 @@ class Processor:
                 )
                 self._set_aside[queue] = time.monotonic() + pause
                 self._slow_streak[queue] = 0
-            if res is PAUSED or not res:
+            if res is PAUSED:
+                self._readiness.paused(queue)
                 continue
             assert isinstance(res, list)
+            if not res:
+                self._readiness.empty(queue)
+                continue
+            self._readiness.took(queue)
             return res
         if problem is not None and not answered:
             raise problem
         return None
 
     async def _wait_for_work(self) -> None:
-        """All queues empty: block on every unpaused queue's pending list until one gets a task."""
-        woke = anyio.Event()
-
-        async def watch(queue: str) -> None:
-            try:
-                if self._set_aside.get(queue, 0.0) > time.monotonic() or await self._broker.is_paused(queue):
-                    await anyio.sleep(self._config.idle_wait)
-                else:
-                    await self._broker.wait_for_work(queue, self._config.idle_wait)
-            except Exception as exc:  # its node is down: the next fetch says so and backs off
-                log.debug("waiting on %s failed: %s", queue, exc)
-                await anyio.sleep(self._config.idle_wait)
-            woke.set()
-
-        async def stop_on_shutdown() -> None:
-            await self._stopping.wait()
-            woke.set()
-
+        """No queue handed out a task: wait until a watcher sees one arrive, or until the first
+        set-aside queue may be asked again, or shutdown."""
+        now = time.monotonic()
+        resume = [t for q, t in self._set_aside.items() if t > now and self._readiness.is_ready(q)]
+        wait = min([self._config.idle_wait, *(t - now for t in resume)])
+        if resume:  # ready queues are only set aside: the watchers will not wake for them
+            with anyio.move_on_after(wait):
+                await self._stopping.wait()
+            return
         async with anyio.create_task_group() as tg:
-            for q in self._selector.queues:
-                tg.start_soon(watch, q)
+
+            async def stop_on_shutdown() -> None:
+                await self._stopping.wait()
+                tg.cancel_scope.cancel()
+
             tg.start_soon(stop_on_shutdown)
-            await woke.wait()
+            await self._readiness.wait_any(wait)
             tg.cancel_scope.cancel()
 
     # -- running ------------------------------------------------------------------------------------

@@ -88,7 +88,7 @@ class Server:
                         queue,
                         ", ".join(cfg.queues),
                     )
-        transport = Transport.connect(self._redis, retry=self._retry)
+        transport = Transport.connect(self._redis, retry=self._retry, blocking_waits=len(cfg.queues))
         try:
             await transport.check_ready()
             broker = Broker(transport)

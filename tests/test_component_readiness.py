@@ -1,0 +1,82 @@
+"""server/readiness.py through the processor, on a MemoryBroker: a fetch asks only the queues that may
+have work, an empty queue is watched by one wait that is never cancelled and re-issued for every
+wake-up elsewhere, a paused queue is polled instead of spun on, and a queue that wakes its watcher
+without handing out tasks is looked at less often.
+
+These are the properties that keep pick-up flat in the number of queues a worker serves; they are
+counted here in calls, not timed (tests/test_many_queues.py checks them on real Redis, and
+benchmarks/many_queues.py measures the latency)."""
+
+from __future__ import annotations
+
+import random
+
+import anyio
+import pytest
+from test_component_processor import config, nothing, serving, until
+from testbroker import MemoryBroker, make_message
+
+from asynq_aio.protocol.broker import Dequeued, Paused
+from asynq_aio.server.readiness import FRUITLESS_LIMIT
+
+pytestmark = pytest.mark.anyio
+
+QUEUES = [f"q{i}" for i in range(200)]
+
+
+async def test_a_fetch_asks_only_the_queues_that_may_have_work() -> None:
+    broker = MemoryBroker()
+    cfg = config(queues=dict.fromkeys(QUEUES, 1), idle_wait=0.05)
+    rng = random.Random(5)
+    async with serving(broker, cfg, nothing):
+        # start-up: every queue asked once, found empty, and given its watcher
+        await until(lambda: broker.calls["wait_for_work"] >= len(QUEUES))
+        dequeues, waits = broker.calls["dequeue"], broker.calls["wait_for_work"]
+        assert dequeues == len(QUEUES) and waits == len(QUEUES)
+        for n in range(1, 21):
+            broker.enqueue(make_message(rng.choice(QUEUES)))
+            await until(lambda n=n: sum(broker.queue(q).processed for q in QUEUES) == n)  # type: ignore[misc]
+        await anyio.sleep(0.1)  # idle waits pass: nothing may be asked meanwhile
+    # per task: the dequeue that took it, the one that found its queue empty again, and a new wait
+    # on that queue; the old way asked every queue in turn and re-issued every wait at each wake-up
+    assert broker.calls["dequeue"] - dequeues <= 2 * 20
+    assert broker.calls["wait_for_work"] - waits <= 20
+
+
+async def test_a_paused_queue_is_polled_not_spun_on_and_served_once_resumed() -> None:
+    broker = MemoryBroker()
+    held = broker.enqueue(make_message("a"))
+    broker.pause("a")
+    cfg = config(queues={"a": 1, "b": 1}, idle_wait=0.05)
+    async with serving(broker, cfg, nothing):
+        broker.enqueue(make_message("b"))
+        await until(lambda: broker.queue("b").processed == 1)
+        await anyio.sleep(0.5)  # ten pause polls
+        assert broker.calls_on("dequeue", "a") == 1  # asked once, answered PAUSED, then polled
+        assert 3 <= broker.calls_on("is_paused", "a") <= 15
+        assert broker.queue("a").pending == [held.id]
+        broker.unpause("a")
+        await until(lambda: broker.queue("a").processed == 1)
+
+
+class NothingFrom(MemoryBroker):
+    """A broker whose ``stuck`` queue has a pending task that no dequeue hands out (what another
+    worker winning every race looks like from here)."""
+
+    async def dequeue(self, queue: str, count: int, lease_until: float) -> list[Dequeued] | Paused:
+        if queue == "stuck":
+            self._count("dequeue", [queue])
+            return []
+        return await super().dequeue(queue, count, lease_until)
+
+
+async def test_a_queue_that_wakes_its_watcher_without_tasks_is_looked_at_less_often() -> None:
+    broker = NothingFrom()
+    broker.enqueue(make_message("stuck"))
+    cfg = config(queues={"stuck": 1, "other": 1}, idle_wait=0.1)
+    async with serving(broker, cfg, nothing):
+        await anyio.sleep(1.0)
+        broker.enqueue(make_message("other"))  # the other queue is still served
+        await until(lambda: broker.queue("other").processed == 1)
+    # without the back-off the watcher's wait returns at once, every time: thousands a second
+    assert broker.calls_on("wait_for_work", "stuck") <= (FRUITLESS_LIMIT + 1) * 12
