@@ -7,13 +7,15 @@ Each driver (``benchmarks/drv_<system>.py``) is started as a subprocess by ``ben
 of three roles, and prints one ``RESULT {json}`` line on stdout at the end:
 
 * ``produce``  enqueue ``--n`` tasks (one at a time from ``--conc`` coroutines, or in batches) and
-  report the rate;
+  report the rate (and, one at a time, each call's latency as ``call_p50_ms`` / ``call_p99_ms``);
 * ``work``     run a worker until it has run ``--expect`` handlers (or until SIGTERM when ``--expect``
   is 0) and report when the first handler started and the last one finished;
 * ``trickle``  enqueue ``--n`` tasks one by one, ``--gap`` seconds apart, each carrying its enqueue
   timestamp, so an idle worker's pick-up latency can be read in the handler.
 
 ``READY`` is printed on stdout once a worker is connected and about to fetch.
+
+Go Asynq's driver (``benchmarks/go/main.go``) speaks the same protocol; keep the two in step.
 """
 
 from __future__ import annotations
@@ -69,7 +71,25 @@ def rss_bytes(pid: int | str = "self") -> int:
     return 0
 
 
+def pct(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (Python's round-half-even), as the runner and the Go driver read it."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
+    return s[k]
+
+
+# Milliseconds each ``one(i)`` call of produce_concurrently took. Recorded here rather than by each
+# driver so that every Python driver's one-at-a-time enqueue reports per-call latency the same way
+# (see emit), without a change to each driver.
+CALL_MS: list[float] = []
+
+
 def emit(kind: str, data: Any = None) -> None:
+    """Print one protocol line; a produce RESULT also gets the per-call enqueue percentiles."""
+    if kind == "RESULT" and CALL_MS and isinstance(data, dict) and "call_p50_ms" not in data:
+        data = {**data, "call_p50_ms": pct(CALL_MS, 50), "call_p99_ms": pct(CALL_MS, 99)}
     line = kind if data is None else f"{kind} {json.dumps(data)}"
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
@@ -133,13 +153,16 @@ async def wait_done_or_signal(tally: Tally) -> None:
 async def produce_concurrently(n: int, conc: int, one: Callable[[int], Coroutine[Any, Any, Any]]) -> float:
     """Run ``one(i)`` for i in 0..n-1 from ``conc`` coroutines, each awaiting its calls in turn.
 
-    Returns the elapsed seconds.
+    Returns the elapsed seconds. Each call's own duration goes to CALL_MS: with ``conc`` 1 that is
+    the latency one caller sees per enqueue.
     """
     per = [range(k, n, conc) for k in range(conc)]
 
     async def lane(idx: range) -> None:
         for i in idx:
+            c0 = time.perf_counter()
             await one(i)
+            CALL_MS.append((time.perf_counter() - c0) * 1000)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(lane(r) for r in per))

@@ -22,7 +22,7 @@ import redis
 
 from asynq_aio.devcluster import DevCluster, find_free_port_base, find_redis_server
 from benchmarks.common import rss_bytes
-from benchmarks.envs import ROOT, python_of
+from benchmarks.envs import ROOT, driver_command
 
 LOG_DIR = Path(tempfile.gettempdir()) / "asynq-aio-bench-logs"
 BASELINE_SRC = ""  # set by the runner: where the baseline asynq_aio tree was exported
@@ -33,7 +33,8 @@ class DriverError(RuntimeError):
 
 
 class Driver:
-    """One driver subprocess (``benchmarks/drv_<system>.py``); lines of its stdout arrive on a queue."""
+    """One driver subprocess (``benchmarks/drv_<system>.py``, or the Go binary for ``go``); lines of
+    its stdout arrive on a queue."""
 
     def __init__(self, system: str, role: str, args: list[str], tag: str) -> None:
         LOG_DIR.mkdir(exist_ok=True)
@@ -49,7 +50,7 @@ class Driver:
         env.pop("VIRTUAL_ENV", None)
         self._err = open(self.err_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [str(python_of(system)), "-m", f"benchmarks.drv_{system}", role, *args],
+            driver_command(system, role, args),
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -202,8 +203,9 @@ class ClusterRedis:
 
     def master_of(self, key: str) -> int:
         """The port of the master that holds ``key``'s slot."""
-        slot = int(self.clients[0].execute_command("CLUSTER", "KEYSLOT", key))
-        for start, end, master, *_ in self.clients[0].execute_command("CLUSTER", "SLOTS"):
+        node = self.clients[0]
+        slot = int(node.execute_command("CLUSTER", "KEYSLOT", key))  # type: ignore[no-untyped-call]
+        for start, end, master, *_ in node.execute_command("CLUSTER", "SLOTS"):  # type: ignore[no-untyped-call]
             if int(start) <= slot <= int(end):
                 return int(master[1])
         raise RuntimeError(f"no master for slot {slot}")

@@ -1,4 +1,4 @@
-"""``python -m benchmarks.run [--quick]``: asynq-aio and its Python peers, side by side, one table.
+"""``python -m benchmarks.run [--quick]``: asynq-aio, Go Asynq and the Python peers, side by side.
 
 Starts its own Redis (a single redis-server and a 3-master cluster, on free ports), creates a venv per
 system on first use (benchmarks/envs.py), then runs every scenario ``--repeats`` times, systems
@@ -8,13 +8,19 @@ alike. Prints one table of medians, writes ``benchmarks/results/<stamp>.json`` (
 
 Each measurement runs drivers as subprocesses (benchmarks/drv_<system>.py):
 
-* worker throughput: the queue is filled first (that fill is also the one-at-a-time enqueue figure,
-  64 coroutines), then a worker with concurrency 100 drains it; rate = tasks / (last handler end -
-  first handler start), so start-up and shutdown are excluded for every system alike;
+* worker throughput: the queue is filled first (that fill is also the concurrent enqueue figure,
+  64 coroutines; Go Asynq 16 goroutines), then a worker with concurrency 100 drains it; rate =
+  tasks / (last handler end - first handler start), so start-up and shutdown are excluded for every
+  system alike;
+* enqueue by one caller (asynq-aio and Go Asynq): one enqueue at a time, each call timed;
 * pick-up latency: an idle worker, tasks enqueued one at a time 20 ms apart, each stamped with its
   enqueue time; latency = handler start - stamp;
-* asynq-aio only: scheduled tasks (start - T), cluster, 1/2/4 worker processes, a backlog of 1k vs 1M
+* asynq-aio and Go Asynq: worker throughput on the 3-master cluster;
+* asynq-aio only: scheduled tasks (start - T), 1/2/4 worker processes, a backlog of 1k vs 1M
   pending tasks, worker RSS idle and with 10,000 tasks in flight, Redis bytes per pending task.
+
+Go Asynq (system ``go``) is the real Go Asynq v0.26.0, built from benchmarks/go/ with the local Go
+toolchain; without one it is reported as not available and no Go figure is printed.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,20 +44,29 @@ from typing import Any
 
 from asynq_aio.protocol.keys import queue_keys
 from benchmarks import envs, procs
+from benchmarks.common import pct
 from benchmarks.procs import ClusterRedis, Driver, DriverError, SingleRedis, run_once
 
 RESULTS = envs.BENCH / "results"
 DOCS_CHART = envs.ROOT / "docs" / "assets" / "benchmarks.png"
-PEERS = ["taskiq", "saq", "arq", "streaq"]
-BATCHING = {"asynq", "streaq"}  # systems with a batched enqueue API
-
-# Figures quoted in the issue for Go Asynq v0.26 on this kind of machine: NOT measured by this script.
-GO_FROM_ISSUE = {
-    "worker_noop": 14800.0,
-    "worker_noop_cluster": 8000.0,
-    "enqueue_one": 21000.0,
-    "latency_p50_ms": "500-1500",
-}
+PEERS = ["go", "taskiq", "saq", "arq", "streaq"]
+BATCHING = {"asynq", "streaq"}  # systems with a batched enqueue API (Go Asynq has none)
+# Systems fast enough to drain plan.n_asynq tasks per throughput run (the Python peers get n_peer).
+FAST = {"asynq", "go"}
+# Systems that also run the one-caller enqueue and the cluster worker scenarios.
+GO_PAIR = {"asynq", "go"}
+# Concurrent callers for the enqueue that fills the queue: 64 coroutines, but 16 goroutines for Go
+# Asynq, the comparison the issue made (Go's client is synchronous and its go-redis pool is sized
+# by the CPU count).
+ENQUEUE_CONC = {"go": 16}
+DEFAULT_ENQUEUE_CONC = 64
+# What the Go driver configures (benchmarks/go/main.go); recorded with every run that measured Go.
+GO_CONFIG = (
+    "asynq.Config{Concurrency: 100, Queues: {<queue>: 1}}, every other field at Go Asynq's default "
+    "(TaskCheckInterval 1 s, so an idle processor sleeps 0.5-1.5 s between empty dequeues; "
+    "ShutdownTimeout 8 s); asynq.NewClient with go-redis's default pool; handlers time.Sleep for "
+    "the sleep case"
+)
 
 
 @dataclass
@@ -59,6 +75,7 @@ class Plan:
     n_asynq: int  # tasks per asynq-aio throughput run
     n_peer: int  # tasks per peer throughput run (peers are 5-20x slower; same steady state, less time)
     n_latency: int
+    n_serial: int  # tasks enqueued by a single caller, one at a time
     backlog: int  # the big backlog of the 1k-vs-big comparison
     n_scale: int
     scale_procs: tuple[int, ...]
@@ -70,6 +87,7 @@ FULL = Plan(
     n_asynq=20_000,
     n_peer=5_000,
     n_latency=150,
+    n_serial=5_000,
     backlog=1_000_000,
     n_scale=40_000,
     scale_procs=(1, 2, 4),
@@ -80,6 +98,7 @@ QUICK = Plan(
     n_asynq=5_000,
     n_peer=1_500,
     n_latency=50,
+    n_serial=1_000,
     backlog=100_000,
     n_scale=10_000,
     scale_procs=(1, 2),
@@ -123,19 +142,15 @@ def export_tree(rev: str) -> str:
     return out
 
 
+def _load(avg: tuple[float, float, float] | list[float]) -> str:
+    return " / ".join(f"{x:.2f}" for x in avg)
+
+
 def _brief(d: dict[str, Any]) -> str:
     out = []
     for k, v in d.items():
         out.append(f"{k}={v:,.1f}" if isinstance(v, float) else f"{k}={v}")
     return " ".join(out)
-
-
-def _pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
-    return s[k]
 
 
 # -- scenarios -------------------------------------------------------------------------------------
@@ -144,12 +159,14 @@ def _pct(values: list[float], p: float) -> float:
 def worker_throughput(
     b: Bench, system: str, rnd: int, *, handler: str, url: str, flush: Callable[[], None], scenario: str
 ) -> None:
-    """Fill the queue one task at a time (64 coroutines), then drain it with one worker."""
-    n = b.plan.n_asynq if system.startswith("asynq") else b.plan.n_peer
+    """Fill the queue one task at a time (64 coroutines, Go 16), then drain it with one worker."""
+    base = system.partition("@")[0]
+    n = b.plan.n_asynq if base in FAST else b.plan.n_peer
+    conc = ENQUEUE_CONC.get(base, DEFAULT_ENQUEUE_CONC)
     flush()
     q = f"bench{rnd}"
     common = ["--url", url, "--queue", q]
-    prod = run_once(system, "produce", [*common, "--n", str(n), "--conc", "64"], b.tag(), 300)
+    prod = run_once(system, "produce", [*common, "--n", str(n), "--conc", str(conc)], b.tag(), 300)
     w = Driver(system, "work", [*common, "--expect", str(n), "--conc", "100", "--handler", handler], b.tag())
     try:
         w.expect("READY", 60)
@@ -158,8 +175,29 @@ def worker_throughput(
         w.stop()
     data: dict[str, Any] = {"rate": res["rate"], "n": n}
     if handler == "noop" and scenario == "worker_noop":
-        b.record("enqueue_one", system, rnd, rate=prod["rate"], n=n)
+        b.record("enqueue_one", system, rnd, rate=prod["rate"], n=n, conc=conc)
     b.record(scenario, system, rnd, **data)
+
+
+def enqueue_serial(b: Bench, system: str, rnd: int) -> None:
+    """One caller, one enqueue at a time: the rate, and the latency of each call as the caller sees it.
+
+    This is what a web request handler that enqueues a task pays, where the concurrent figure
+    measures a bulk producer.
+    """
+    n = b.plan.n_serial
+    b.single.flush()
+    args = ["--url", b.single.url, "--queue", f"serial{rnd}", "--n", str(n), "--conc", "1"]
+    res = run_once(system, "produce", args, b.tag(), 300)
+    b.record(
+        "enqueue_serial",
+        system,
+        rnd,
+        rate=res["rate"],
+        n=n,
+        call_p50_ms=res["call_p50_ms"],
+        call_p99_ms=res["call_p99_ms"],
+    )
 
 
 def enqueue_many(b: Bench, system: str, rnd: int) -> None:
@@ -202,8 +240,8 @@ def pickup_latency(b: Bench, system: str, rnd: int) -> None:
         "latency",
         system,
         rnd,
-        p50_ms=_pct(lat, 50),
-        p99_ms=_pct(lat, 99),
+        p50_ms=pct(lat, 50),
+        p99_ms=pct(lat, 99),
         rss_idle_mb=rss_idle / 2**20,
         latencies_ms=lat,
     )
@@ -227,7 +265,7 @@ def scheduled_start(b: Bench, rnd: int) -> None:
     finally:
         w.stop()
     lat = [x * 1000 for x in res["latencies"]]
-    b.record("scheduled", "asynq", rnd, p50_ms=_pct(lat, 50), p99_ms=_pct(lat, 99), latencies_ms=lat)
+    b.record("scheduled", "asynq", rnd, p50_ms=pct(lat, 50), p99_ms=pct(lat, 99), latencies_ms=lat)
 
 
 def scale(b: Bench, rnd: int, procs: int, *, on_cluster: bool) -> None:
@@ -393,6 +431,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/")
     ap.add_argument(
+        "--save-as",
+        default="",
+        metavar="NAME",
+        help="write this run only to benchmarks/results/NAME.json and NAME.txt (the printed table); "
+        "latest.*, the chart and the docs' chart are left alone",
+    )
+    ap.add_argument(
         "--baseline",
         default="",
         help="a git revision: also run asynq-aio as of that commit (worker, enqueue and latency "
@@ -423,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.time()
     load_start = os.getloadavg()
+    print(f"==> load average at start (1/5/15 min): {_load(load_start)}; {os.cpu_count()} CPUs")
     single = SingleRedis()
     cluster: ClusterRedis | None = None
     b = Bench(plan, systems, single, None)
@@ -456,28 +502,31 @@ def main(argv: list[str] | None = None) -> int:
                             flush=single.flush,
                             scenario=scen,
                         )
+                if want("enqueue") and s.partition("@")[0] in GO_PAIR:
+                    _guard(b, "enqueue_serial", s, rnd, enqueue_serial, b, s, rnd)
                 if want("enqueue") and s.partition("@")[0] in BATCHING:
                     _guard(b, "enqueue_many", s, rnd, enqueue_many, b, s, rnd)
                 if want("latency"):
                     _guard(b, "latency", s, rnd, pickup_latency, b, s, rnd)
-            if "asynq" not in systems:
-                continue
             if want("cluster") and cluster is not None:
                 scen = "worker_noop_cluster"
-                _guard(
-                    b,
-                    scen,
-                    "asynq",
-                    rnd,
-                    worker_throughput,
-                    b,
-                    "asynq",
-                    rnd,
-                    handler="noop",
-                    url=cluster.url,
-                    flush=cluster.flush,
-                    scenario=scen,
-                )
+                for cs in (x for x in order if x in GO_PAIR):
+                    _guard(
+                        b,
+                        scen,
+                        cs,
+                        rnd,
+                        worker_throughput,
+                        b,
+                        cs,
+                        rnd,
+                        handler="noop",
+                        url=cluster.url,
+                        flush=cluster.flush,
+                        scenario=scen,
+                    )
+            if "asynq" not in systems:
+                continue
             if want("scheduled"):
                 _guard(b, "scheduled", "asynq", rnd, scheduled_start, b, rnd)
             if want("scale"):
@@ -511,14 +560,24 @@ def main(argv: list[str] | None = None) -> int:
             "redis": redis_version,
             "versions": versions,
             "unavailable": unavailable,
-            "go_asynq_from_issue_not_measured": GO_FROM_ISSUE,
+            # another asynq_aio tree than this checkout's (procs.Driver honours BENCH_ASYNQ_SRC)
+            "asynq_src": os.environ.get("BENCH_ASYNQ_SRC", ""),
+            "enqueue_conc": {s: ENQUEUE_CONC.get(s.partition("@")[0], DEFAULT_ENQUEUE_CONC) for s in systems},
+            **({"go_config": GO_CONFIG} if "go" in systems else {}),
         },
         "summary": summarize(b.runs),
         "runs": b.runs,
     }
     print()
-    print(render_table(doc))
-    if not args.no_save:
+    table = render_table(doc)
+    print(table)
+    if args.save_as:
+        RESULTS.mkdir(exist_ok=True)
+        js, txt = RESULTS / f"{args.save_as}.json", RESULTS / f"{args.save_as}.txt"
+        js.write_text(json.dumps(doc, indent=1))
+        txt.write_text(table + "\n")
+        print(f"\nwrote {js} and {txt}")
+    elif not args.no_save:
         RESULTS.mkdir(exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + ("-quick" if args.quick else "")
         text = json.dumps(doc, indent=1)
@@ -562,8 +621,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
         agg: dict[str, Any] = {"rounds": len(rows)}
         if "latencies_ms" in rows[0]:
             pooled = [x for r in rows for x in r["latencies_ms"]]
-            agg["p50_ms"] = _pct(pooled, 50)
-            agg["p99_ms"] = _pct(pooled, 99)
+            agg["p50_ms"] = pct(pooled, 50)
+            agg["p99_ms"] = pct(pooled, 99)
             agg["samples"] = len(pooled)
         for k, v in rows[0].items():
             if k in ("scenario", "system", "round", "latencies_ms", "p50_ms", "p99_ms") or not isinstance(
@@ -581,10 +640,13 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
 ROWS: list[tuple[str, str, str, str]] = [
     # label, scenario, metric, format
     ("worker, no-op handler (tasks/s)", "worker_noop", "rate", "{:,.0f}"),
-    ("worker, await sleep(0.01) (tasks/s)", "worker_sleep", "rate", "{:,.0f}"),
+    ("worker, handler sleeps 10 ms (tasks/s)", "worker_sleep", "rate", "{:,.0f}"),
     ("worker, pydantic payload (tasks/s)", "worker_pydantic", "rate", "{:,.0f}"),
     ("worker, no-op, cluster (tasks/s)", "worker_noop_cluster", "rate", "{:,.0f}"),
-    ("enqueue one at a time, 64 coroutines (/s)", "enqueue_one", "rate", "{:,.0f}"),
+    ("enqueue, 64 concurrent callers, Go 16 (/s)", "enqueue_one", "rate", "{:,.0f}"),
+    ("enqueue, one caller, one at a time (/s)", "enqueue_serial", "rate", "{:,.0f}"),
+    ("enqueue, one caller: per call p50 (ms)", "enqueue_serial", "call_p50_ms", "{:.3f}"),
+    ("enqueue, one caller: per call p99 (ms)", "enqueue_serial", "call_p99_ms", "{:.3f}"),
     ("enqueue batched (/s)", "enqueue_many", "rate", "{:,.0f}"),
     ("pick-up latency at idle, p50 (ms)", "latency", "p50_ms", "{:.2f}"),
     ("pick-up latency at idle, p99 (ms)", "latency", "p99_ms", "{:.2f}"),
@@ -595,38 +657,43 @@ ROWS: list[tuple[str, str, str, str]] = [
 
 
 def render_table(doc: dict[str, Any]) -> str:
+    """The medians as one table, then asynq-aio-only figures and the ratios within this run.
+
+    Only what this run measured is printed: a system that could not be set up gets a "not
+    available" column and a footnote saying why, never figures from elsewhere.
+    """
     summary = doc["summary"]
-    systems = list(doc["meta"]["versions"]) + list(doc["meta"]["unavailable"])
-    labels = [label_of(s) for s in systems] + ["Go Asynq*"]
-    head = ["", *labels]
+    meta = doc["meta"]
+    unavailable: dict[str, str] = meta["unavailable"]
+    systems = list(meta["versions"]) + list(unavailable)
+    head = ["", *(label_of(s) for s in systems)]
     lines: list[list[str]] = []
-    go_map = {
-        "worker_noop": "worker_noop",
-        "worker_noop_cluster": "worker_noop_cluster",
-        "enqueue_one": "enqueue_one",
-    }
     for label, scen, metric, fmt in ROWS:
         row = [label]
         for s in systems:
-            if s in doc["meta"]["unavailable"]:
-                row.append("not installed")
+            if s in unavailable:
+                row.append("not available")
                 continue
             v = summary.get(scen, {}).get(s, {}).get(metric)
             row.append(fmt.format(v) if v is not None else "-")
-        go = GO_FROM_ISSUE.get(go_map.get(scen, ""))
-        if scen == "latency" and metric == "p50_ms":
-            go = "500-1500"
-        row.append(f"{go:,.0f}" if isinstance(go, float) else (go or "-"))
-        lines.append(row)
+        if any(c not in ("-", "not available") for c in row[1:]):
+            lines.append(row)
     widths = [max(len(r[i]) for r in [head, *lines]) for i in range(len(head))]
     out = ["  ".join(h.ljust(widths[i]) if i == 0 else h.rjust(widths[i]) for i, h in enumerate(head))]
     out.append("  ".join("-" * w for w in widths))
     for r in lines:
         out.append("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)))
-    out.append(
-        "* Go Asynq v0.26: figures quoted in the issue (same kind of machine), NOT measured here"
-        " (no Go toolchain)."
-    )
+    notes = [
+        f"Medians of {meta['plan']['repeats']} interleaved rounds (latency percentiles over all rounds' "
+        f"samples); load average (1/5/15 min) {_load(meta['loadavg_start'])} at start, "
+        f"{_load(meta['loadavg_end'])} at end, {meta['cpus']} CPUs; Redis {meta['redis']}."
+    ]
+    for s, why in unavailable.items():
+        notes.append(f"{label_of(s)}: not available in this run ({why}); no figure of it is shown.")
+    if "go" in meta["versions"]:
+        notes.append(f"Go Asynq {meta['versions']['go']}, measured in this run: {meta.get('go_config', '')}.")
+    for note in notes:
+        out += textwrap.wrap(note, 110, subsequent_indent="  ")
     extra = []
     for scen, agg in sorted(summary.items()):
         a = agg.get("asynq", {})
@@ -643,6 +710,7 @@ def render_table(doc: dict[str, Any]) -> str:
     if extra:
         out.append("asynq-aio only (medians):")
         out += extra
+    out += _go_ratios(summary)
     ratios = []
     for scen in ("worker_noop", "worker_sleep", "enqueue_one", "latency"):
         a = summary.get(scen, {}).get("asynq", {})
@@ -651,12 +719,32 @@ def render_table(doc: dict[str, Any]) -> str:
             continue
         for s in systems:
             p = summary.get(scen, {}).get(s, {})
-            if s != "asynq" and metric in p and p[metric] and a[metric]:
+            if s not in ("asynq", "go") and metric in p and p[metric] and a[metric]:
                 r = a[metric] / p[metric] if metric == "rate" else p[metric] / a[metric]
                 ratios.append(f"{scen}: {r:.1f}x {label_of(s)}")
     if ratios:
-        out.append("asynq-aio vs peers, same run (higher = asynq-aio better): " + "; ".join(ratios))
+        out.append("asynq-aio vs Python peers, same run (higher = asynq-aio better): " + "; ".join(ratios))
     return "\n".join(out)
+
+
+def _go_ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """asynq-aio / Go Asynq for every table row both measured, as a plain quotient of the medians.
+
+    One direction for every row, so a reader need not remember which rows were inverted: above 1 is
+    better for asynq-aio on rates and worse on latencies and memory.
+    """
+    out = []
+    for label, scen, metric, _fmt in ROWS:
+        agg = summary.get(scen, {})
+        a = agg.get("asynq", {}).get(metric)
+        g = agg.get("go", {}).get(metric)
+        if a is None or g is None or not g:
+            continue
+        out.append(f"  {label:<44} {a / g:>7.3g}")
+    if not out:
+        return []
+    head = "asynq-aio / Go Asynq, same run (rates: > 1 = asynq-aio faster; ms, MiB: < 1 = asynq-aio lower):"
+    return [head, *out]
 
 
 if __name__ == "__main__":
