@@ -26,7 +26,7 @@ import anyio
 import pytest
 from conftest import RedisTarget
 
-__all__ = ["GO_DIR", "REQUIRE_GO_ENV", "GoPeer", "GoWorker", "build_peer"]
+__all__ = ["GO_DIR", "REQUIRE_GO_ENV", "GoPeer", "GoWorker", "build_go_program", "build_peer"]
 
 GO_DIR = Path(__file__).resolve().parent / "go"
 REQUIRE_GO_ENV = "ASYNQ_AIO_REQUIRE_GO"
@@ -34,8 +34,9 @@ SKIP_REASON = "Go toolchain not found: the live Go interop tests need `go` on PA
 BUILD_TIMEOUT = 600.0  # a cold module cache downloads asynq and go-redis first
 
 
-def build_peer(out_dir: Path) -> GoPeer:
-    """Build the peer once (the caller is a session fixture); skip, or fail when Go is required."""
+def build_go_program(out_dir: Path, program: str) -> Path:
+    """Build ``tests/go/<program>`` into ``out_dir`` (the caller is a session fixture) and return the
+    binary; skip without Go, or fail when Go is required."""
     go = shutil.which("go")
     if go is None:
         if os.environ.get(REQUIRE_GO_ENV) == "1":
@@ -43,17 +44,22 @@ def build_peer(out_dir: Path) -> GoPeer:
                 f"{REQUIRE_GO_ENV}=1 but `go` is not on PATH: install Go to run the live interop tests"
             )
         pytest.skip(SKIP_REASON)
-    binary = out_dir / "peer"
+    binary = out_dir / program
     # -buildvcs=false: the checkout may belong to another user or have no git, which only the VCS
     # stamp cares about. The default -mod=readonly makes a go.sum that misses a module fail loudly.
-    cmd = [go, "build", "-buildvcs=false", "-o", str(binary), "./peer"]
+    cmd = [go, "build", "-buildvcs=false", "-o", str(binary), f"./{program}"]
     try:
         done = subprocess.run(cmd, cwd=GO_DIR, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
     except subprocess.TimeoutExpired:
         pytest.fail(f"`{' '.join(cmd)}` in {GO_DIR} took more than {BUILD_TIMEOUT:.0f}s")
     if done.returncode != 0:
         pytest.fail(f"`{' '.join(cmd)}` in {GO_DIR} failed:\n{done.stdout}{done.stderr}")
-    return GoPeer(binary)
+    return binary
+
+
+def build_peer(out_dir: Path) -> GoPeer:
+    """The peer program (Go client, worker, inspector, scheduler), built once per session."""
+    return GoPeer(build_go_program(out_dir, "peer"))
 
 
 def target_args(target: RedisTarget) -> list[str]:

@@ -21,7 +21,6 @@ reports is compared with the IDs and values asynq-aio returned when it enqueued.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -36,7 +35,7 @@ import anyio
 import httpx
 import pytest
 from conftest import RedisTarget
-from golive import GO_DIR, REQUIRE_GO_ENV, SKIP_REASON, target_args
+from golive import build_go_program, target_args
 from workerproc import conn_opt, wait_until
 
 from asynq_aio import Client, Config, Inspector, Server, Task, TaskInfo, TaskState, current_task
@@ -44,7 +43,6 @@ from asynq_aio.errors import TaskNotFoundError
 
 pytestmark = pytest.mark.anyio
 
-BUILD_TIMEOUT = 600.0  # a cold module cache downloads asynqmon and its dependencies first
 BINARY = bytes(range(256))  # not UTF-8: asynqmon's default formatter shows a placeholder
 NON_PRINTABLE = "non-printable bytes"  # asynqmon's DefaultPayloadFormatter for such payloads
 RETRY_DELAY = 3600.0  # a failed (or cancelled) task waits in retry for the whole test
@@ -55,21 +53,7 @@ FAILURE_FIELDS = ("id", "type", "payload", "retried", "max_retry", "error_messag
 @pytest.fixture(scope="session")
 def asynqmon_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Build tests/go/asynqmon once per session: skip without Go, fail when CI requires Go."""
-    go = shutil.which("go")
-    if go is None:
-        if os.environ.get(REQUIRE_GO_ENV) == "1":
-            pytest.fail(f"{REQUIRE_GO_ENV}=1 but `go` is not on PATH: install Go to run the asynqmon tests")
-        pytest.skip(SKIP_REASON)
-    binary = tmp_path_factory.mktemp("go-asynqmon") / "asynqmon"
-    # As golive.build_peer: no VCS stamp, and the default -mod=readonly fails on a go.sum gap.
-    cmd = [go, "build", "-buildvcs=false", "-o", str(binary), "./asynqmon"]
-    try:
-        done = subprocess.run(cmd, cwd=GO_DIR, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"`{' '.join(cmd)}` in {GO_DIR} took more than {BUILD_TIMEOUT:.0f}s")
-    if done.returncode != 0:
-        pytest.fail(f"`{' '.join(cmd)}` in {GO_DIR} failed:\n{done.stdout}{done.stderr}")
-    return binary
+    return build_go_program(tmp_path_factory.mktemp("go-asynqmon"), "asynqmon")
 
 
 @asynccontextmanager
