@@ -719,7 +719,8 @@ def render_table(doc: dict[str, Any]) -> str:
             continue
         for s in systems:
             p = summary.get(scen, {}).get(s, {})
-            if s not in ("asynq", "go") and metric in p and p[metric] and a[metric]:
+            peer = s not in ("asynq", "go") and not s.startswith("asynq@")  # not a baseline
+            if peer and metric in p and p[metric] and a[metric]:
                 r = a[metric] / p[metric] if metric == "rate" else p[metric] / a[metric]
                 ratios.append(f"{scen}: {r:.1f}x {label_of(s)}")
     if ratios:
