@@ -174,23 +174,25 @@ def worker_throughput(
     finally:
         w.stop()
     data: dict[str, Any] = {"rate": res["rate"], "n": n}
-    if handler == "noop" and scenario == "worker_noop":
-        b.record("enqueue_one", system, rnd, rate=prod["rate"], n=n, conc=conc)
+    if handler == "noop" and scenario in ("worker_noop", "worker_noop_cluster"):
+        fill = "enqueue_one" if scenario == "worker_noop" else "enqueue_one_cluster"
+        b.record(fill, system, rnd, rate=prod["rate"], n=n, conc=conc)
     b.record(scenario, system, rnd, **data)
 
 
-def enqueue_serial(b: Bench, system: str, rnd: int) -> None:
+def enqueue_serial(b: Bench, system: str, rnd: int, *, on_cluster: bool = False) -> None:
     """One caller, one enqueue at a time: the rate, and the latency of each call as the caller sees it.
 
     This is what a web request handler that enqueues a task pays, where the concurrent figure
     measures a bulk producer.
     """
     n = b.plan.n_serial
-    b.single.flush()
-    args = ["--url", b.single.url, "--queue", f"serial{rnd}", "--n", str(n), "--conc", "1"]
+    target: SingleRedis | ClusterRedis = b.cluster if on_cluster and b.cluster is not None else b.single
+    target.flush()
+    args = ["--url", target.url, "--queue", f"serial{rnd}", "--n", str(n), "--conc", "1"]
     res = run_once(system, "produce", args, b.tag(), 300)
     b.record(
-        "enqueue_serial",
+        "enqueue_serial_cluster" if on_cluster else "enqueue_serial",
         system,
         rnd,
         rate=res["rate"],
@@ -219,11 +221,12 @@ def enqueue_many(b: Bench, system: str, rnd: int) -> None:
     b.record("enqueue_many", system, rnd, rate=res["rate"], n=n)
 
 
-def pickup_latency(b: Bench, system: str, rnd: int) -> None:
+def pickup_latency(b: Bench, system: str, rnd: int, *, on_cluster: bool = False) -> None:
     """An idle worker; tasks arrive one at a time 20 ms apart; latency = handler start - enqueue."""
     n = b.plan.n_latency
-    b.single.flush()
-    common = ["--url", b.single.url, "--queue", f"lat{rnd}"]
+    target: SingleRedis | ClusterRedis = b.cluster if on_cluster and b.cluster is not None else b.single
+    target.flush()
+    common = ["--url", target.url, "--queue", f"lat{rnd}"]
     w = Driver(
         system, "work", [*common, "--expect", str(n), "--conc", "100", "--handler", "latency"], b.tag()
     )
@@ -237,7 +240,7 @@ def pickup_latency(b: Bench, system: str, rnd: int) -> None:
         w.stop()
     lat = [x * 1000 for x in res["latencies"]]
     b.record(
-        "latency",
+        "latency_cluster" if on_cluster else "latency",
         system,
         rnd,
         p50_ms=pct(lat, 50),
@@ -525,6 +528,12 @@ def main(argv: list[str] | None = None) -> int:
                         flush=cluster.flush,
                         scenario=scen,
                     )
+                    if want("enqueue"):
+                        _guard(
+                            b, "enqueue_serial_cluster", cs, rnd, enqueue_serial, b, cs, rnd, on_cluster=True
+                        )
+                    if want("latency"):
+                        _guard(b, "latency_cluster", cs, rnd, pickup_latency, b, cs, rnd, on_cluster=True)
             if "asynq" not in systems:
                 continue
             if want("scheduled"):
@@ -650,6 +659,12 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("enqueue batched (/s)", "enqueue_many", "rate", "{:,.0f}"),
     ("pick-up latency at idle, p50 (ms)", "latency", "p50_ms", "{:.2f}"),
     ("pick-up latency at idle, p99 (ms)", "latency", "p99_ms", "{:.2f}"),
+    ("cluster: enqueue, 64 callers, Go 16 (/s)", "enqueue_one_cluster", "rate", "{:,.0f}"),
+    ("cluster: enqueue, one caller (/s)", "enqueue_serial_cluster", "rate", "{:,.0f}"),
+    ("cluster: one caller, per call p50 (ms)", "enqueue_serial_cluster", "call_p50_ms", "{:.3f}"),
+    ("cluster: one caller, per call p99 (ms)", "enqueue_serial_cluster", "call_p99_ms", "{:.3f}"),
+    ("cluster: pick-up latency, p50 (ms)", "latency_cluster", "p50_ms", "{:.2f}"),
+    ("cluster: pick-up latency, p99 (ms)", "latency_cluster", "p99_ms", "{:.2f}"),
     ("scheduled task: start - T, p50 (ms)", "scheduled", "p50_ms", "{:.2f}"),
     ("scheduled task: start - T, p99 (ms)", "scheduled", "p99_ms", "{:.2f}"),
     ("worker RSS idle (MiB)", "latency", "rss_idle_mb", "{:.0f}"),
