@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 
 import anyio
 
@@ -54,9 +55,10 @@ class QueueReadiness:
         self._any_ready.set()
 
     @property
-    def ready(self) -> set[str]:
-        """The queues that may have work (a copy)."""
-        return set(self._ready)
+    def ready(self) -> AbstractSet[str]:
+        """The queues that may have work: the live set, read on every fetch, so not copied (the
+        fetcher reads it once, to order the queues, before any report changes it)."""
+        return self._ready
 
     def is_ready(self, queue: str) -> bool:
         return queue in self._ready
