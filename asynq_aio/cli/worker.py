@@ -144,7 +144,9 @@ def worker(
     if reload:
         # the supervisor imports nothing of the user's: a broken edit must not stop it
         raise typer.Exit(supervise([a for a in sys.argv[1:] if a != "--reload"], watched_dirs(app)))
-    target = load_app(app).with_config(**changes) if changes else load_app(app)
+    target = load_app(app)
+    if changes:
+        target = target.with_config(**changes)
     if run_scheduler and not len(target.schedule):
         raise fail(f"--scheduler: {app} has no periodic tasks (give App(..., schedule=Schedule()) some)")
     log = logging.getLogger("asynq_aio.cli")

@@ -94,8 +94,7 @@ class Asynq:
         if worker is None and mux is not None:
             worker = App(mux, config=config)
         self.worker = worker
-        self.mux = worker.mux if worker is not None else None
-        self.config = worker.config if worker is not None else config
+        self._config = config  # kept as given when there is no worker to run it
         self.run_worker = worker is not None if run_worker is None else run_worker
         if self.run_worker and worker is None:
             raise ValueError("run_worker=True needs a worker (or mux) to run")
@@ -104,6 +103,16 @@ class Asynq:
         self.enqueue_timeout = enqueue_timeout
         self._client: Client | None = None
         self._inspector: Inspector | None = None
+
+    @property
+    def mux(self) -> ServeMux | Handler | None:
+        """The worker's mux (None without a worker)."""
+        return self.worker.mux if self.worker is not None else None
+
+    @property
+    def config(self) -> Config | None:
+        """The worker's config (without a worker, the ``config`` given, which nothing runs)."""
+        return self.worker.config if self.worker is not None else self._config
 
     @property
     def running(self) -> bool:
