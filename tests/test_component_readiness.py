@@ -88,3 +88,24 @@ async def test_a_queue_that_wakes_its_watcher_without_tasks_is_looked_at_less_of
     # with it, at most FRUITLESS_LIMIT + 1 waits per back-off of idle_wait (0.1 s)
     backoffs = (time.monotonic() - started) / 0.1 + 2
     assert broker.calls_on("wait_for_work", "stuck") <= (FRUITLESS_LIMIT + 1) * backoffs
+
+
+async def test_a_lost_wait_or_pause_reply_does_not_strand_the_queue() -> None:
+    """A watcher whose wait loses its reply (the node dropped the connection, failed over) lets the
+    fetcher ask the queue, and a pause flag read that fails is read again: the tasks still run."""
+    broker = MemoryBroker()
+    broker.lose_reply("wait_for_work", times=1, queue="a")
+    broker.fail("is_paused", times=2, queue="b")
+    broker.enqueue(make_message("b"))
+    broker.pause("b")
+    cfg = config(queues={"a": 1, "b": 1}, idle_wait=0.05)
+    async with serving(broker, cfg, nothing):
+        await until(lambda: broker.calls_on("wait_for_work", "a") >= 1)
+        broker.enqueue(make_message("a"))
+        await until(lambda: broker.queue("a").processed == 1)
+        await until(lambda: broker.calls_on("is_paused", "b") >= 3)  # two failed reads, then one
+        assert broker.queue("b").processed == 0
+        broker.unpause("b")
+        await until(lambda: broker.queue("b").processed == 1)
+    # the wait whose reply was lost, then a new one once the queue was found empty again
+    assert broker.calls_on("wait_for_work", "a") >= 2
