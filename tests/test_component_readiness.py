@@ -17,9 +17,12 @@ import pytest
 from test_component_processor import config, nothing, serving, until
 from testbroker import MemoryBroker, make_message
 
+from asynq_aio import RedisClientOpt
 from asynq_aio.protocol.broker import Dequeued, Paused
+from asynq_aio.redis_clients import EXTRA_CONNECTIONS
 from asynq_aio.server.processor import WATCH_BLOCK
 from asynq_aio.server.readiness import FRUITLESS_LIMIT
+from asynq_aio.transport import Transport
 
 pytestmark = pytest.mark.anyio
 
@@ -109,3 +112,32 @@ async def test_a_lost_wait_or_pause_reply_does_not_strand_the_queue() -> None:
         await until(lambda: broker.queue("b").processed == 1)
     # the wait whose reply was lost, then a new one once the queue was found empty again
     assert broker.calls_on("wait_for_work", "a") >= 2
+
+
+class RecordsWaits(MemoryBroker):
+    def __init__(self) -> None:
+        super().__init__()
+        self.wait_timeouts: list[float] = []
+
+    async def wait_for_work(self, queue: str, timeout: float) -> bool:
+        self.wait_timeouts.append(timeout)
+        return await super().wait_for_work(queue, timeout)
+
+
+async def test_an_idle_queue_costs_one_wait_per_watch_block_and_the_pool_has_room_for_each() -> None:
+    """What docs/concepts.md states: a watcher's wait lasts WATCH_BLOCK (5 s) unless idle_wait is
+    longer, a blocking wait stays under half the read timeout, and the pool makes room for one
+    blocked wait per served queue."""
+    broker = RecordsWaits()
+    async with serving(broker, config(queues={"a": 1}, idle_wait=1.0), nothing):
+        await until(lambda: bool(broker.wait_timeouts))
+    assert broker.wait_timeouts[0] == WATCH_BLOCK == 5.0
+
+    opt = RedisClientOpt(addr="127.0.0.1:1", read_timeout=4.0, pool_size=10)
+    transport = Transport.connect(opt, blocking_waits=1000)
+    try:
+        assert transport.max_block == 2.0
+        pool = transport.client.connection_pool  # type: ignore[union-attr]
+        assert pool.max_connections == 10 + EXTRA_CONNECTIONS + 1000
+    finally:
+        await transport.aclose()
