@@ -26,6 +26,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from asynq_aio.connection import RedisConnOpt
 from asynq_aio.errors import ClusterNotReadyError, RedisAuthError, RedisUnavailableError
 from asynq_aio.redis_clients import RedisClient, build_client, describe_client
+from asynq_aio.redis_direct import send_batch
 from asynq_aio.redis_errors import (
     auth_failure,
     cluster_node_error,
@@ -230,12 +231,38 @@ class Transport:
 
         async def attempt() -> Any:
             async with self._inflight:
+                if op.nkeys:
+                    (reply,) = await self._send_direct([op], by_sha=True)
+                    if isinstance(reply, rx.NoScriptError):
+                        (reply,) = await self._send_direct([op], by_sha=False)
+                    if isinstance(reply, Exception):
+                        raise reply
+                    return reply
                 try:
                     return await self.client.execute_command(*op.wire())
                 except rx.NoScriptError:
                     return await self.client.execute_command(*op.wire(by_sha=False))
 
         return await self._retrying(script.name, attempt)
+
+    async def _send_direct(self, ops: Sequence[Op], *, by_sha: bool) -> list[Any]:
+        """Script calls (each with a key to route by) through redis_direct.send_batch, past redis-py's
+        per-command machinery. In a cluster, a redirect or a lost node seen here is told to redis-py's
+        slot map, as its own command path would (the retry then goes to the right node)."""
+        try:
+            replies = await send_batch(
+                self.client, [op.wire(by_sha=by_sha) for op in ops], [str(op.args[0]) for op in ops]
+            )
+        except Exception as exc:
+            if self.is_cluster and is_transient(exc, cluster=True):
+                await self._note_cluster_error(exc)
+            raise
+        if self.is_cluster:
+            for r in replies:
+                if isinstance(r, Exception) and is_transient(r, cluster=True):
+                    await self._note_cluster_error(r)
+                    break
+        return replies
 
     async def batch(self, ops: Sequence[Op]) -> list[Any]:
         """Run many independent ops in one pipeline (split per node by redis-py in a cluster).
@@ -266,6 +293,8 @@ class Transport:
         """One non-transactional pipeline; a transient failure of the whole send fills every slot."""
         try:
             async with self._inflight:
+                if all(op.script is not None and op.nkeys for op in ops):
+                    return await self._send_direct(ops, by_sha=by_sha)
                 pipe = self.client.pipeline(transaction=False)
                 for op in ops:
                     pipe.execute_command(*op.wire(by_sha=by_sha))

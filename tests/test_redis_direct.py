@@ -1,0 +1,100 @@
+"""redis_direct.send_batch, the hot path's shortcut past redis-py's pipeline, against real servers:
+replies in order, an error reply kept in its own slot, nodes of a cluster answered apart, and a
+batch cancelled mid-read leaving no stale reply for the connection's next user."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from conftest import RedisTarget
+from redis import exceptions as rx
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from test_transport import opt_for
+
+from asynq_aio.protocol.keys import queue_keys
+from asynq_aio.redis_direct import send_batch
+from asynq_aio.transport import LuaScript, Op, Transport
+
+pytestmark = pytest.mark.anyio
+
+TAG = LuaScript("tag_echo", "return {KEYS[1], ARGV[1]}")
+FAILS = LuaScript("fails", "return redis.error_reply('ERR no such thing: ' .. ARGV[1])")
+# a script that keeps its node busy for ARGV[1] ms (Redis runs one script at a time)
+SLOW = LuaScript(
+    "slow",
+    "local t = redis.call('TIME'); local until_us = (t[1] * 1000000 + t[2]) + ARGV[1] * 1000\n"
+    "repeat t = redis.call('TIME') until (t[1] * 1000000 + t[2]) >= until_us\nreturn ARGV[2]",
+)
+
+
+def _client(tr: Transport) -> Redis | RedisCluster:
+    client = tr.client
+    assert isinstance(client, Redis | RedisCluster)
+    return client
+
+
+async def _load(tr: Transport, *scripts: LuaScript) -> None:
+    """Every script into every master's cache (redis-py sends SCRIPT LOAD to all primaries)."""
+    for script in scripts:
+        await tr.call("SCRIPT", "LOAD", script.source)
+
+
+async def test_replies_come_back_in_order_with_errors_in_their_own_slot(redis_target: RedisTarget) -> None:
+    tr = Transport.connect(opt_for(redis_target))
+    try:
+        await _load(tr, TAG, FAILS)
+        queues = [f"direct-{i}" for i in range(12)]  # several slots: several nodes in the cluster
+        ops = [Op.eval(TAG, [queue_keys(q).pending], [f"v{i}"]) for i, q in enumerate(queues)]
+        ops.insert(5, Op.eval(FAILS, [queue_keys(queues[5]).pending], ["five"]))
+        ops.insert(7, Op(("EVALSHA", "0" * 40, 1, queue_keys(queues[6]).pending, "x"), None, 0))
+        route = [str(op.args[3] if op.script is None else op.args[0]) for op in ops]
+        replies = await send_batch(_client(tr), [op.wire() for op in ops], route)
+        assert len(replies) == len(ops)
+        assert isinstance(replies[5], rx.ResponseError) and "no such thing: five" in str(replies[5])
+        assert isinstance(replies[7], rx.NoScriptError)
+        good = [r for i, r in enumerate(replies) if i not in (5, 7)]
+        assert [bytes(r[1]) for r in good] == [f"v{i}".encode() for i in range(12)]
+        assert [bytes(r[0]).decode() for r in good] == [queue_keys(q).pending for q in queues]
+    finally:
+        await tr.aclose()
+
+
+async def test_a_batch_cancelled_mid_read_leaves_no_stale_reply(redis_target: RedisTarget) -> None:
+    """The slow reply of a cancelled batch must never be read as the reply of the next batch on
+    the same connection (redis-py disconnects a connection whose read was cancelled)."""
+    tr = Transport.connect(opt_for(redis_target))
+    client = _client(tr)
+    key = queue_keys("direct-cancel").pending
+    try:
+        await _load(tr, SLOW, TAG)
+        with anyio.move_on_after(0.05) as scope:
+            await send_batch(client, [Op.eval(SLOW, [key], [300, "stale"]).wire()], [key])
+        assert scope.cancelled_caught
+        for i in range(5):
+            (reply,) = await send_batch(client, [Op.eval(TAG, [key], [f"fresh{i}"]).wire()], [key])
+            assert bytes(reply[1]) == f"fresh{i}".encode()
+    finally:
+        await tr.aclose()
+
+
+async def test_transport_scripts_go_direct_and_survive_a_script_cache_flush(
+    redis_target: RedisTarget,
+) -> None:
+    """Script calls through the transport (sent by send_batch) on nodes that lost their scripts: the
+    NOSCRIPT reply comes back in its slot and the transport re-sends the call as EVAL."""
+    tr = Transport.connect(opt_for(redis_target))
+    client = _client(tr)
+    try:
+        nodes = client.get_nodes() if isinstance(client, RedisCluster) else [None]
+        for node in nodes:
+            if node is None:
+                await tr.call("SCRIPT", "FLUSH")
+            else:
+                await client.execute_command("SCRIPT FLUSH", target_nodes=node)
+        key = queue_keys("direct-flush").pending
+        assert bytes((await tr.script(TAG, [key], ["one"]))[1]) == b"one"
+        ops = [Op.eval(TAG, [queue_keys(f"direct-flush-{i}").pending], [str(i)]) for i in range(8)]
+        assert [bytes(r[1]) for r in await tr.batch(ops)] == [str(i).encode() for i in range(8)]
+    finally:
+        await tr.aclose()
