@@ -35,8 +35,7 @@ def typed_handler(fn: Callable[..., Awaitable[Any]]) -> Handler:
     params = list(inspect.signature(fn).parameters.values())
     if len(params) != 1:
         raise TypeError(f"handler {fn.__qualname__} must take exactly one parameter (a model or a Task)")
-    hints = typing.get_type_hints(fn)
-    annotation = hints.get(params[0].name, Task)
+    annotation = _annotation_of(fn, params[0].name)
     if annotation is Task or annotation is inspect.Parameter.empty:
         return fn
     if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
@@ -59,6 +58,31 @@ def typed_handler(fn: Callable[..., Awaitable[Any]]) -> Handler:
     adapted.__qualname__ = fn.__qualname__
     adapted.__name__ = fn.__name__
     return adapted
+
+
+def _annotation_of(fn: Callable[..., Awaitable[Any]], name: str) -> Any:
+    """The resolved annotation of ``fn``'s parameter ``name`` (Task when it has none).
+
+    Only that parameter's is resolved: under ``from __future__ import annotations`` every
+    annotation is a string, and one that names something imported inside an enclosing function
+    cannot be resolved from the module (typing.get_type_hints raised NameError for the whole
+    handler, even for a plain ``task: Task``). Such a string that names ``Task`` is the Task; any
+    other gets an error that says what to do.
+    """
+    raw = getattr(fn, "__annotations__", {}).get(name, Task)
+    if not isinstance(raw, str):
+        return raw
+    scope = {**getattr(fn, "__globals__", {}), **inspect.getclosurevars(fn).nonlocals}
+    try:
+        return eval(raw, scope)  # what typing.get_type_hints does for a string annotation
+    except NameError:
+        if raw.rsplit(".", 1)[-1] == "Task":
+            return Task
+        raise TypeError(
+            f"handler {fn.__qualname__}: cannot resolve the annotation {raw!r} of parameter {name!r} "
+            "(with `from __future__ import annotations`, a type imported inside a function is not "
+            "visible to the mux): import it at module level"
+        ) from None
 
 
 def _short_errors(exc: ValidationError) -> str:
@@ -129,7 +153,7 @@ class ServeMux:
 
         def register(fn: Callable[[M], Awaitable[Any]]) -> TaskDef[M]:
             params = list(inspect.signature(fn).parameters.values())
-            model = typing.get_type_hints(fn).get(params[0].name) if len(params) == 1 else None
+            model = _annotation_of(fn, params[0].name) if len(params) == 1 else None
             if not (isinstance(model, type) and issubclass(model, BaseModel)):
                 raise TypeError(
                     f"@define({task_type!r}): {fn.__qualname__} must take one parameter annotated with a "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 import pytest
@@ -210,3 +211,41 @@ def test_duplicate_and_empty_patterns_are_rejected() -> None:
         mux.handle_func("", _recorder([], "z"))
     with pytest.raises(ValueError):
         mux.handle_func("   ", _recorder([], "z"))
+
+
+def test_a_local_handler_with_postponed_annotations_of_local_imports_registers() -> None:
+    """Under ``from __future__ import annotations``, a handler defined in a function whose annotation
+    names a type imported only in that function: ``Task`` resolves (typing.get_type_hints raised
+    NameError for it), a model visible only there gets an error that says what to do."""
+    source = textwrap.dedent(
+        """
+        from __future__ import annotations
+
+        def build():
+            from asynq_aio import ServeMux, Task
+
+            async def handler(task: Task) -> None:
+                return None
+
+            mux = ServeMux()
+            mux.handle_func("local", handler)
+            return mux
+
+        def build_model():
+            from pydantic import BaseModel
+            from asynq_aio import ServeMux
+
+            class Hidden(BaseModel):
+                x: int
+
+            async def handler(payload: Hidden) -> None:
+                return None
+
+            ServeMux().handle_func("hidden", handler)
+        """
+    )
+    module: dict[str, Any] = {"__name__": "local_handlers"}
+    exec(compile(source, "local_handlers.py", "exec"), module)
+    assert module["build"]().handler_for("local") is not None
+    with pytest.raises(TypeError, match="import it at module level"):
+        module["build_model"]()
