@@ -40,6 +40,7 @@ from asynq_aio.mux import ServeMux
 from asynq_aio.periodic import PeriodicTaskConfig, PeriodicTaskManager, Schedule, SyncResult
 from asynq_aio.scheduler import CronEntry, EntryOptions, Fire, Scheduler
 from asynq_aio.server.config import Config, default_retry_delay
+from asynq_aio.server.limits import ConcurrencyLimit, RateLimit
 from asynq_aio.server.server import Server
 from asynq_aio.task import Task, TaskInfo, TaskState
 from asynq_aio.transport import RetryPolicy
@@ -50,6 +51,7 @@ __all__ = [
     "AsynqError",
     "Client",
     "ClusterNotReadyError",
+    "ConcurrencyLimit",
     "Config",
     "CronEntry",
     "DuplicateTaskError",
@@ -71,6 +73,7 @@ __all__ = [
     "PeriodicTaskConfig",
     "PeriodicTaskManager",
     "QueueNotFoundError",
+    "RateLimit",
     "RedisAuthError",
     "RedisClientOpt",
     "RedisClusterClientOpt",

@@ -54,6 +54,7 @@ from asynq_aio.errors import QueueNotFoundError, TaskNotFoundError
 from asynq_aio.inspector import Inspector
 from asynq_aio.mux import ServeMux, as_handler
 from asynq_aio.server.config import Config
+from asynq_aio.server.served import is_pattern
 from asynq_aio.server.server import Server
 from asynq_aio.task import Task, TaskInfo, TaskState
 from asynq_aio.typed import TaskDef
@@ -371,12 +372,21 @@ def _error_text(error: BaseException) -> str:
 
 def _queue_map(queues: Sequence[str] | Mapping[str, int] | None, config: Config | None) -> dict[str, int]:
     if queues is None:
-        return dict(config.queues) if config is not None else {"default": 1}
-    if isinstance(queues, Mapping):
-        return dict(queues)
-    if isinstance(queues, str):
-        return {queues: 1}
-    return dict.fromkeys(queues, 1)
+        out = dict(config.queues) if config is not None else {"default": 1}
+    elif isinstance(queues, Mapping):
+        out = dict(queues)
+    elif isinstance(queues, str):
+        out = {queues: 1}
+    else:
+        out = dict.fromkeys(queues, 1)
+    patterns = [q for q in out if is_pattern(q)]
+    if patterns:
+        # the runner sends to and drains named queues; a pattern names none until something matches it
+        raise ValueError(
+            f"run_tasks serves named queues, not patterns ({', '.join(patterns)}): pass the queues the "
+            "test uses, e.g. queues=['tenant:a', 'tenant:b']"
+        )
+    return out
 
 
 @asynccontextmanager

@@ -206,3 +206,24 @@ async def test_a_failing_server_write_neither_raises_nor_stops_the_leases() -> N
     assert broker.servers == {} and t.lease_expiry >= math.ceil(time.time() + 29)
     assert broker.lease_of("a", t.msg.id) == t.lease_expiry
     assert (broker.calls["write_server_state"], broker.calls["clear_server_state"]) == (1, 1)
+
+
+async def test_a_task_whose_outcome_is_being_written_is_not_reported_as_taken_over(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The ack of a finished handler removes its lease; a beat that extends leases between that ack
+    and the task leaving the active set finds the lease gone. That is not a take-over: no warning,
+    no cancel (the handler has ended). A running handler in the same state is still cancelled."""
+    broker, active = MemoryBroker(), ActiveTasks()
+    finishing, running_one = await running(broker, active, "a", 2)
+    finishing.handler_done = True
+    for t in (finishing, running_one):
+        broker.queue("a").tasks[t.msg.id].attempt = "acked-or-elsewhere"  # the lease is no longer ours
+    with caplog.at_level("WARNING", logger="asynq_aio.server"):
+        await Heartbeat(broker, CFG, active, identity()).beat()
+    assert (finishing.cancel_reason, finishing.cancel_called) == ("", False)
+    assert (running_one.cancel_reason, running_one.cancel_called) == ("lease", True)
+    warned = [r.getMessage() for r in caplog.records if "no longer owns" in r.getMessage()]
+    assert warned == [
+        f"task {running_one.msg.id}: this attempt no longer owns it (its lease was taken over); cancelling"
+    ]

@@ -261,3 +261,17 @@ async def test_the_runner_runs_an_app_with_its_config(single_redis_url: str, uni
         outcomes += await runner.drain(timeout=10)
     assert attempts == [0, 1] and len(outcomes) == 2
     assert outcomes[-1].status is OutcomeStatus.SUCCEEDED
+
+
+@pytest.mark.anyio
+async def test_the_runner_refuses_queue_patterns_with_a_clear_error(single_redis_url: str) -> None:
+    """A Config's queues may be patterns (served by discovery); the runner sends to and drains named
+    queues, so a pattern there is refused up front instead of being used as a queue name."""
+    from asynq_aio.testing import run_tasks
+
+    with pytest.raises(ValueError, match="named queues, not patterns"):
+        async with run_tasks(single_redis_url, ServeMux(), queues=["tenant:*"]):
+            pass
+    with pytest.raises(ValueError, match=r"tenant:\*"):
+        async with run_tasks(single_redis_url, App(ServeMux(), config=Config(queues={"tenant:*": 1}))):
+            pass

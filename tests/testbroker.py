@@ -38,6 +38,8 @@ from asynq_aio.protocol.broker import (
     PAUSED,
     SWEPT_STATES,
     Dequeued,
+    Limited,
+    LimitRule,
     MalformedRecord,
     Paused,
 )
@@ -224,6 +226,7 @@ class MemoryBroker:
     def __init__(self, *, clock: Callable[[], float] | None = None) -> None:
         self.clock: Callable[[], float] = clock or time.time
         self.queues: dict[str, QueueStore] = {}
+        self.registered: set[str] = set()  # asynq:queues: every enqueue adds its queue
         self.locks: dict[str, str] = {}  # unique lock key -> task ID holding it
         self.servers: dict[str, tuple[ServerRecord, list[WorkerRecord], int]] = {}
         self.calls: Counter[str] = Counter()
@@ -357,6 +360,7 @@ class MemoryBroker:
         """Store ``msg`` as enqueue.lua does: pending (LPUSH), scheduled at ``process_at``, its group
         when it names one; ``retry_at`` puts it in retry instead (as a failed attempt would)."""
         q = self.queue(msg.queue)
+        self.registered.add(msg.queue)
         if msg.id in q.tasks:
             raise TaskIDConflictError(f"task ID {msg.id!r} already exists in queue {msg.queue!r}")
         now = self.clock()
@@ -398,6 +402,13 @@ class MemoryBroker:
         return [a for a in self.applied if a.kind == kind]
 
     # -- taking work --------------------------------------------------------------------------------
+
+    async def dequeue_limited(
+        self, queue: str, count: int, lease_until: float, rules: Sequence[LimitRule]
+    ) -> list[Dequeued] | Paused | Limited:
+        """Flow control is not modelled here: its rules run in dequeue_limited.lua and are tested
+        against real Redis (tests/test_flow_control.py)."""
+        raise NotImplementedError("MemoryBroker does not model flow-control limits")
 
     async def dequeue(self, queue: str, count: int, lease_until: float) -> list[Dequeued] | Paused:
         """dequeue.lua, with the Broker's re-send of a call given up on: the tasks a call whose reply
@@ -461,6 +472,16 @@ class MemoryBroker:
         if lost is not None:
             raise lost
         return self.queue(queue).paused
+
+    async def all_queues(self) -> list[str]:
+        lost = await self._enter("all_queues")
+        if lost is not None:
+            raise lost
+        return sorted(self.registered)
+
+    def delete_queue(self, name: str) -> None:
+        """Drop ``name`` from the registry (what the Inspector's delete_queue does to asynq:queues)."""
+        self.registered.discard(name)
 
     # -- outcome ops --------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from asynq_aio import (
+    ConcurrencyLimit,
     Config,
     RedisClusterClientOpt,
     ServeMux,
@@ -104,6 +105,7 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--heartbeat", type=float, default=0.5)
     p.add_argument("--recovery", type=float, default=0.5)
     p.add_argument("--sleep", type=float, default=3600.0, help="how long the handler sleeps")
+    p.add_argument("--cap", type=int, default=0, help="a ConcurrencyLimit on the queue (0 = none)")
     return p.parse_args(argv)
 
 
@@ -124,8 +126,9 @@ async def _serve(args: argparse.Namespace) -> None:
     server = Server(
         opt,
         Config(
-            concurrency=2,
+            concurrency=args.cap + 2 if args.cap else 2,
             queues={queue: 1},
+            limits=[ConcurrencyLimit(queue=queue, limit=args.cap)] if args.cap else [],
             lease_duration=args.lease,
             heartbeat_interval=args.heartbeat,
             recovery_interval=args.recovery,

@@ -56,8 +56,9 @@ def _muxes_in(spec: str) -> str:
 
 
 def parse_queues(values: list[str]) -> dict[str, int]:
-    """``--queue`` values (``NAME`` or ``NAME=WEIGHT``, weight 1 when omitted) as queue weights; a malformed
-    one exits the command with an error."""
+    """``--queue`` values (``NAME`` or ``NAME=WEIGHT``, weight 1 when omitted; NAME may be a glob
+    pattern such as ``tenant:*``, checked by Config) as queue weights; a malformed one exits the
+    command with an error."""
     queues: dict[str, int] = {}
     for item in values:
         name, sep, weight = item.partition("=")
@@ -88,8 +89,9 @@ def worker(
         typer.Option(
             "--queue",
             "-q",
-            help="NAME=WEIGHT, repeat for each queue (default: the App's config, or default=1 plus "
-            "the queues the mux's TaskDefs name).",
+            help="NAME=WEIGHT, repeat for each queue; NAME may be a glob pattern ('tenant:*=1': every "
+            "queue it matches, found in asynq:queues, shares the weight in turn) (default: the App's "
+            "config, or default=1 plus the queues the mux's TaskDefs name).",
         ),
     ] = None,
     strict_priority: Annotated[

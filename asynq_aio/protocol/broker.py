@@ -75,6 +75,34 @@ class Dequeued:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitRule:
+    """A flow-control limit as dequeue_limited.lua applies it to one queue's candidates.
+
+    ``kind`` "rate": at most one start per ``interval_ms``, with up to ``tolerance_ms`` of starts
+    taken ahead (the burst); "cap": at most ``cap`` tasks leased at once. ``task_type`` ("" = every
+    type) picks the tasks it applies to, ``field`` ("" = none) a top-level JSON payload field whose
+    value keys the limit (one state per value). ``rule_id`` names its state keys: every worker that
+    applies the same rule must derive the same ID."""
+
+    kind: str
+    rule_id: str
+    task_type: str = ""
+    field: str = ""
+    interval_ms: float = 0.0
+    tolerance_ms: float = 0.0
+    cap: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Limited:
+    """A limited dequeue found tasks but every one was held back by a limit: ask again after
+    ``retry_after`` seconds (the next start a rate limit allows; a short poll for a cap)."""
+
+    retry_after: float
+    capped: bool
+
+
+@dataclass(frozen=True, slots=True)
 class MalformedRecord:
     """A stored task whose ``msg`` cannot be decoded (or names another queue or ID)."""
 
@@ -121,6 +149,9 @@ class Broker:
         # still have run: its token and the IDs it named. The next dequeue of the queue re-sends
         # it first, so what it took is handed out now, not left in active until its lease expires.
         self._unsettled: dict[str, tuple[str, list[str], float]] = {}
+        # The same for limited dequeues: the token and lease of a call given up on (its record of the
+        # IDs it took lets the re-sent call hand them back).
+        self._unsettled_limited: dict[str, tuple[str, float]] = {}
 
     # -- enqueue ------------------------------------------------------------------------------------
 
@@ -269,6 +300,52 @@ class Broker:
             if count <= 0 or not newtail:
                 return out
         return out
+
+    async def dequeue_limited(
+        self,
+        queue: str,
+        count: int,
+        lease_until: float,
+        rules: Sequence[LimitRule],
+        *,
+        window: int = 100,
+        cap_poll: float = 0.05,
+    ) -> list[Dequeued] | Paused | Limited:
+        """Take up to ``count`` tasks that every applicable rule allows, from the ``window`` oldest of
+        pending (dequeue_limited.lua); a held-back task stays in pending. Returns [] when pending is
+        empty, Limited when it is not but nothing may start now. A call given up on is re-sent first by
+        the next call of the queue (same token), which hands back what it took."""
+        qk = queue_keys(queue)
+        unsettled = self._unsettled_limited.pop(queue, None)
+        if unsettled is not None:
+            attempt, lease = unsettled
+        else:
+            attempt, lease = f"{self._attempt_prefix}-{next(self._attempts)}", float(int(lease_until))
+        args: list[EncodableArg] = [int(lease), count, attempt, window, qk.task_prefix, len(rules)]
+        for r in rules:
+            a, b = (r.interval_ms, r.tolerance_ms) if r.kind == "rate" else (r.cap, 0)
+            args += [r.kind, r.task_type, r.field, qk.limit_state(r.rule_id), a, b]
+        keys = [qk.pending, qk.active, qk.lease, qk.paused, qk.dequeue_record(attempt)]
+        try:
+            reply = await self.transport.script(scripts.DEQUEUE_LIMITED, keys, args)
+        except BaseException:
+            self._unsettled_limited[queue] = (attempt, lease)
+            raise
+        if int(reply[0]) == -1:
+            return PAUSED
+        taken, ids, msgs, retry_ms, capped, candidates = reply
+        if int(taken) == 0 and int(candidates) > 0:
+            waits = [int(retry_ms) / 1000] if int(retry_ms) >= 0 else []
+            if int(capped):
+                waits.append(cap_poll)
+            return Limited(
+                retry_after=max(0.001, min(waits)) if waits else cap_poll, capped=bool(int(capped))
+            )
+        return [
+            Dequeued(queue, text(tid), bytes(raw), attempt, lease)
+            for tid, raw in zip(ids, msgs, strict=True)
+            if raw is not None
+        ]
 
     async def wait_for_work(self, queue: str, timeout: float) -> bool:
         """Block until ``queue`` has a pending task (False after ``timeout``).

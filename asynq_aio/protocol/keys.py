@@ -121,6 +121,16 @@ class QueueKeys:
         enqueues stored in this queue (asynq-aio only; Go never reads it, and it expires)."""
         return f"{self.prefix}aio:fence:{producer}:{epoch}"
 
+    def limit_state(self, rule_id: str) -> str:
+        """``Q aio:limit:<rule id>:``: the prefix of a flow-control limit's state keys in this queue, one
+        per payload key value (appended by dequeue_limited.lua; asynq-aio only, Go never reads them)."""
+        return f"{self.prefix}aio:limit:{rule_id}:"
+
+    def dequeue_record(self, token: str) -> str:
+        """``Q aio:took:<attempt token>``: the IDs one limited dequeue call took, so that a re-sent call
+        hands the same tasks back (asynq-aio only; expires after ten minutes)."""
+        return f"{self.prefix}aio:took:{token}"
+
     def aggregation_set(self, group: str, set_id: str) -> str:
         """``Q g:<group>:<set id>``: the members one aggregation took out of ``group``."""
         return f"{self.prefix}g:{group}:{set_id}"

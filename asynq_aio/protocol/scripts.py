@@ -6,6 +6,7 @@ from asynq_aio.transport import LuaScript
 
 ENQUEUE = LuaScript.load("enqueue")
 DEQUEUE = LuaScript.load("dequeue")
+DEQUEUE_LIMITED = LuaScript.load("dequeue_limited")
 ACK = LuaScript.load("ack")
 ACK_MANY = LuaScript.load("ack_many")
 FAIL = LuaScript.load("fail")

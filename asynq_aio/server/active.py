@@ -25,6 +25,9 @@ class ActiveTask:
     # a cancel that comes earlier is remembered and applied on entry.
     scope: anyio.CancelScope | None = None
     cancel_called: bool = False
+    # the handler has ended and its outcome is being written: a lease reported lost now is most
+    # likely the outcome's own doing (an ack removes the lease), and there is nothing left to cancel
+    handler_done: bool = False
 
     def cancel(self) -> None:
         """Cancel the handler now if it has entered its cancel scope, else as soon as it does; set

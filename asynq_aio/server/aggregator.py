@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection
 
 import anyio
 
@@ -50,7 +50,7 @@ class Aggregator:
     def __init__(
         self,
         store: GroupStore,
-        queues: Sequence[str],
+        queues: Collection[str],
         aggregate: GroupAggregator,
         policy: GroupPolicy,
         *,
@@ -58,7 +58,7 @@ class Aggregator:
         interval: float | None = None,
     ) -> None:
         self.store = store
-        self.queues = list(queues)
+        self.queues = queues  # read afresh every round: a live served set may grow or shrink
         self.aggregate = aggregate
         self.policy = policy
         self.set_timeout = set_timeout
@@ -94,7 +94,7 @@ class Aggregator:
                         extra={"queue": queue, "group": group},
                     )
 
-        for found in await self.store.scan(self.queues):
+        for found in await self.store.scan(list(self.queues)):
             groups = found.groups
             if found.stale_sets:
                 n = await self.store.reclaim(found.queue, found.stale_sets)
@@ -171,7 +171,7 @@ class Aggregator:
         return stored
 
 
-def aggregator_for(store: GroupStore, queues: Sequence[str], cfg: Config) -> Aggregator:
+def aggregator_for(store: GroupStore, queues: Collection[str], cfg: Config) -> Aggregator:
     """An Aggregator with the group settings of ``cfg``; raises ValueError if ``cfg.group_aggregator`` is
     not set."""
     if cfg.group_aggregator is None:
@@ -182,6 +182,6 @@ def aggregator_for(store: GroupStore, queues: Sequence[str], cfg: Config) -> Agg
     return Aggregator(store, queues, cfg.group_aggregator, policy)
 
 
-async def aggregate_loop(store: GroupStore, queues: list[str], cfg: Config) -> None:
+async def aggregate_loop(store: GroupStore, queues: Collection[str], cfg: Config) -> None:
     """The server's background loop (started when ``Config.group_aggregator`` is set)."""
     await aggregator_for(store, queues, cfg).run()

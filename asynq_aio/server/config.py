@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from asynq_aio.client import DEFAULT_MAX_PAYLOAD
 from asynq_aio.protocol.keys import validate_queue_name
+from asynq_aio.server.limits import FlowLimit, RateLimit
+from asynq_aio.server.served import is_pattern, validate_pattern
 from asynq_aio.task import Task
 
 RetryDelayFunc = Callable[[int, BaseException, Task], float]
@@ -31,8 +33,17 @@ class Config(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     concurrency: int = Field(default_factory=lambda: max(os.cpu_count() or 1, 1), ge=1)
-    queues: dict[str, int] = Field(default_factory=lambda: {"default": 1})
+    queues: dict[str, int] = Field(
+        default_factory=lambda: {"default": 1},
+        description="queue name or glob pattern (*, ?, [...]) to weight; a pattern's queues share its weight",
+    )
     strict_priority: bool = False
+    queue_discovery_interval: float = Field(
+        default=2.0,
+        gt=0,
+        description="seconds between reads of asynq:queues for the queues the patterns match (a new "
+        "queue is served within about this long); unused without patterns",
+    )
     shutdown_timeout: float = Field(default=8.0, ge=0)
     lease_duration: float = Field(default=30.0, gt=0, description="how long a fetched task is held")
     heartbeat_interval: float = Field(default=5.0, gt=0, description="lease extension and server info")
@@ -85,6 +96,11 @@ class Config(BaseModel):
     group_max_size: int = Field(
         default=0, ge=0, description="aggregate a group when it has this many tasks; 0 = none"
     )
+    limits: list[FlowLimit] = Field(
+        default_factory=list,
+        description="fleet-wide rate limits and concurrency caps (RateLimit, ConcurrencyLimit), checked "
+        "before a task is taken; every worker of a queue must be given the same limits",
+    )
 
     @field_validator("queues")
     @classmethod
@@ -92,9 +108,27 @@ class Config(BaseModel):
         if not v:
             raise ValueError("queues must name at least one queue")
         for name, weight in v.items():
-            validate_queue_name(name)
+            if is_pattern(name):
+                validate_pattern(name)
+            else:
+                validate_queue_name(name)
             if not isinstance(weight, int) or weight < 1:
                 raise ValueError(f"queue {name!r}: weight must be a positive integer, got {weight!r}")
+        return v
+
+    @field_validator("limits")
+    @classmethod
+    def _check_limits(cls, v: list[FlowLimit]) -> list[FlowLimit]:
+        seen: set[tuple[str, str, str | None, str | None]] = set()
+        for lim in v:
+            kind = "rate" if isinstance(lim, RateLimit) else "cap"
+            what = (kind, lim.queue, lim.task_type, lim.key)
+            if what in seen:
+                raise ValueError(
+                    f"two {type(lim).__name__}s for queue {lim.queue!r}, task type {lim.task_type!r} and "
+                    f"key {lim.key!r}: they would share one state; give one"
+                )
+            seen.add(what)
         return v
 
     @model_validator(mode="after")

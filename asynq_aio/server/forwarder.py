@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 
 import anyio
 
@@ -19,10 +20,11 @@ log = logging.getLogger("asynq_aio.server")
 
 
 async def forward_loop(
-    broker: WorkerBroker, queues: list[str], max_sleep: float, budget: float = 5.0
+    broker: WorkerBroker, queues: Collection[str], max_sleep: float, budget: float = 5.0
 ) -> None:
     """Forward due tasks of every queue, then sleep until the earliest known due time, at most ``max_sleep``
-    seconds; each queue gets ``budget`` seconds per round. Runs until cancelled."""
+    seconds; each queue gets ``budget`` seconds per round. Runs until cancelled. ``queues`` is read
+    afresh every round, so a live served set (queue patterns) brings its new queues in."""
 
     async def forward_one(q: str) -> float | None:
         moved = await broker.forward(q)
@@ -31,7 +33,7 @@ async def forward_loop(
         return await broker.next_due(q)
 
     while True:
-        dues = await each_queue(queues, forward_one, budget=budget, what="forwarder")
+        dues = await each_queue(list(queues), forward_one, budget=budget, what="forwarder")
         known = [d for d in dues.values() if d is not None]
         next_due = min(known) if known else None
         sleep = max_sleep if next_due is None else min(max_sleep, max(0.0, next_due - time.time()))

@@ -22,6 +22,7 @@ from asynq_aio.protocol.codec import ServerRecord, WorkerRecord
 from asynq_aio.server.active import ActiveTask, ActiveTasks
 from asynq_aio.server.config import Config
 from asynq_aio.server.fanout import BudgetExceeded, within
+from asynq_aio.server.served import ServedQueues
 from asynq_aio.server.storage import WorkerBroker
 
 log = logging.getLogger("asynq_aio.server")
@@ -45,13 +46,22 @@ class Identity:
 
 class Heartbeat:
     """The server's periodic beat: extends the leases of its running tasks (cancelling those it lost) and
-    writes its server and worker records."""
+    writes its server and worker records. The record lists the concrete queues served now (``served``,
+    the live set a worker with queue patterns keeps), never a pattern: Go's CLI and asynqmon read it."""
 
-    def __init__(self, broker: WorkerBroker, config: Config, active: ActiveTasks, ident: Identity) -> None:
+    def __init__(
+        self,
+        broker: WorkerBroker,
+        config: Config,
+        active: ActiveTasks,
+        ident: Identity,
+        served: ServedQueues | None = None,
+    ) -> None:
         self._broker = broker
         self._config = config
         self._active = active
         self._ident = ident
+        self._served = ServedQueues(config.queues) if served is None else served
         self.status = "active"
 
     def server_record(self) -> ServerRecord:
@@ -61,7 +71,7 @@ class Heartbeat:
             pid=self._ident.pid,
             server_id=self._ident.server_id,
             concurrency=self._config.concurrency,
-            queues=dict(self._config.queues),
+            queues=self._served.weights(),
             strict_priority=self._config.strict_priority,
             status=self.status,
             started=self._ident.started,
@@ -110,6 +120,8 @@ class Heartbeat:
                     self._active.cancel(t.msg.id, "lease")
             return
         for t in tasks:
+            if t.msg.id in lost and t.handler_done:
+                continue  # its outcome was written between our read and the extension: not lost
             if t.msg.id in lost:
                 # recovered by another server (or run by another attempt): stop this copy now
                 log.warning(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import anyio
@@ -51,7 +52,7 @@ class JanitorRound:
 
 async def janitor_round(
     broker: WorkerBroker,
-    queues: list[str],
+    queues: Collection[str],
     *,
     batch: int = DELETE_BATCH,
     budget: float = 5.0,
@@ -59,6 +60,7 @@ async def janitor_round(
     """One round over every queue; stops early (``backlog_left``) after ``budget`` seconds."""
     out = JanitorRound()
     deadline = time.monotonic() + budget
+    queues = list(queues)  # one snapshot per round: a live served set may change meanwhile
     busy = list(queues)
     while busy:
         still_full: list[str] = []
@@ -88,9 +90,10 @@ async def janitor_round(
     return out
 
 
-async def janitor_loop(broker: WorkerBroker, queues: list[str], interval: float) -> None:
+async def janitor_loop(broker: WorkerBroker, queues: Collection[str], interval: float) -> None:
     """Run janitor rounds until cancelled: about every ``interval`` seconds (jittered ±25%), sooner while
-    completed tasks are still expiring, and straight away when a round left a backlog."""
+    completed tasks are still expiring, and straight away when a round left a backlog. Each round
+    reads ``queues`` afresh (a live served set brings the queues its patterns discover)."""
     while True:
         r = await janitor_round(broker, queues, budget=max(interval, 1.0))
         if r.deleted or r.trimmed or r.pruned:

@@ -8,7 +8,7 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,15 +24,17 @@ from asynq_aio.errors import (
     SkipRetry,
 )
 from asynq_aio.logfmt import context_fields, task_fields
-from asynq_aio.protocol.broker import PAUSED, Dequeued, MalformedRecord, Paused
+from asynq_aio.protocol.broker import PAUSED, Dequeued, Limited, LimitRule, MalformedRecord, Paused
 from asynq_aio.protocol.codec import TaskMessage, decode_fetched_message, exact_deadline, exact_timeout
 from asynq_aio.results import encode_result
 from asynq_aio.server.acker import Acker
 from asynq_aio.server.active import ActiveTask, ActiveTasks
 from asynq_aio.server.config import Config
 from asynq_aio.server.fanout import within
+from asynq_aio.server.limits import rules_for
 from asynq_aio.server.queues import QueueSelector
 from asynq_aio.server.readiness import QueueReadiness
+from asynq_aio.server.served import ServedQueues
 from asynq_aio.server.storage import WorkerBroker
 from asynq_aio.task import Task
 from asynq_aio.transport import Op
@@ -53,16 +55,28 @@ class Processor:
     its deadline and turns its outcome into an ack, retry, archive or requeue."""
 
     def __init__(
-        self, broker: WorkerBroker, config: Config, handler: Handler, active: ActiveTasks, acker: Acker
+        self,
+        broker: WorkerBroker,
+        config: Config,
+        handler: Handler,
+        active: ActiveTasks,
+        acker: Acker,
+        served: ServedQueues | None = None,
     ) -> None:
         self._broker = broker
         self._config = config
         self._handler = handler
         self._active = active
         self._acker = acker
-        self._selector = QueueSelector(config.queues, strict=config.strict_priority)
+        # the live set of queues (the server's, which its discovery loop updates when there are patterns)
+        served = ServedQueues(config.queues) if served is None else served
+        self._selector = QueueSelector(served, strict=config.strict_priority)
         self._readiness = QueueReadiness(
-            broker, config.queues, block=max(config.idle_wait, WATCH_BLOCK), poll=config.idle_wait
+            broker,
+            served,
+            block=max(config.idle_wait, WATCH_BLOCK),
+            poll=config.idle_wait,
+            max_waits=served.watch_budget(),
         )
         self._running = 0  # handler slots in use
         self._outstanding = 0  # tasks taken whose outcome is not written yet (>= _running)
@@ -73,6 +87,7 @@ class Processor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._set_aside: dict[str, float] = {}  # queue -> monotonic time its dequeues resume
         self._slow_streak: dict[str, int] = {}  # queue -> slow dequeues in a row
+        self._limit_rules: dict[str, list[LimitRule]] = {}  # queue -> its flow-control rules (may be [])
 
     @property
     def running(self) -> int:
@@ -147,10 +162,10 @@ class Processor:
         for queue in self._selector.order(self._readiness.ready):
             if self._set_aside.get(queue, 0.0) > time.monotonic():
                 continue
-            res: list[Dequeued] | Paused | None = None
+            res: list[Dequeued] | Paused | Limited | None = None
             started = time.monotonic()
             try:
-                res = await within(budget, self._broker.dequeue(queue, count, lease_until))
+                res = await within(budget, self._dequeue(queue, count, lease_until))
             except Exception as exc:
                 problem = exc
             if res is None:
@@ -176,15 +191,31 @@ class Processor:
             if res is PAUSED:
                 self._readiness.paused(queue)
                 continue
+            if isinstance(res, Limited):  # tasks wait, held back by a limit: ask when one may start
+                self._set_aside[queue] = time.monotonic() + res.retry_after
+                continue
             assert isinstance(res, list)
             if not res:
                 self._readiness.empty(queue)
                 continue
             self._readiness.took(queue)
+            self._selector.took(queue)
             return res
         if problem is not None and not answered:
             raise problem
         return None
+
+    def _dequeue(
+        self, queue: str, count: int, lease_until: float
+    ) -> Coroutine[Any, Any, list[Dequeued] | Paused | Limited]:
+        """The plain dequeue, or the limited one (checked against the queue's flow-control rules
+        before anything is taken) for a queue that ``Config.limits`` names."""
+        rules = self._limit_rules.get(queue)
+        if rules is None:
+            rules = self._limit_rules[queue] = rules_for(queue, self._config.limits)
+        if not rules:
+            return self._broker.dequeue(queue, count, lease_until)
+        return self._broker.dequeue_limited(queue, count, lease_until, rules)
 
     async def _wait_for_work(self) -> None:
         """No queue handed out a task: wait until a watcher sees one arrive, or until the first
@@ -294,6 +325,7 @@ class Processor:
             error = _cancel_error(entry, msg)
         except Exception as exc:  # the handler's own failure
             error = exc
+        entry.handler_done = True
         # No shield needed: this runner is a plain task outside every anyio cancel scope. The task
         # stays in the active set (so the heartbeat keeps extending its lease) until its outcome is
         # written: an ack waiting on a slow node must not let the lease lapse.

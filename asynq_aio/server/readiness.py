@@ -12,6 +12,10 @@ well as ours); when a task arrives the watcher marks the queue ready again. Watc
 cancelled while the worker runs, so no wake-up costs a connection, and a fetch only asks the queues
 that may have work. A paused queue's watcher polls the pause flag instead (its pending list is not
 empty, so a blocking wait would return at once).
+
+Given a live :class:`ServedQueues` (a worker with queue patterns), the set of queues follows it: a
+discovered queue gets a watcher and is asked once, a dropped one's watcher is cancelled (a deleted
+queue is rare, so the connection that costs does not matter).
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 
 import anyio
+from anyio.abc import TaskGroup
 
+from asynq_aio.server.served import ServedQueues
 from asynq_aio.server.storage import WorkerBroker
 
 __all__ = ["QueueReadiness"]
@@ -39,12 +45,27 @@ class QueueReadiness:
     ``block`` bounds one blocking wait (a watcher re-checks its queue that often, and it is what an
     idle queue costs Redis: one command per ``block`` seconds); ``poll`` is how often a paused
     queue's watcher re-reads the pause flag, and how long a watcher backs off after a failed wait.
+    ``max_waits`` caps the blocking waits held at once (the connection pool's room for them); past
+    it the watchers take turns, each wait still bounded by ``block``.
     """
 
-    def __init__(self, broker: WorkerBroker, queues: Iterable[str], *, block: float, poll: float) -> None:
+    def __init__(
+        self,
+        broker: WorkerBroker,
+        queues: Iterable[str] | ServedQueues,
+        *,
+        block: float,
+        poll: float,
+        max_waits: int | None = None,
+    ) -> None:
         self._broker = broker
         self._block = block
         self._poll = poll
+        self._served = queues if isinstance(queues, ServedQueues) else None
+        self._max_waits = max_waits
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._tg: TaskGroup | None = None
+        self._scopes: dict[str, anyio.CancelScope] = {}
         self._queues = list(queues)
         self._ready: set[str] = set(self._queues)  # unknown at start: each is asked once
         self._watch: dict[str, anyio.Event] = {q: anyio.Event() for q in self._queues}
@@ -63,15 +84,24 @@ class QueueReadiness:
     def is_ready(self, queue: str) -> bool:
         return queue in self._ready
 
+    @property
+    def watched(self) -> AbstractSet[str]:
+        """The queues this tracks now (each has a watcher while :meth:`run` runs)."""
+        return self._watch.keys()
+
     # -- what the fetcher reports -------------------------------------------------------------------
 
     def took(self, queue: str) -> None:
         """A dequeue from ``queue`` handed out tasks: it stays ready."""
+        if queue not in self._watch:  # dropped while its dequeue ran
+            return
         self._fruitless[queue] = 0
         self._woken.discard(queue)
 
     def empty(self, queue: str) -> None:
         """A dequeue found ``queue`` empty: its watcher waits for the next task."""
+        if queue not in self._watch:
+            return
         if queue in self._woken:
             self._fruitless[queue] += 1
             self._woken.discard(queue)
@@ -79,6 +109,8 @@ class QueueReadiness:
 
     def paused(self, queue: str) -> None:
         """``queue`` is paused: its watcher polls the pause flag until it is resumed."""
+        if queue not in self._watch:
+            return
         self._paused.add(queue)
         self._woken.discard(queue)
         self._unready(queue)
@@ -104,10 +136,61 @@ class QueueReadiness:
     # -- watchers -----------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run one watcher per queue until cancelled."""
+        """Run one watcher per queue until cancelled (following the served set when it is live)."""
+        if self._max_waits is not None:
+            self._limiter = anyio.CapacityLimiter(max(1, self._max_waits))
         async with anyio.create_task_group() as tg:
+            self._tg = tg
             for queue in self._queues:
-                tg.start_soon(self._watcher, queue)
+                self._start_watcher(queue)
+            if self._served is not None:
+                tg.start_soon(self._follow, self._served)
+
+    async def _follow(self, served: ServedQueues) -> None:
+        while True:
+            seen = served.version
+            current = set(served)
+            for queue in sorted(current.difference(self._watch)):
+                self._add(queue)
+            for queue in set(self._watch).difference(current):
+                self._drop(queue)
+            await served.wait_changed(seen)
+
+    def _add(self, queue: str) -> None:
+        """A new queue: ready (unknown, so asked once), with its watcher."""
+        self._queues.append(queue)
+        self._watch[queue] = anyio.Event()
+        self._fruitless[queue] = 0
+        self._mark_ready(queue)
+        self._start_watcher(queue)
+
+    def _drop(self, queue: str) -> None:
+        """A queue no longer served: forget it and cancel its watcher."""
+        scope = self._scopes.pop(queue, None)
+        if scope is not None:
+            scope.cancel()
+        self._queues.remove(queue)
+        del self._watch[queue], self._fruitless[queue]
+        self._paused.discard(queue)
+        self._woken.discard(queue)
+        self._ready.discard(queue)
+        if not self._ready and self._any_ready.is_set():
+            self._any_ready = anyio.Event()
+
+    def _start_watcher(self, queue: str) -> None:
+        assert self._tg is not None
+        scope = self._scopes[queue] = anyio.CancelScope()
+        self._tg.start_soon(self._run_watcher, queue, scope)
+
+    async def _run_watcher(self, queue: str, scope: anyio.CancelScope) -> None:
+        with scope:
+            await self._watcher(queue)
+
+    async def _wait(self, queue: str) -> bool:
+        if self._limiter is None:
+            return await self._broker.wait_for_work(queue, self._block)
+        async with self._limiter:
+            return await self._broker.wait_for_work(queue, self._block)
 
     async def _watcher(self, queue: str) -> None:
         while True:
@@ -129,7 +212,7 @@ class QueueReadiness:
                 await anyio.sleep(self._poll)
                 self._fruitless[queue] = 0
             try:
-                woke = await self._broker.wait_for_work(queue, self._block)
+                woke = await self._wait(queue)
             except Exception as exc:  # its node is down or failing over: the fetcher reports that
                 log.debug("waiting on %s failed: %s", queue, exc)
                 await anyio.sleep(self._poll)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import anyio
 
@@ -47,7 +47,7 @@ def _no_delay(retried: int, error: BaseException, task: Task) -> float:
 
 async def recover_once(
     broker: WorkerBroker,
-    queues: list[str],
+    queues: Collection[str],
     *,
     skew: float = 0.0,
     retry_delay: RetryDelay = _no_delay,
@@ -79,7 +79,7 @@ async def recover_once(
                 return recovered
 
     # queues side by side, each within a budget: a stalled master delays only its own queues
-    done = await each_queue(queues, recover_queue, budget=budget, what="recoverer")
+    done = await each_queue(list(queues), recover_queue, budget=budget, what="recoverer")
     return sum(done.values())
 
 
@@ -138,7 +138,7 @@ class StateSweeper:
     pipelined HGET per sampled ID per queue, so a long list is covered over several rounds.
     """
 
-    def __init__(self, broker: WorkerBroker, queues: list[str], batch: int = 100) -> None:
+    def __init__(self, broker: WorkerBroker, queues: Collection[str], batch: int = 100) -> None:
         self._broker = broker
         self._queues = queues
         self._batch = batch
@@ -149,7 +149,7 @@ class StateSweeper:
         """Sweep one window of every state list of every queue; returns how many tasks were reconciled. A
         failing list is logged and skipped, not raised."""
         fixed = 0
-        for q in self._queues:
+        for q in list(self._queues):  # a live served set may change while this round awaits
             for where in SWEPT_STATES:
                 try:
                     fixed += await self._sweep(q, where)
@@ -181,7 +181,7 @@ class StateSweeper:
 
 async def recover_loop(
     broker: WorkerBroker,
-    queues: list[str],
+    queues: Collection[str],
     interval: float,
     sweep_interval: float = 60.0,
     sweep_batch: int = 100,
@@ -189,7 +189,8 @@ async def recover_loop(
     skew: float = DEFAULT_RECOVERY_SKEW,
     retry_delay: RetryDelay = _no_delay,
 ) -> None:
-    """Recover every ``interval``; sweep the state lists every ``sweep_interval`` (0 = never)."""
+    """Recover every ``interval``; sweep the state lists every ``sweep_interval`` (0 = never). Each
+    round reads ``queues`` afresh (a live served set brings the queues its patterns discover)."""
     sweeper = StateSweeper(broker, queues, sweep_batch)
     next_sweep = time.monotonic() + sweep_interval
     while True:

@@ -26,6 +26,7 @@ from asynq_aio.server.heartbeat import Heartbeat, Identity
 from asynq_aio.server.janitor import janitor_loop
 from asynq_aio.server.processor import Processor
 from asynq_aio.server.recoverer import recover_loop
+from asynq_aio.server.served import ServedQueues
 from asynq_aio.transport import RedisClient, RetryPolicy, Transport
 from asynq_aio.types import Handler
 
@@ -78,9 +79,12 @@ class Server:
         self._running = True
         h = as_handler(handler)
         cfg = self.config
+        # The queues served now, one live object every per-queue component reads; with patterns in
+        # Config.queues it is resolved against asynq:queues at start and every queue_discovery_interval.
+        served = ServedQueues(cfg.queues)
         if isinstance(handler, ServeMux):
             for pattern, queue in sorted(handler.expected_queues().items()):
-                if queue not in cfg.queues:
+                if not served.serves(queue):
                     log.warning(
                         "tasks of %r go to queue %r, which this server does not serve (its queues: %s); "
                         "they will wait there until a server that serves it runs",
@@ -88,16 +92,19 @@ class Server:
                         queue,
                         ", ".join(cfg.queues),
                     )
-        transport = Transport.connect(self._redis, retry=self._retry, blocking_waits=len(cfg.queues))
+        waits = served.watch_budget() or len(cfg.queues)
+        transport = Transport.connect(self._redis, retry=self._retry, blocking_waits=waits)
         try:
             await transport.check_ready()
             broker = Broker(transport)
+            if served.has_patterns:
+                await served.refresh(broker)
             active = ActiveTasks()
             acker = Acker(broker)
-            processor = Processor(broker, cfg, h, active, acker)
+            processor = Processor(broker, cfg, h, active, acker, served)
             self._processor = processor
-            heartbeat = Heartbeat(broker, cfg, active, Identity.new(cfg.host, self.server_id))
-            queues = list(cfg.queues)
+            heartbeat = Heartbeat(broker, cfg, active, Identity.new(cfg.host, self.server_id), served)
+            queues = served
             background = anyio.CancelScope()
             handlers_done = anyio.Event()
 
@@ -105,6 +112,8 @@ class Server:
                 with background:
                     async with anyio.create_task_group() as btg:
                         btg.start_soon(heartbeat.run)
+                        if served.has_patterns:
+                            btg.start_soon(served.discover, broker, cfg.queue_discovery_interval)
                         btg.start_soon(forward_loop, broker, queues, cfg.forward_interval)
                         btg.start_soon(
                             partial(

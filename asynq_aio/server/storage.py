@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from asynq_aio.protocol.asynq_pb2 import TaskMessage
-from asynq_aio.protocol.broker import Dequeued, MalformedRecord, Paused
+from asynq_aio.protocol.broker import Dequeued, Limited, LimitRule, MalformedRecord, Paused
 from asynq_aio.protocol.codec import ServerRecord, WorkerRecord
 from asynq_aio.transport import Op
 
@@ -29,11 +29,21 @@ class WorkerBroker(Protocol):
     async def dequeue(self, queue: str, count: int, lease_until: float) -> list[Dequeued] | Paused:
         """Up to ``count`` tasks moved to active, leased until ``lease_until`` (unix s); PAUSED if paused."""
 
+    async def dequeue_limited(
+        self, queue: str, count: int, lease_until: float, rules: Sequence[LimitRule]
+    ) -> list[Dequeued] | Paused | Limited:
+        """As :meth:`dequeue`, taking only tasks every rule allows now; Limited when tasks wait but none
+        may start yet (they stay pending)."""
+
     async def wait_for_work(self, queue: str, timeout: float) -> bool:
         """Block until ``queue`` has a pending task: True, or False after ``timeout`` seconds."""
 
     async def is_paused(self, queue: str) -> bool:
         """Whether an operator paused ``queue`` (a paused queue hands out no tasks)."""
+
+    async def all_queues(self) -> list[str]:
+        """The queues that exist (``asynq:queues``, which every producer adds to): what queue patterns
+        are matched against."""
 
     # -- outcomes (ops, run in batches) ---------------------------------------------------------------
 
