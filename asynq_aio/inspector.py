@@ -112,11 +112,31 @@ class Inspector:
             queue_keys(q)
         return await self._admin.queue_infos(names)
 
+    async def get_queue_infos_with_memory(self, queues: list[str] | None = None) -> list[QueueInfo]:
+        """:meth:`get_queue_infos` with each queue's memory estimate (as :meth:`get_queue_info` makes
+        it, from a fixed sample of task hashes): still a few round trips for all the queues, which is
+        what a dashboard's overview needs instead of one call per queue."""
+        names = await self.queues() if queues is None else queues
+        for q in names:
+            queue_keys(q)
+        return await self._admin.queue_infos(names, memory=True)
+
     async def history(self, queue: str, days: int = 7) -> list[DailyStats]:
         """Processed and failed counts of the last ``days`` UTC days, today first."""
         if days < 1:
             raise ValueError(f"days must be at least 1, got {days}")
         return await self._admin.history(queue, days)
+
+    async def histories(self, queues: list[str] | None = None, days: int = 7) -> dict[str, list[DailyStats]]:
+        """:meth:`history` of many queues (all by default), by queue, in one pipelined batch instead of
+        a round trip per queue: what a dashboard's chart of every queue needs. Raises
+        QueueNotFoundError for an unknown queue."""
+        if days < 1:
+            raise ValueError(f"days must be at least 1, got {days}")
+        names = await self.queues() if queues is None else queues
+        for q in names:
+            queue_keys(q)
+        return await self._admin.histories(names, days)
 
     async def groups(self, queue: str) -> list[GroupInfo]:
         """The queue's groups of tasks waiting for aggregation, with their sizes."""

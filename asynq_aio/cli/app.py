@@ -16,6 +16,7 @@ from asynq_aio.cli.scheduler import scheduler
 from asynq_aio.cli.servers import cron_app, server_app
 from asynq_aio.cli.stats import stats
 from asynq_aio.cli.task import task_app
+from asynq_aio.cli.web import web
 from asynq_aio.cli.worker import worker
 
 app = typer.Typer(
@@ -53,6 +54,7 @@ app.command("dash")(dash)
 app.command("metrics")(metrics)
 app.command("scheduler")(scheduler)
 app.add_typer(dev_app, name="dev")
+app.command("web")(web)
 
 
 def main() -> None:
