@@ -8,7 +8,7 @@ import math
 import uuid
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from asynq_aio.errors import InvalidTaskError, PayloadTooLargeError
 from asynq_aio.protocol.broker import EnqueueRequest
@@ -62,6 +62,27 @@ class ResolvedOptions:
     unique_ttl_s: int
     retention_s: int
     group: str
+
+
+class BatchOptions(TypedDict, total=False):
+    """The keyword options of an ``enqueue_many`` (every task of the call gets them), for wrappers that
+    pass them through as ``**options`` (the blocking client) and stay typed."""
+
+    queue: str | None
+    max_retry: int | None
+    timeout: Duration | None
+    deadline: datetime | None
+    process_at: datetime | None
+    process_in: Duration | None
+    retention: Duration | None
+    group: str | None
+
+
+class TaskOptions(BatchOptions, total=False):
+    """The keyword options of one ``enqueue``: the batch's plus the per-task ``unique`` and ``task_id``."""
+
+    unique: Duration | None
+    task_id: str | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

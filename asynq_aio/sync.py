@@ -25,9 +25,8 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, Unpack
 
 from asynq_aio.client import DEFAULT_MAX_PAYLOAD, Durability, EnqueueHook
 from asynq_aio.client import Client as AsyncClient
@@ -40,7 +39,7 @@ from asynq_aio.connection import (
 )
 from asynq_aio.errors import AsynqError
 from asynq_aio.inspector import CancelOutcome, Inspector
-from asynq_aio.options import Duration
+from asynq_aio.options import BatchOptions, TaskOptions
 from asynq_aio.task import ModelT, Task, TaskInfo
 from asynq_aio.transport import RetryPolicy
 from asynq_aio.typed import TaskDef
@@ -229,66 +228,16 @@ class Client:
 
     # -- the async client's API, blocking -----------------------------------------------------------
 
-    def enqueue(
-        self,
-        task: Task,
-        *,
-        queue: str | None = None,
-        max_retry: int | None = None,
-        timeout: Duration | None = None,
-        deadline: datetime | None = None,
-        process_at: datetime | None = None,
-        process_in: Duration | None = None,
-        unique: Duration | None = None,
-        task_id: str | None = None,
-        retention: Duration | None = None,
-        group: str | None = None,
-    ) -> TaskInfo:
-        """Store ``task`` and return its info: :meth:`asynq_aio.Client.enqueue`, with its errors
-        (TaskIDConflictError, DuplicateTaskError, InvalidTaskError, RedisUnavailableError, ...)."""
-        return self._call(
-            lambda s: s.client.enqueue(
-                task,
-                queue=queue,
-                max_retry=max_retry,
-                timeout=timeout,
-                deadline=deadline,
-                process_at=process_at,
-                process_in=process_in,
-                unique=unique,
-                task_id=task_id,
-                retention=retention,
-                group=group,
-            )
-        )
+    def enqueue(self, task: Task, **options: Unpack[TaskOptions]) -> TaskInfo:
+        """Store ``task`` and return its info: :meth:`asynq_aio.Client.enqueue`, with its options
+        and errors (TaskIDConflictError, DuplicateTaskError, InvalidTaskError, RedisUnavailableError, ...)."""
+        return self._call(lambda s: s.client.enqueue(task, **options))
 
     def enqueue_many(
-        self,
-        tasks: Sequence[Task],
-        *,
-        queue: str | None = None,
-        max_retry: int | None = None,
-        timeout: Duration | None = None,
-        deadline: datetime | None = None,
-        process_at: datetime | None = None,
-        process_in: Duration | None = None,
-        retention: Duration | None = None,
-        group: str | None = None,
+        self, tasks: Sequence[Task], **options: Unpack[BatchOptions]
     ) -> list[TaskInfo | Exception]:
         """:meth:`asynq_aio.Client.enqueue_many`: one outcome per task, in order."""
-        return self._call(
-            lambda s: s.client.enqueue_many(
-                tasks,
-                queue=queue,
-                max_retry=max_retry,
-                timeout=timeout,
-                deadline=deadline,
-                process_at=process_at,
-                process_in=process_in,
-                retention=retention,
-                group=group,
-            )
-        )
+        return self._call(lambda s: s.client.enqueue_many(tasks, **options))
 
     def send(
         self,
@@ -296,36 +245,11 @@ class Client:
         payload: ModelT,
         *,
         headers: Mapping[str, str] | None = None,
-        queue: str | None = None,
-        max_retry: int | None = None,
-        timeout: Duration | None = None,
-        deadline: datetime | None = None,
-        process_at: datetime | None = None,
-        process_in: Duration | None = None,
-        unique: Duration | None = None,
-        task_id: str | None = None,
-        retention: Duration | None = None,
-        group: str | None = None,
+        **options: Unpack[TaskOptions],
     ) -> TaskInfo:
         """Enqueue a typed task: :meth:`TaskDef.enqueue` with this client, the definition's options
         as defaults. The payload must be the definition's model (mypy checks it too)."""
-        return self._call(
-            lambda s: task_def.enqueue(
-                s.client,
-                payload,
-                headers=headers,
-                queue=queue,
-                max_retry=max_retry,
-                timeout=timeout,
-                deadline=deadline,
-                process_at=process_at,
-                process_in=process_in,
-                unique=unique,
-                task_id=task_id,
-                retention=retention,
-                group=group,
-            )
-        )
+        return self._call(lambda s: task_def.enqueue(s.client, payload, headers=headers, **options))
 
     def wait_result(
         self, task: TaskInfo | str, *, queue: str | None = None, timeout: float | None = None

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from asynq_aio.client import DEFAULT_MAX_PAYLOAD
 from asynq_aio.protocol.keys import validate_queue_name
-from asynq_aio.server.limits import FlowLimit, RateLimit
+from asynq_aio.server.limits import FlowLimit
 from asynq_aio.server.served import is_pattern, validate_pattern
 from asynq_aio.task import Task
 
@@ -121,8 +121,7 @@ class Config(BaseModel):
     def _check_limits(cls, v: list[FlowLimit]) -> list[FlowLimit]:
         seen: set[tuple[str, str, str | None, str | None]] = set()
         for lim in v:
-            kind = "rate" if isinstance(lim, RateLimit) else "cap"
-            what = (kind, lim.queue, lim.task_type, lim.key)
+            what = (lim.kind, lim.queue, lim.task_type, lim.key)
             if what in seen:
                 raise ValueError(
                     f"two {type(lim).__name__}s for queue {lim.queue!r}, task type {lim.task_type!r} and "

@@ -15,6 +15,7 @@ import fnmatch
 import hashlib
 import math
 from collections.abc import Sequence
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -23,100 +24,80 @@ from asynq_aio.protocol.broker import LimitRule
 __all__ = ["ConcurrencyLimit", "FlowLimit", "RateLimit", "rules_for"]
 
 
-def _check_field(value: str | None) -> str | None:
-    if value is not None and not value.strip():
-        raise ValueError("key must name a top-level field of the JSON payload, got an empty string")
-    return value
+class _Scope(BaseModel):
+    """What a limit applies to, the same for both kinds: the queues, the task type, the key field."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: ClassVar[str]
+    queue: str
+    task_type: str | None = None
+    key: str | None = None
+
+    @field_validator("queue")
+    @classmethod
+    def _queue_is_given(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("queue must name a queue or a glob pattern, got an empty string")
+        return v
+
+    @field_validator("key")
+    @classmethod
+    def _key_names_a_field(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("key must name a top-level field of the JSON payload, got an empty string")
+        return v
+
+    def _rule(self, *, interval_ms: float = 0.0, tolerance_ms: float = 0.0, cap: int = 0) -> LimitRule:
+        # the rule ID is the same on every worker for the same kind, task type and key field: their
+        # state is shared
+        raw = f"{self.kind}\0{self.task_type or ''}\0{self.key or ''}".encode()
+        return LimitRule(
+            kind=self.kind,
+            rule_id=hashlib.sha1(raw).hexdigest()[:12],
+            task_type=self.task_type or "",
+            field=self.key or "",
+            interval_ms=interval_ms,
+            tolerance_ms=tolerance_ms,
+            cap=cap,
+        )
 
 
-def _check_queue(value: str) -> str:
-    if not value.strip():
-        raise ValueError("queue must name a queue or a glob pattern, got an empty string")
-    return value
-
-
-class RateLimit(BaseModel):
+class RateLimit(_Scope):
     """At most ``rate`` task starts per ``per`` seconds in each queue ``queue`` matches (a name or a
     glob pattern such as ``"tenant:*"``: each matched queue has its own budget), for every task type
     or only ``task_type``, and with ``key`` one budget per value of that top-level payload field
     (per tenant, per customer). ``burst`` starts may go at once after a quiet spell; by default a
     tenth of ``rate`` (at least 1), so any window of ``per`` seconds sees at most ``rate + burst``."""
 
-    model_config = ConfigDict(frozen=True)
-
-    queue: str
+    kind: ClassVar[str] = "rate"
     rate: int = Field(ge=1)
     per: float = Field(default=1.0, gt=0)
     burst: int | None = Field(default=None, ge=1)
-    task_type: str | None = None
-    key: str | None = None
-
-    @field_validator("key")
-    @classmethod
-    def _key_names_a_field(cls, v: str | None) -> str | None:
-        return _check_field(v)
-
-    @field_validator("queue")
-    @classmethod
-    def _queue_is_given(cls, v: str) -> str:
-        return _check_queue(v)
 
     def rule(self) -> LimitRule:
         """The rule the dequeue script applies."""
         interval = self.per * 1000 / self.rate
         burst = self.burst if self.burst is not None else max(1, math.ceil(self.rate / 10))
-        return LimitRule(
-            kind="rate",
-            rule_id=_rule_id("rate", self.task_type, self.key),
-            task_type=self.task_type or "",
-            field=self.key or "",
-            interval_ms=interval,
-            tolerance_ms=(burst - 1) * interval,
-        )
+        return self._rule(interval_ms=interval, tolerance_ms=(burst - 1) * interval)
 
 
-class ConcurrencyLimit(BaseModel):
+class ConcurrencyLimit(_Scope):
     """At most ``limit`` tasks running at once, across every worker, in each queue ``queue`` matches
     (a name or a glob pattern: each matched queue has its own cap), for every task type or only
     ``task_type``, and with ``key`` one cap per value of that top-level payload field. A running
     task holds its slot while its lease is alive, so a crashed worker's slots come back when their
     leases run out (``Config.lease_duration``)."""
 
-    model_config = ConfigDict(frozen=True)
-
-    queue: str
+    kind: ClassVar[str] = "cap"
     limit: int = Field(ge=1)
-    task_type: str | None = None
-    key: str | None = None
-
-    @field_validator("key")
-    @classmethod
-    def _key_names_a_field(cls, v: str | None) -> str | None:
-        return _check_field(v)
-
-    @field_validator("queue")
-    @classmethod
-    def _queue_is_given(cls, v: str) -> str:
-        return _check_queue(v)
 
     def rule(self) -> LimitRule:
         """The rule the dequeue script applies."""
-        return LimitRule(
-            kind="cap",
-            rule_id=_rule_id("cap", self.task_type, self.key),
-            task_type=self.task_type or "",
-            field=self.key or "",
-            cap=self.limit,
-        )
+        return self._rule(cap=self.limit)
 
 
 FlowLimit = RateLimit | ConcurrencyLimit
-
-
-def _rule_id(kind: str, task_type: str | None, key: str | None) -> str:
-    """The same on every worker for the same kind, task type and key field: their state is shared."""
-    raw = f"{kind}\0{task_type or ''}\0{key or ''}".encode()
-    return hashlib.sha1(raw).hexdigest()[:12]
 
 
 def rules_for(queue: str, limits: Sequence[FlowLimit]) -> list[LimitRule]:
