@@ -26,7 +26,7 @@ import builtins
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Generic
+from typing import Any, Generic, Unpack
 
 from pydantic import BaseModel, ValidationError
 
@@ -34,7 +34,7 @@ from asynq_aio.client import Client
 from asynq_aio.default_client import default_client
 from asynq_aio.errors import InvalidTaskError, PayloadValidationError
 from asynq_aio.mux import ServeMux
-from asynq_aio.options import Duration, EnqueueOptions
+from asynq_aio.options import Duration, EnqueueOptions, TaskOptions
 from asynq_aio.results import decode_result
 from asynq_aio.task import ModelT, Task, TaskInfo
 from asynq_aio.types import Handler
@@ -128,10 +128,12 @@ class TaskDef(Generic[ModelT]):
             self.task(payload, headers=headers), **options.over(self._defaults).given()
         )
 
-    async def send(self, payload: ModelT, **options: Any) -> TaskInfo:
+    async def send(
+        self, payload: ModelT, *, headers: Mapping[str, str] | None = None, **options: Unpack[TaskOptions]
+    ) -> TaskInfo:
         """Enqueue with the default client (see :func:`asynq_aio.use_client`): the short form of
         :meth:`enqueue`, with the same options. Raises NoDefaultClientError when none is set."""
-        return await self.enqueue(default_client(), payload, **options)
+        return await self.enqueue(default_client(), payload, headers=headers, **options)
 
     async def enqueue_many(
         self,
