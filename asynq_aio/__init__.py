@@ -1,17 +1,18 @@
 """asynq-aio: an asyncio-native task queue on Redis Cluster, wire-compatible with Go Asynq v0.26."""
 
-from asynq_aio.application import App
-from asynq_aio.client import Client, Durability, EnqueueHook, OutgoingTask
-from asynq_aio.connection import (
+from asynq_aio._application import App
+from asynq_aio._client import Client, Durability, EnqueueHook, OutgoingTask
+from asynq_aio._connection import (
     RedisClientOpt,
     RedisClusterClientOpt,
+    RedisConnOpt,
     RedisSentinelOpt,
     TLSOptions,
     parse_redis_url,
 )
-from asynq_aio.context import TaskContext, current_task
-from asynq_aio.default_client import NoDefaultClientError, use_client
-from asynq_aio.errors import (
+from asynq_aio._context import TaskContext, current_task
+from asynq_aio._default_client import NoDefaultClientError, use_client
+from asynq_aio._errors import (
     AsynqError,
     ClusterNotReadyError,
     DuplicateTaskError,
@@ -35,31 +36,47 @@ from asynq_aio.errors import (
     TaskNotFoundError,
     TaskTimeoutError,
 )
-from asynq_aio.inspector import Inspector
-from asynq_aio.mux import ServeMux
-from asynq_aio.periodic import PeriodicTaskConfig, PeriodicTaskManager, Schedule, SyncResult
-from asynq_aio.scheduler import CronEntry, EntryOptions, Fire, Scheduler
+from asynq_aio._inspection import (
+    CancelOutcome,
+    ClusterNodeRef,
+    DailyStats,
+    GroupInfo,
+    QueueInfo,
+    QueueLocation,
+    RedisNodeInfo,
+    SchedulerEnqueueEventInfo,
+    SchedulerEntryInfo,
+    ServerInfo,
+)
+from asynq_aio._inspector import Inspector
+from asynq_aio._mux import ServeMux
+from asynq_aio._periodic import PeriodicTaskConfig, PeriodicTaskManager, Schedule, SyncResult
+from asynq_aio._scheduler import CronEntry, EntryOptions, Fire, Scheduler
+from asynq_aio._task import Task, TaskInfo, TaskState
+from asynq_aio._transport import RetryPolicy
+from asynq_aio._typed import TaskDef
 from asynq_aio.server.config import Config, default_retry_delay
 from asynq_aio.server.limits import ConcurrencyLimit, RateLimit
 from asynq_aio.server.server import Server
-from asynq_aio.task import Task, TaskInfo, TaskState
-from asynq_aio.transport import RetryPolicy
-from asynq_aio.typed import TaskDef
 
 __all__ = [
     "App",
     "AsynqError",
+    "CancelOutcome",
     "Client",
+    "ClusterNodeRef",
     "ClusterNotReadyError",
     "ConcurrencyLimit",
     "Config",
     "CronEntry",
+    "DailyStats",
     "DuplicateTaskError",
     "Durability",
     "EnqueueHook",
     "EntryOptions",
     "FailedPreconditionError",
     "Fire",
+    "GroupInfo",
     "HandlerNotFoundError",
     "Inspector",
     "InvalidQueueName",
@@ -72,20 +89,27 @@ __all__ = [
     "PayloadValidationError",
     "PeriodicTaskConfig",
     "PeriodicTaskManager",
+    "QueueInfo",
+    "QueueLocation",
     "QueueNotFoundError",
     "RateLimit",
     "RedisAuthError",
     "RedisClientOpt",
     "RedisClusterClientOpt",
     "RedisConfigError",
+    "RedisConnOpt",
+    "RedisNodeInfo",
     "RedisSentinelOpt",
     "RedisUnavailableError",
     "RetryPolicy",
     "RevokeTask",
     "Schedule",
     "Scheduler",
+    "SchedulerEnqueueEventInfo",
+    "SchedulerEntryInfo",
     "ServeMux",
     "Server",
+    "ServerInfo",
     "SkipRetry",
     "SyncResult",
     "TLSOptions",

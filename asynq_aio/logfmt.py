@@ -20,7 +20,7 @@ import sys
 from datetime import UTC, datetime
 from typing import IO, Any, Literal, Protocol
 
-from asynq_aio.context import current_task
+from asynq_aio._context import current_task
 
 __all__ = [
     "TASK_FIELDS",

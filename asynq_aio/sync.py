@@ -28,21 +28,21 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self, TypeVar, Unpack
 
-from asynq_aio.client import DEFAULT_MAX_PAYLOAD, Durability, EnqueueHook
-from asynq_aio.client import Client as AsyncClient
-from asynq_aio.connection import (
+from asynq_aio._client import DEFAULT_MAX_PAYLOAD, Durability, EnqueueHook
+from asynq_aio._client import Client as AsyncClient
+from asynq_aio._connection import (
     RedisClientOpt,
     RedisClusterClientOpt,
     RedisConnOpt,
     RedisSentinelOpt,
     parse_redis_url,
 )
-from asynq_aio.errors import AsynqError
-from asynq_aio.inspector import CancelOutcome, Inspector
-from asynq_aio.options import BatchOptions, TaskOptions
-from asynq_aio.task import ModelT, Task, TaskInfo
-from asynq_aio.transport import RetryPolicy
-from asynq_aio.typed import TaskDef
+from asynq_aio._errors import AsynqError
+from asynq_aio._inspector import CancelOutcome, Inspector
+from asynq_aio._options import BatchOptions, TaskOptions
+from asynq_aio._task import ModelT, Task, TaskInfo
+from asynq_aio._transport import RetryPolicy
+from asynq_aio._typed import TaskDef
 
 __all__ = ["Client", "ClientClosedError"]
 

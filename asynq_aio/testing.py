@@ -44,21 +44,21 @@ from pydantic import BaseModel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from asynq_aio.application import App
-from asynq_aio.client import Client
-from asynq_aio.connection import RedisClientOpt, RedisClusterClientOpt, RedisConnOpt, parse_redis_url
-from asynq_aio.context import TaskContext, current_task
-from asynq_aio.default_client import use_client
-from asynq_aio.devcluster import DevCluster, find_free_port_base, find_redis_server
-from asynq_aio.errors import QueueNotFoundError, TaskNotFoundError
-from asynq_aio.inspector import Inspector
-from asynq_aio.mux import ServeMux, as_handler
+from asynq_aio._application import App
+from asynq_aio._client import Client
+from asynq_aio._connection import RedisClientOpt, RedisClusterClientOpt, RedisConnOpt, parse_redis_url
+from asynq_aio._context import TaskContext, current_task
+from asynq_aio._default_client import use_client
+from asynq_aio._devcluster import DevCluster, find_free_port_base, find_redis_server
+from asynq_aio._errors import QueueNotFoundError, TaskNotFoundError
+from asynq_aio._inspector import Inspector
+from asynq_aio._mux import ServeMux, as_handler
+from asynq_aio._task import Task, TaskInfo, TaskState
+from asynq_aio._typed import TaskDef
+from asynq_aio._types import Handler
 from asynq_aio.server.config import Config
 from asynq_aio.server.served import is_pattern
 from asynq_aio.server.server import Server
-from asynq_aio.task import Task, TaskInfo, TaskState
-from asynq_aio.typed import TaskDef
-from asynq_aio.types import Handler
 
 __all__ = [
     "LocalCluster",

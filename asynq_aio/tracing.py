@@ -33,10 +33,10 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
         "asynq_aio.tracing needs opentelemetry-api, which is not installed: pip install 'asynq-aio[otel]'"
     ) from exc
 
-from asynq_aio.client import OutgoingTask
-from asynq_aio.context import current_task
-from asynq_aio.task import Task
-from asynq_aio.types import Handler
+from asynq_aio._client import OutgoingTask
+from asynq_aio._context import current_task
+from asynq_aio._task import Task
+from asynq_aio._types import Handler
 
 __all__ = ["MESSAGING_SYSTEM", "TracingEnqueueHook", "TracingMiddleware"]
 

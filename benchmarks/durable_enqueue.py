@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 
 from asynq_aio import Client, RedisClusterClientOpt, Task
-from asynq_aio.devcluster import DevCluster, find_free_port_base
+from asynq_aio._devcluster import DevCluster, find_free_port_base
 
 
 async def sequential(client: Client, queue: str, n: int) -> float:

@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from asynq_aio.devcluster import DevCluster, find_free_port_base, find_redis_server
+from asynq_aio._devcluster import DevCluster, find_free_port_base, find_redis_server
 from benchmarks.common import rss_bytes
 from benchmarks.envs import ROOT, driver_command
 

@@ -21,7 +21,7 @@ import uvicorn
 from playwright.async_api import async_playwright
 
 from asynq_aio import Client, Config, Inspector, Scheduler, ServeMux, Server, SkipRetry, Task
-from asynq_aio.devcluster import find_free_port_base
+from asynq_aio._devcluster import find_free_port_base
 from asynq_aio.testing import local_cluster
 from asynq_aio.web import create_app
 

@@ -13,7 +13,7 @@ import uvicorn
 from playwright.async_api import Browser, async_playwright
 from starlette.types import ASGIApp
 
-from asynq_aio.devcluster import find_free_port_base
+from asynq_aio._devcluster import find_free_port_base
 
 __all__ = ["CHROMIUM", "chromium", "serve"]
 

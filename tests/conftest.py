@@ -23,7 +23,7 @@ from redis.retry import Retry
 from workerproc import RawRedis, conn_opt
 
 from asynq_aio import Client
-from asynq_aio.devcluster import DevCluster, find_free_port_base, find_redis_server
+from asynq_aio._devcluster import DevCluster, find_free_port_base, find_redis_server
 
 _SYSTEM_REDIS = ("127.0.0.1", 6379)
 _TEST_DB = 15

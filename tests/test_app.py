@@ -31,8 +31,8 @@ from asynq_aio import (
     TaskDef,
     parse_redis_url,
 )
+from asynq_aio._scheduler import CronEntry, Scheduler
 from asynq_aio.cli.app import app as cli
-from asynq_aio.scheduler import CronEntry, Scheduler
 
 
 class Cleanup(BaseModel):

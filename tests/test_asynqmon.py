@@ -39,7 +39,7 @@ from golive import build_go_program, target_args
 from workerproc import conn_opt, wait_until
 
 from asynq_aio import Client, Config, Inspector, Server, Task, TaskInfo, TaskState, current_task
-from asynq_aio.errors import TaskNotFoundError
+from asynq_aio._errors import TaskNotFoundError
 
 pytestmark = pytest.mark.anyio
 

@@ -34,7 +34,7 @@ from asynq_aio import (
     current_task,
     parse_redis_url,
 )
-from asynq_aio.errors import PayloadTooLargeError
+from asynq_aio._errors import PayloadTooLargeError
 from asynq_aio.protocol.codec import TaskMessage, decode_task_message
 
 pytestmark = pytest.mark.anyio
@@ -137,7 +137,7 @@ async def test_client_refuses_a_payload_over_its_limit_and_writes_nothing(
 
 
 def test_the_worker_limit_is_validated_and_defaults_to_the_client_limit() -> None:
-    from asynq_aio.client import DEFAULT_MAX_PAYLOAD
+    from asynq_aio._client import DEFAULT_MAX_PAYLOAD
 
     assert Config().max_payload_bytes == DEFAULT_MAX_PAYLOAD == 16 * 1024 * 1024
     with pytest.raises(ValidationError):

@@ -18,9 +18,9 @@ from conftest import RunningCluster
 from typer.testing import CliRunner, Result
 
 from asynq_aio import Client, RedisClusterClientOpt, Task, parse_redis_url
+from asynq_aio._inspector import Inspector
 from asynq_aio.cli.app import app
 from asynq_aio.cli.common import ConnectionFlags, clean_errors, connection_flags
-from asynq_aio.inspector import Inspector
 
 runner = CliRunner()
 

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from asynq_aio.coalescer import Coalescer
-from asynq_aio.errors import RedisUnavailableError
+from asynq_aio._coalescer import Coalescer
+from asynq_aio._errors import RedisUnavailableError
 
 pytestmark = pytest.mark.anyio
 

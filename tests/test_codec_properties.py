@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from asynq_aio.errors import MalformedTaskError
+from asynq_aio._errors import MalformedTaskError
+from asynq_aio._task import TaskInfo, TaskState
 from asynq_aio.protocol.codec import (
     ServerRecord,
     TaskMessage,
@@ -33,7 +34,6 @@ from asynq_aio.protocol.codec import (
     new_task_message,
     task_info,
 )
-from asynq_aio.task import TaskInfo, TaskState
 
 # Pure CPU work, so a few hundred examples cost well under a second each test.
 PROPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

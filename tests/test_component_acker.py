@@ -18,7 +18,7 @@ import anyio
 import pytest
 from testbroker import MemoryBroker, describe, make_message
 
-from asynq_aio.errors import RedisUnavailableError
+from asynq_aio._errors import RedisUnavailableError
 from asynq_aio.protocol.codec import TaskMessage
 from asynq_aio.server.acker import MAX_ACKS_PER_CALL, MAX_BATCH, Acker
 

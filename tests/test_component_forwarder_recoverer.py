@@ -19,10 +19,10 @@ import anyio.lowlevel
 import pytest
 from testbroker import FakeClock, MemoryBroker, make_message
 
+from asynq_aio._task import Task
 from asynq_aio.protocol.broker import MALFORMED_TYPE
 from asynq_aio.server import forwarder
 from asynq_aio.server.recoverer import LEASE_EXPIRED, StateSweeper, recover_once
-from asynq_aio.task import Task
 
 pytestmark = pytest.mark.anyio
 

@@ -15,12 +15,12 @@ import anyio
 import pytest
 from testbroker import MemoryBroker, make_message
 
+from asynq_aio._task import Task
 from asynq_aio.server.acker import Acker
 from asynq_aio.server.active import ActiveTask, ActiveTasks
 from asynq_aio.server.config import Config
 from asynq_aio.server.heartbeat import Heartbeat, Identity
 from asynq_aio.server.processor import Processor
-from asynq_aio.task import Task
 
 pytestmark = pytest.mark.anyio
 

@@ -20,14 +20,14 @@ import anyio
 import pytest
 from testbroker import Applied, MemoryBroker, make_message
 
-from asynq_aio.errors import PayloadValidationError, RevokeTask, SkipRetry
+from asynq_aio._errors import PayloadValidationError, RevokeTask, SkipRetry
+from asynq_aio._task import Task
+from asynq_aio._types import Handler
 from asynq_aio.protocol.broker import MALFORMED_TYPE
 from asynq_aio.server.acker import Acker
 from asynq_aio.server.active import ActiveTasks
 from asynq_aio.server.config import Config
 from asynq_aio.server.processor import Processor
-from asynq_aio.task import Task
-from asynq_aio.types import Handler
 
 pytestmark = pytest.mark.anyio
 

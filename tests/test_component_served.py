@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from test_component_processor import config, nothing, until
 from testbroker import MemoryBroker, make_message
 
-from asynq_aio.errors import InvalidQueueName
+from asynq_aio._errors import InvalidQueueName
 from asynq_aio.server.acker import Acker
 from asynq_aio.server.active import ActiveTasks
 from asynq_aio.server.config import Config

@@ -26,8 +26,8 @@ from asynq_aio import (
     Task,
     parse_redis_url,
 )
-from asynq_aio.connection import InvalidRedisURL
-from asynq_aio.devcluster import find_free_port_base, find_redis_server
+from asynq_aio._connection import InvalidRedisURL
+from asynq_aio._devcluster import find_free_port_base, find_redis_server
 from asynq_aio.protocol.keys import queue_keys
 
 

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from asynq_aio.cron import CronSchedule, IntervalSchedule, parse, parse_go_duration
+from asynq_aio._cron import CronSchedule, IntervalSchedule, parse, parse_go_duration
 
 NY = ZoneInfo("America/New_York")
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -11,14 +11,14 @@ from conftest import RunningCluster
 from redis.cluster import RedisCluster
 from typer.testing import CliRunner
 
-from asynq_aio.cli.app import app
-from asynq_aio.devcluster import (
+from asynq_aio._devcluster import (
     CLUSTER_SLOTS,
     DevCluster,
     RedisServerNotFound,
     find_free_port_base,
     find_redis_server,
 )
+from asynq_aio.cli.app import app
 
 
 def _gone(pid: int) -> bool:

@@ -24,7 +24,7 @@ import yaml  # type: ignore[import-untyped]
 
 import asynq_aio
 from asynq_aio import Config, ServeMux, Server, parse_redis_url
-from asynq_aio.devcluster import find_free_port_base
+from asynq_aio._devcluster import find_free_port_base
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -114,7 +114,7 @@ def test_sphinx_roles_in_docstrings_render_as_code() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     strip = module.strip_roles
-    assert strip("see :meth:`enqueue` and :class:`~asynq_aio.task.Task`") == "see `enqueue` and `Task`"
+    assert strip("see :meth:`enqueue` and :class:`~asynq_aio._task.Task`") == "see `enqueue` and `Task`"
     assert strip(":py:func:`asynq_aio.current_task`") == "`asynq_aio.current_task`"
     assert strip("plain ``code`` stays") == "plain ``code`` stays"
 

@@ -25,8 +25,8 @@ from asynq_aio import (
     TaskIDConflictError,
     TaskInfo,
 )
-from asynq_aio.client import OutgoingTask
-from asynq_aio.options import EnqueueOptions, prepare
+from asynq_aio._client import OutgoingTask
+from asynq_aio._options import EnqueueOptions, prepare
 from asynq_aio.protocol.broker import ENQUEUE_CHUNK, EnqueueRequest
 
 pytestmark = pytest.mark.anyio

@@ -33,13 +33,13 @@ from asynq_aio import (
     Task,
     parse_redis_url,
 )
-from asynq_aio.connection import RedisConnOpt
+from asynq_aio._connection import RedisConnOpt
+from asynq_aio._transport import Transport
 from asynq_aio.protocol import scripts
 from asynq_aio.protocol.broker import Broker, Dequeued
 from asynq_aio.protocol.codec import decode_task_message
 from asynq_aio.protocol.keys import queue_keys
 from asynq_aio.server.recoverer import recover_once
-from asynq_aio.transport import Transport
 
 pytestmark = pytest.mark.anyio
 

@@ -39,10 +39,10 @@ from asynq_aio import (
     TaskState,
     parse_redis_url,
 )
+from asynq_aio._connection import InvalidRedisURL, RedisConnOpt
+from asynq_aio._devcluster import find_free_port_base
+from asynq_aio._redis_errors import is_transient
 from asynq_aio.cli.app import app
-from asynq_aio.connection import InvalidRedisURL, RedisConnOpt
-from asynq_aio.devcluster import find_free_port_base
-from asynq_aio.redis_errors import is_transient
 
 runner = CliRunner()
 FAST = 5.0  # seconds: well under the retry budgets (30 s library, 5 s CLI)

@@ -24,10 +24,10 @@ from pydantic import ValidationError
 from workerproc import RawRedis, conn_opt, wait_until
 
 from asynq_aio import Client, ConcurrencyLimit, Config, RateLimit, ServeMux, Server, Task
+from asynq_aio._transport import Transport
 from asynq_aio.protocol.broker import Broker, Limited
 from asynq_aio.protocol.keys import queue_keys
 from asynq_aio.server.limits import rules_for
-from asynq_aio.transport import Transport
 
 pytestmark = pytest.mark.anyio
 

@@ -47,9 +47,10 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from asynq_aio import Config, ServeMux, Server, TaskContext, current_task
-from asynq_aio.client import Client
-from asynq_aio.connection import RedisClusterClientOpt, RedisConnOpt, parse_redis_url, split_addr
-from asynq_aio.errors import DuplicateTaskError, TaskIDConflictError
+from asynq_aio._client import Client
+from asynq_aio._connection import RedisClusterClientOpt, RedisConnOpt, parse_redis_url, split_addr
+from asynq_aio._errors import DuplicateTaskError, TaskIDConflictError
+from asynq_aio._task import Task, TaskState
 from asynq_aio.protocol.codec import (
     ServerInfo,
     TaskMessage,
@@ -70,7 +71,6 @@ from asynq_aio.protocol.keys import (
     server_info_key,
     workers_key,
 )
-from asynq_aio.task import Task, TaskState
 
 GO_DATE = "2026-11-23"  # the UTC date of the capture; daily counter keys carry it
 SCORE_SLACK_S = 5.0  # our clock vs Go's, for scores relative to "now"

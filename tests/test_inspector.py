@@ -24,12 +24,12 @@ from asynq_aio import (
     TaskNotFoundError,
     TaskState,
 )
-from asynq_aio.inspector import FailedPreconditionError, Inspector
+from asynq_aio._inspector import FailedPreconditionError, Inspector
+from asynq_aio._transport import EncodableArg, LuaScript
 from asynq_aio.protocol import admin
 from asynq_aio.protocol.asynq_pb2 import SchedulerEnqueueEvent, SchedulerEntry
 from asynq_aio.protocol.codec import decode_task_message
 from asynq_aio.protocol.keys import ALL_QUEUES, queue_keys
-from asynq_aio.transport import EncodableArg, LuaScript
 
 pytestmark = pytest.mark.anyio
 

@@ -44,10 +44,10 @@ from asynq_aio import (
     TaskIDConflictError,
     parse_redis_url,
 )
+from asynq_aio._task import TaskInfo, TaskState
 from asynq_aio.protocol.broker import Broker, Dequeued
 from asynq_aio.protocol.codec import decode_task_message
 from asynq_aio.protocol.keys import queue_keys
-from asynq_aio.task import TaskInfo, TaskState
 
 T = TypeVar("T")
 

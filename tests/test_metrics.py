@@ -33,9 +33,9 @@ from asynq_aio import (
     Task,
     parse_redis_url,
 )
-from asynq_aio.connection import RedisConnOpt
-from asynq_aio.devcluster import find_free_port_base
-from asynq_aio.inspector import QueueInfo
+from asynq_aio._connection import RedisConnOpt
+from asynq_aio._devcluster import find_free_port_base
+from asynq_aio._inspector import QueueInfo
 from asynq_aio.metrics import (
     QueueMetricsCollector,
     QueueMetricsExporter,

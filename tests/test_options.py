@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from asynq_aio import InvalidTaskError, Task, TaskState
-from asynq_aio.options import DEFAULT_MAX_RETRY, DEFAULT_TIMEOUT_S, EnqueueOptions, prepare
+from asynq_aio._options import DEFAULT_MAX_RETRY, DEFAULT_TIMEOUT_S, EnqueueOptions, prepare
+from asynq_aio._scheduler import EntryOptions
 from asynq_aio.protocol.codec import TIMEOUT_MS_HEADER, exact_deadline, exact_timeout
-from asynq_aio.scheduler import EntryOptions
 from asynq_aio.server.aggregator import merged_message
 
 NOW = 1_800_000_000.0

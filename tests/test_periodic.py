@@ -17,12 +17,12 @@ from typer.testing import CliRunner
 from workerproc import RawRedis, conn_opt, wait_until
 
 from asynq_aio import Inspector, RedisClientOpt, Task, parse_redis_url
+from asynq_aio._connection import RedisConnOpt
+from asynq_aio._periodic import PeriodicTaskConfig, PeriodicTaskManager
+from asynq_aio._scheduler import EntryOptions, Scheduler
 from asynq_aio.cli.app import app
-from asynq_aio.connection import RedisConnOpt
-from asynq_aio.periodic import PeriodicTaskConfig, PeriodicTaskManager
 from asynq_aio.protocol.codec import decode_task_message
 from asynq_aio.protocol.keys import queue_keys, scheduler_history_key
-from asynq_aio.scheduler import EntryOptions, Scheduler
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+from pathlib import Path
 
 import asynq_aio
 
@@ -28,9 +29,25 @@ def test_every_error_is_an_asynq_error() -> None:
 
 def test_periodic_task_api_is_exported() -> None:
     """The scheduler types a user needs (to register entries, write hooks, feed a manager)."""
-    from asynq_aio import periodic, scheduler
+    from asynq_aio import _periodic, _scheduler
 
-    assert asynq_aio.Scheduler is scheduler.Scheduler
-    assert asynq_aio.PeriodicTaskManager is periodic.PeriodicTaskManager
+    assert asynq_aio.Scheduler is _scheduler.Scheduler
+    assert asynq_aio.PeriodicTaskManager is _periodic.PeriodicTaskManager
     for name in ("CronEntry", "EntryOptions", "Fire", "PeriodicTaskConfig", "SyncResult"):
         assert name in asynq_aio.__all__
+
+
+#: The modules a user imports from; every other top-level module is private (named ``_x``). The
+#: ``protocol`` and ``server`` packages are internal too; their names are the project's layout.
+PUBLIC_MODULES = {"sync", "testing", "logfmt", "tracing", "metrics", "web", "contrib", "cli"}
+INTERNAL_PACKAGES = {"protocol", "server"}
+
+
+def test_internal_modules_are_private_and_the_public_ones_are_listed() -> None:
+    root = Path(asynq_aio.__file__).parent
+    modules = {
+        p.stem
+        for p in root.iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p.is_dir() and (p / "__init__.py").exists())
+    }
+    assert {m for m in modules if not m.startswith("_")} == PUBLIC_MODULES | INTERNAL_PACKAGES

@@ -21,9 +21,9 @@ from conftest import RedisTarget
 from workerproc import conn_opt, wait_until
 
 from asynq_aio import Client, Config, Server, Task
-from asynq_aio.connection import RedisConnOpt
-from asynq_aio.context import current_task
-from asynq_aio.inspector import Inspector
+from asynq_aio._connection import RedisConnOpt
+from asynq_aio._context import current_task
+from asynq_aio._inspector import Inspector
 
 pytestmark = pytest.mark.anyio
 

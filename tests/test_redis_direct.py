@@ -12,9 +12,9 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from test_transport import opt_for
 
+from asynq_aio._redis_direct import send_batch
+from asynq_aio._transport import LuaScript, Op, Transport
 from asynq_aio.protocol.keys import queue_keys
-from asynq_aio.redis_direct import send_batch
-from asynq_aio.transport import LuaScript, Op, Transport
 
 pytestmark = pytest.mark.anyio
 

@@ -6,8 +6,8 @@ import pytest
 from workerproc import RawRedis
 
 from asynq_aio import Client
+from asynq_aio._transport import Op
 from asynq_aio.protocol.replies import NamedBatch
-from asynq_aio.transport import Op
 
 pytestmark = pytest.mark.anyio
 

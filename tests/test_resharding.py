@@ -12,7 +12,7 @@ import redis
 from conftest import RunningCluster
 
 from asynq_aio import Client, Config, RedisClusterClientOpt, RetryPolicy, ServeMux, Server, Task
-from asynq_aio.inspector import Inspector
+from asynq_aio._inspector import Inspector
 from asynq_aio.protocol.keys import queue_keys
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]

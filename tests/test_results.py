@@ -15,7 +15,7 @@ from conftest import RedisTarget
 from pydantic import BaseModel
 from workerproc import RawRedis, conn_opt
 
-import asynq_aio.waiting
+import asynq_aio._waiting
 from asynq_aio import (
     Client,
     Config,
@@ -154,7 +154,7 @@ async def test_the_waiter_wakes_on_the_notification_not_the_fallback_poll(
 ) -> None:
     """With the fallback re-read pushed to 30 s, only the published completion can end the wait
     in time."""
-    monkeypatch.setattr(asynq_aio.waiting, "POLL", 30.0)
+    monkeypatch.setattr(asynq_aio._waiting, "POLL", 30.0)
     infos = [await client.enqueue(Task("text", str(i).encode()), queue=unique_queue) for i in range(5)]
     async with worker(redis_target, unique_queue):
         with anyio.fail_after(10):

@@ -27,9 +27,11 @@ from asynq_aio import (
     Task,
     TaskInfo,
 )
-from asynq_aio.connection import RedisConnOpt
-from asynq_aio.inspector import Inspector, SchedulerEntryInfo
-from asynq_aio.options import EnqueueOptions, prepare
+from asynq_aio._connection import RedisConnOpt
+from asynq_aio._inspector import Inspector, SchedulerEntryInfo
+from asynq_aio._options import EnqueueOptions, prepare
+from asynq_aio._scheduler import CronEntry, Fire, Scheduler, claim_ttl
+from asynq_aio._transport import Op, Transport
 from asynq_aio.protocol.asynq_pb2 import SchedulerEnqueueEvent, SchedulerEntry
 from asynq_aio.protocol.codec import decode_task_message
 from asynq_aio.protocol.keys import (
@@ -40,8 +42,6 @@ from asynq_aio.protocol.keys import (
     scheduler_history_key,
 )
 from asynq_aio.protocol.scheduler_store import SETTLED_BY_OTHER, SchedulerStore, go_duration, option_strings
-from asynq_aio.scheduler import CronEntry, Fire, Scheduler, claim_ttl
-from asynq_aio.transport import Op, Transport
 
 GO_ZERO_TIME = -62135596800  # Go's time.Time{} as a protobuf Timestamp: "never" for prev_enqueue_time
 
@@ -467,7 +467,7 @@ _KILLED_SCHEDULER = """
 import os, signal, sys
 import anyio
 from asynq_aio import RedisClusterClientOpt, Task, parse_redis_url
-from asynq_aio.scheduler import Scheduler
+from asynq_aio._scheduler import Scheduler
 
 kind, where, queue = sys.argv[1:4]
 opt = parse_redis_url(where) if kind == "single" else RedisClusterClientOpt(addrs=where.split(","))

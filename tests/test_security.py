@@ -37,10 +37,10 @@ from asynq_aio import (
     TLSOptions,
     parse_redis_url,
 )
-from asynq_aio.connection import RedisConnOpt
-from asynq_aio.devcluster import DevCluster, DevClusterTLS, find_free_port_base, find_redis_server
-from asynq_aio.errors import RedisAuthError, RedisUnavailableError
-from asynq_aio.transport import RetryPolicy
+from asynq_aio._connection import RedisConnOpt
+from asynq_aio._devcluster import DevCluster, DevClusterTLS, find_free_port_base, find_redis_server
+from asynq_aio._errors import RedisAuthError, RedisUnavailableError
+from asynq_aio._transport import RetryPolicy
 
 pytestmark = pytest.mark.anyio
 

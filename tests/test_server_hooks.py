@@ -9,7 +9,7 @@ import pytest
 from conftest import RedisTarget
 
 from asynq_aio import Client, Config, RedisClusterClientOpt, ServeMux, Server, Task, parse_redis_url
-from asynq_aio.connection import RedisConnOpt
+from asynq_aio._connection import RedisConnOpt
 from asynq_aio.protocol.keys import queue_keys
 
 pytestmark = pytest.mark.anyio

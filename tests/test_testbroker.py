@@ -18,13 +18,13 @@ from conftest import RedisTarget
 from testbroker import FakeClock, MemoryBroker, TaskHash, make_message
 from workerproc import RawRedis, conn_opt
 
-from asynq_aio.errors import MalformedTaskError
+from asynq_aio._errors import MalformedTaskError
+from asynq_aio._transport import Op, Transport
 from asynq_aio.protocol.broker import PAUSED, Broker, EnqueueRequest, MalformedRecord, Paused
 from asynq_aio.protocol.codec import TaskMessage, decode_task_message
 from asynq_aio.protocol.keys import queue_keys
 from asynq_aio.protocol.replies import hash_fields, score_pairs, text
 from asynq_aio.server.storage import WorkerBroker
-from asynq_aio.transport import Op, Transport
 
 pytestmark = pytest.mark.anyio
 

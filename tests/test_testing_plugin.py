@@ -48,7 +48,7 @@ import anyio
 import pytest
 
 from asynq_aio import Config, RevokeTask, ServeMux, SkipRetry, Task, current_task
-from asynq_aio.connection import RedisConnOpt
+from asynq_aio._connection import RedisConnOpt
 from asynq_aio.testing import OutcomeStatus, WorkerFactory
 
 pytestmark = pytest.mark.anyio

@@ -16,10 +16,10 @@ import redis
 from conftest import RunningCluster
 
 from asynq_aio import Inspector, RedisClusterClientOpt
+from asynq_aio._transport import Transport
 from asynq_aio.protocol.admin import Admin
 from asynq_aio.protocol.keys import queue_keys
 from asynq_aio.protocol.topology import Shard, ShardNode, parse_cluster_shards, parse_info, shard_for_slot
-from asynq_aio.transport import Transport
 
 _M = ShardNode(node_id="aaa", host="127.0.0.1", port=7000, role="master", health="online")
 _R = ShardNode(node_id="bbb", host="127.0.0.1", port=7003, role="replica", health="loading")

@@ -29,9 +29,9 @@ from asynq_aio import (
     current_task,
     parse_redis_url,
 )
-from asynq_aio.client import OutgoingTask
-from asynq_aio.connection import RedisConnOpt
-from asynq_aio.errors import TaskIDConflictError
+from asynq_aio._client import OutgoingTask
+from asynq_aio._connection import RedisConnOpt
+from asynq_aio._errors import TaskIDConflictError
 from asynq_aio.tracing import TracingEnqueueHook, TracingMiddleware
 
 pytestmark = pytest.mark.anyio

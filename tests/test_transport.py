@@ -11,9 +11,9 @@ from redis import exceptions as rx
 from redis.asyncio.cluster import RedisCluster
 
 from asynq_aio import Client, RedisClusterClientOpt, RetryPolicy, Task, parse_redis_url
-from asynq_aio.connection import RedisConnOpt
+from asynq_aio._connection import RedisConnOpt
+from asynq_aio._transport import LuaScript, Op, Transport, is_transient
 from asynq_aio.protocol.keys import queue_keys
-from asynq_aio.transport import LuaScript, Op, Transport, is_transient
 
 pytestmark = pytest.mark.anyio
 

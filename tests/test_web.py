@@ -32,10 +32,10 @@ from asynq_aio import (
     TaskNotFoundError,
     TaskState,
 )
+from asynq_aio._devcluster import find_free_port_base
+from asynq_aio._inspection import DailyStats
 from asynq_aio.cli.app import app as cli
 from asynq_aio.cli.web import is_loopback
-from asynq_aio.devcluster import find_free_port_base
-from asynq_aio.inspection import DailyStats
 from asynq_aio.web import create_app, present
 from asynq_aio.web.chart import daily_totals, history_svg
 

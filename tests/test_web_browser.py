@@ -41,8 +41,8 @@ from asynq_aio import (
     TaskState,
     parse_redis_url,
 )
-from asynq_aio.connection import RedisConnOpt
-from asynq_aio.devcluster import find_free_port_base
+from asynq_aio._connection import RedisConnOpt
+from asynq_aio._devcluster import find_free_port_base
 from asynq_aio.web import create_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]

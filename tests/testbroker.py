@@ -31,7 +31,8 @@ from typing import Any
 
 import anyio
 
-from asynq_aio.errors import MalformedTaskError, RedisUnavailableError, TaskIDConflictError
+from asynq_aio._errors import MalformedTaskError, RedisUnavailableError, TaskIDConflictError
+from asynq_aio._transport import EncodableArg, Op
 from asynq_aio.protocol.archive import ARCHIVE_MAX, ARCHIVE_TTL
 from asynq_aio.protocol.broker import (
     MALFORMED_TYPE,
@@ -53,7 +54,6 @@ from asynq_aio.protocol.codec import (
 )
 from asynq_aio.protocol.keys import queue_keys, server_info_key
 from asynq_aio.server.storage import WorkerBroker
-from asynq_aio.transport import EncodableArg, Op
 
 __all__ = [
     "Applied",

@@ -31,7 +31,7 @@ from asynq_aio import (
     current_task,
     parse_redis_url,
 )
-from asynq_aio.connection import RedisConnOpt
+from asynq_aio._connection import RedisConnOpt
 
 __all__ = ["RawRedis", "conn_opt", "done_key", "runs_key", "started_key", "wait_until"]
 

@@ -18,8 +18,8 @@ import anyio
 import typer
 from redis import exceptions as rx
 
-from asynq_aio.connection import RedisClusterClientOpt, RedisConnOpt, parse_redis_url
-from asynq_aio.errors import AsynqError
+from asynq_aio._connection import RedisClusterClientOpt, RedisConnOpt, parse_redis_url
+from asynq_aio._errors import AsynqError
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -15,9 +15,9 @@ from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
+from asynq_aio._inspector import Inspector, QueueInfo, ServerInfo
 from asynq_aio.cli.common import ConnectionFlags, clean_errors, connection_flags
 from asynq_aio.cli.render import console, error_rate, fmt_duration, table, with_inspector
-from asynq_aio.inspector import Inspector, QueueInfo, ServerInfo
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 ``dev cluster up`` needs only ``redis-server`` on PATH (no Docker, no ``redis-cli``), so a
 contributor can run the cluster tests and examples on a bare machine. The commands are thin: all
-process and cluster handling lives in ``asynq_aio.devcluster``, which the test fixtures share.
+process and cluster handling lives in ``asynq_aio._devcluster``, which the test fixtures share.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from asynq_aio.devcluster import DevCluster, DevClusterError, NodeStatus, RedisServerNotFound
+from asynq_aio._devcluster import DevCluster, DevClusterError, NodeStatus, RedisServerNotFound
 
 dev_app = typer.Typer(help="Local development helpers.", no_args_is_help=True)
 cluster_app = typer.Typer(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
+from asynq_aio._inspector import GroupInfo, Inspector
 from asynq_aio.cli.common import ConnectionFlags, clean_errors, connection_flags
 from asynq_aio.cli.render import JsonOption, QueueArgument, console, echo_json, table, with_inspector
-from asynq_aio.inspector import GroupInfo, Inspector
 
 group_app = typer.Typer(help="Inspect groups of tasks waiting for aggregation.", no_args_is_help=True)
 

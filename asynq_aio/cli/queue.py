@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from asynq_aio._inspector import Inspector, QueueInfo, QueueLocation
 from asynq_aio.cli.common import ConnectionFlags, clean_errors, connection_flags, fail
 from asynq_aio.cli.render import (
     CLI_RETRY,
@@ -23,7 +24,6 @@ from asynq_aio.cli.render import (
     table,
     with_inspector,
 )
-from asynq_aio.inspector import Inspector, QueueInfo, QueueLocation
 
 __all__ = ["CLI_RETRY", "queue_app"]
 

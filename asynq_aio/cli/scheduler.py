@@ -2,7 +2,7 @@
 provider function.
 
 The attribute is an :class:`~asynq_aio.App` (its schedule), a :class:`~asynq_aio.Schedule`, any
-sequence of :class:`~asynq_aio.periodic.PeriodicTaskConfig`, or a plain or async function returning
+sequence of :class:`~asynq_aio._periodic.PeriodicTaskConfig`, or a plain or async function returning
 one (re-read every ``--sync-interval`` seconds, so entries can change without a restart).
 Run it on two hosts for availability: each fire is still enqueued once.
 """
@@ -16,7 +16,9 @@ from typing import Annotated, Any
 
 import typer
 
-from asynq_aio.application import App
+from asynq_aio._application import App
+from asynq_aio._periodic import ConfigProvider, PeriodicTaskConfig, PeriodicTaskManager, Schedule
+from asynq_aio._scheduler import CronEntry, Scheduler
 from asynq_aio.cli.common import (
     ConnectionFlags,
     clean_errors,
@@ -26,8 +28,6 @@ from asynq_aio.cli.common import (
     run_async,
 )
 from asynq_aio.logfmt import configure_logging
-from asynq_aio.periodic import ConfigProvider, PeriodicTaskConfig, PeriodicTaskManager, Schedule
-from asynq_aio.scheduler import CronEntry, Scheduler
 
 __all__ = ["scheduler"]
 

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from asynq_aio._inspector import Inspector, SchedulerEntryInfo, ServerInfo
 from asynq_aio.cli.common import ConnectionFlags, clean_errors, connection_flags
 from asynq_aio.cli.render import (
     JsonOption,
@@ -22,7 +23,6 @@ from asynq_aio.cli.render import (
     table,
     with_inspector,
 )
-from asynq_aio.inspector import Inspector, SchedulerEntryInfo, ServerInfo
 
 server_app = typer.Typer(help="Inspect running servers.", no_args_is_help=True)
 cron_app = typer.Typer(help="Inspect periodic tasks (scheduler entries).", no_args_is_help=True)

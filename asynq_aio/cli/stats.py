@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from asynq_aio._inspector import Inspector, QueueInfo, RedisNodeInfo
 from asynq_aio.cli.common import ConnectionFlags, clean_errors, connection_flags
 from asynq_aio.cli.render import (
     STATE_COLUMNS,
@@ -20,7 +21,6 @@ from asynq_aio.cli.render import (
     table,
     with_inspector,
 )
-from asynq_aio.inspector import Inspector, QueueInfo, RedisNodeInfo
 
 
 @dataclass(frozen=True, slots=True)

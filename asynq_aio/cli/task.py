@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from asynq_aio._inspector import Inspector
+from asynq_aio._task import TaskInfo, TaskState
 from asynq_aio.cli.common import ConnectionFlags, clean_errors, connection_flags
 from asynq_aio.cli.render import (
     JsonOption,
@@ -22,8 +24,6 @@ from asynq_aio.cli.render import (
     table,
     with_inspector,
 )
-from asynq_aio.inspector import Inspector
-from asynq_aio.task import TaskInfo, TaskState
 
 task_app = typer.Typer(help="Inspect and manage tasks.", no_args_is_help=True)
 

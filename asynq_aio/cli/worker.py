@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from asynq_aio.application import App
+from asynq_aio._application import App
+from asynq_aio._mux import ServeMux
 from asynq_aio.cli.common import (
     ConnectionFlags,
     clean_errors,
@@ -19,7 +20,6 @@ from asynq_aio.cli.common import (
 )
 from asynq_aio.cli.reload import supervise, watched_dirs
 from asynq_aio.logfmt import configure_logging
-from asynq_aio.mux import ServeMux
 from asynq_aio.server.config import Config
 
 CLI_CONCURRENCY = 10  # a bare mux's concurrency under the CLI (Config's own default is the CPU count)

@@ -31,16 +31,16 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess without fastapi
     raise ImportError("asynq_aio.contrib.fastapi needs FastAPI: pip install 'asynq-aio[fastapi]'") from exc
 
-from asynq_aio.application import App
-from asynq_aio.client import Client
-from asynq_aio.connection import RedisConnOpt, parse_redis_url
-from asynq_aio.default_client import use_client
-from asynq_aio.inspector import Inspector
-from asynq_aio.mux import ServeMux
+from asynq_aio._application import App
+from asynq_aio._client import Client
+from asynq_aio._connection import RedisConnOpt, parse_redis_url
+from asynq_aio._default_client import use_client
+from asynq_aio._inspector import Inspector
+from asynq_aio._mux import ServeMux
+from asynq_aio._transport import RetryPolicy
+from asynq_aio._types import Handler
 from asynq_aio.server.config import Config
 from asynq_aio.server.server import Server
-from asynq_aio.transport import RetryPolicy
-from asynq_aio.types import Handler
 
 __all__ = [
     "STATE_KEY",

@@ -23,10 +23,10 @@ import anyio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
-from asynq_aio.connection import RedisConnOpt
-from asynq_aio.errors import QueueNotFoundError
-from asynq_aio.inspector import Inspector, QueueInfo
-from asynq_aio.transport import RedisClient, RetryPolicy
+from asynq_aio._connection import RedisConnOpt
+from asynq_aio._errors import QueueNotFoundError
+from asynq_aio._inspector import Inspector, QueueInfo
+from asynq_aio._transport import RedisClient, RetryPolicy
 
 log = logging.getLogger("asynq_aio.metrics")
 

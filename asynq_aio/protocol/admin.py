@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from google.protobuf.message import DecodeError
 
-from asynq_aio.errors import (
+from asynq_aio._errors import (
     AsynqError,
     FailedPreconditionError,
     InvalidQueueName,
@@ -25,7 +25,7 @@ from asynq_aio.errors import (
     QueueNotFoundError,
     TaskNotFoundError,
 )
-from asynq_aio.inspection import (
+from asynq_aio._inspection import (
     DailyStats,
     GroupInfo,
     QueueInfo,
@@ -34,6 +34,8 @@ from asynq_aio.inspection import (
     SchedulerEntryInfo,
     ServerInfo,
 )
+from asynq_aio._task import TaskInfo, TaskState
+from asynq_aio._transport import EncodableArg, Op, Transport
 from asynq_aio.protocol import admin_scripts as scripts
 from asynq_aio.protocol.archive import trim_archive
 from asynq_aio.protocol.asynq_pb2 import SchedulerEnqueueEvent
@@ -57,8 +59,6 @@ from asynq_aio.protocol.keys import (
 from asynq_aio.protocol.replies import NamedBatch, hash_fields, score_pairs, score_pairs_raw, text
 from asynq_aio.protocol.scheduler_store import decode_entry
 from asynq_aio.protocol.topology import Shard, parse_cluster_shards, parse_info
-from asynq_aio.task import TaskInfo, TaskState
-from asynq_aio.transport import EncodableArg, Op, Transport
 
 BATCH = 100  # most task IDs one admin script call handles
 MEMORY_SAMPLE = 20  # task hashes sampled for the memory estimate of a queue

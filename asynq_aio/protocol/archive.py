@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from asynq_aio._transport import Transport
 from asynq_aio.protocol import admin_scripts as scripts
 from asynq_aio.protocol.keys import QueueKeys
 from asynq_aio.protocol.replies import score_pairs
-from asynq_aio.transport import Transport
 
 ARCHIVE_MAX = 10_000  # Asynq keeps the newest 10,000 archived tasks ...
 ARCHIVE_TTL = timedelta(days=90)  # ... of the last 90 days

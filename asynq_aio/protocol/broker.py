@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from asynq_aio.errors import DuplicateTaskError, MalformedTaskError, TaskIDConflictError
+from asynq_aio._errors import DuplicateTaskError, MalformedTaskError, TaskIDConflictError
+from asynq_aio._transport import EncodableArg, Op, Transport
 from asynq_aio.protocol import scripts
 from asynq_aio.protocol.archive import trim_archive
 from asynq_aio.protocol.codec import (
@@ -36,7 +37,6 @@ from asynq_aio.protocol.keys import (
     workers_key,
 )
 from asynq_aio.protocol.replies import hash_fields, score_pairs, text
-from asynq_aio.transport import EncodableArg, Op, Transport
 
 STATS_TTL = timedelta(days=90)
 # Most tasks one enqueue.lua call stores: Redis runs nothing else while a script runs. A task

@@ -14,7 +14,8 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from asynq_aio.errors import MalformedTaskError
+from asynq_aio._errors import MalformedTaskError
+from asynq_aio._task import TaskInfo, TaskState
 from asynq_aio.protocol.asynq_pb2 import (
     SchedulerEnqueueEvent,
     SchedulerEntry,
@@ -22,7 +23,6 @@ from asynq_aio.protocol.asynq_pb2 import (
     TaskMessage,
     WorkerInfo,
 )
-from asynq_aio.task import TaskInfo, TaskState
 
 __all__ = [
     "SchedulerEnqueueEvent",

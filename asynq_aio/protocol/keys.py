@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from redis.crc import key_slot
 
-from asynq_aio.errors import InvalidQueueName
+from asynq_aio._errors import InvalidQueueName
 
 PREFIX = "asynq:"
 

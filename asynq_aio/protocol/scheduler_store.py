@@ -25,7 +25,8 @@ from datetime import UTC, datetime, timedelta
 
 from google.protobuf.message import DecodeError
 
-from asynq_aio.errors import MalformedTaskError
+from asynq_aio._errors import MalformedTaskError
+from asynq_aio._transport import LuaScript, Op, Transport
 from asynq_aio.protocol import scripts
 from asynq_aio.protocol.asynq_pb2 import SchedulerEnqueueEvent, SchedulerEntry
 from asynq_aio.protocol.codec import from_timestamp, to_timestamp
@@ -36,7 +37,6 @@ from asynq_aio.protocol.keys import (
     scheduler_history_key,
 )
 from asynq_aio.protocol.replies import text
-from asynq_aio.transport import LuaScript, Op, Transport
 
 __all__ = [
     "HISTORY_LIMIT",

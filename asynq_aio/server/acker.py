@@ -18,10 +18,10 @@ from typing import Any
 
 import anyio
 
-from asynq_aio.coalescer import Coalescer
+from asynq_aio._coalescer import Coalescer
+from asynq_aio._transport import Op
 from asynq_aio.protocol.codec import TaskMessage
 from asynq_aio.server.storage import WorkerBroker
-from asynq_aio.transport import Op
 
 log = logging.getLogger("asynq_aio.server")
 

@@ -15,11 +15,11 @@ from collections.abc import Collection
 
 import anyio
 
-from asynq_aio.options import EnqueueOptions, prepare
+from asynq_aio._options import EnqueueOptions, prepare
+from asynq_aio._task import Task
 from asynq_aio.protocol.codec import TaskMessage
 from asynq_aio.protocol.groups import SET_TIMEOUT, AggregationSet, GroupPolicy, GroupStore
 from asynq_aio.server.config import Config, GroupAggregator
-from asynq_aio.task import Task
 
 log = logging.getLogger("asynq_aio.server")
 

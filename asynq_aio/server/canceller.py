@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from asynq_aio._transport import Transport
 from asynq_aio.protocol.keys import CANCEL_CHANNEL
 from asynq_aio.server.active import ActiveTasks
-from asynq_aio.transport import Transport
 
 log = logging.getLogger("asynq_aio.server")
 

@@ -9,11 +9,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from asynq_aio.client import DEFAULT_MAX_PAYLOAD
+from asynq_aio._client import DEFAULT_MAX_PAYLOAD
+from asynq_aio._task import Task
 from asynq_aio.protocol.keys import validate_queue_name
 from asynq_aio.server.limits import FlowLimit
 from asynq_aio.server.served import is_pattern, validate_pattern
-from asynq_aio.task import Task
 
 RetryDelayFunc = Callable[[int, BaseException, Task], float]
 IsFailureFunc = Callable[[BaseException], bool]

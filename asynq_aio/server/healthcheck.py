@@ -8,8 +8,8 @@ import logging
 
 import anyio
 
+from asynq_aio._transport import Transport
 from asynq_aio.server.config import HealthCheckFunc
-from asynq_aio.transport import Transport
 
 log = logging.getLogger("asynq_aio.server")
 

@@ -15,18 +15,21 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from asynq_aio.context import TaskContext, set_current
-from asynq_aio.errors import (
+from asynq_aio._context import TaskContext, set_current
+from asynq_aio._errors import (
     MalformedTaskError,
     PayloadTooLargeError,
     PayloadValidationError,
     RevokeTask,
     SkipRetry,
 )
+from asynq_aio._results import encode_result
+from asynq_aio._task import Task
+from asynq_aio._transport import Op
+from asynq_aio._types import Handler
 from asynq_aio.logfmt import context_fields, task_fields
 from asynq_aio.protocol.broker import PAUSED, Dequeued, Limited, LimitRule, MalformedRecord, Paused
 from asynq_aio.protocol.codec import TaskMessage, decode_fetched_message, exact_deadline, exact_timeout
-from asynq_aio.results import encode_result
 from asynq_aio.server.acker import Acker
 from asynq_aio.server.active import ActiveTask, ActiveTasks
 from asynq_aio.server.config import Config
@@ -36,9 +39,6 @@ from asynq_aio.server.queues import QueueSelector
 from asynq_aio.server.readiness import QueueReadiness
 from asynq_aio.server.served import ServedQueues
 from asynq_aio.server.storage import WorkerBroker
-from asynq_aio.task import Task
-from asynq_aio.transport import Op
-from asynq_aio.types import Handler
 
 log = logging.getLogger("asynq_aio.server")
 
@@ -503,7 +503,7 @@ def _deadline_of(msg: TaskMessage, now: float) -> float:
 
 
 def _cancel_error(entry: ActiveTask, msg: TaskMessage) -> BaseException:
-    from asynq_aio.errors import TaskCanceledError, TaskTimeoutError
+    from asynq_aio._errors import TaskCanceledError, TaskTimeoutError
 
     if entry.cancel_reason == "cancel":
         return TaskCanceledError("task was cancelled")

@@ -14,10 +14,10 @@ from collections.abc import Callable, Collection
 
 import anyio
 
+from asynq_aio._task import Task
 from asynq_aio.protocol.broker import SWEPT_STATES, MalformedRecord
 from asynq_aio.server.fanout import each_queue
 from asynq_aio.server.storage import WorkerBroker
-from asynq_aio.task import Task
 
 log = logging.getLogger("asynq_aio.server")
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from asynq_aio.errors import InvalidQueueName
+from asynq_aio._errors import InvalidQueueName
 from asynq_aio.protocol.keys import validate_queue_name
 from asynq_aio.server.storage import WorkerBroker
 

@@ -11,8 +11,10 @@ from functools import partial
 
 import anyio
 
-from asynq_aio.connection import RedisConnOpt
-from asynq_aio.mux import ServeMux, as_handler
+from asynq_aio._connection import RedisConnOpt
+from asynq_aio._mux import ServeMux, as_handler
+from asynq_aio._transport import RedisClient, RetryPolicy, Transport
+from asynq_aio._types import Handler
 from asynq_aio.protocol.broker import Broker
 from asynq_aio.protocol.groups import GroupStore
 from asynq_aio.server.acker import Acker
@@ -27,8 +29,6 @@ from asynq_aio.server.janitor import janitor_loop
 from asynq_aio.server.processor import Processor
 from asynq_aio.server.recoverer import recover_loop
 from asynq_aio.server.served import ServedQueues
-from asynq_aio.transport import RedisClient, RetryPolicy, Transport
-from asynq_aio.types import Handler
 
 log = logging.getLogger("asynq_aio.server")
 

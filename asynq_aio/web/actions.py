@@ -14,9 +14,9 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import Response
 
-from asynq_aio.errors import FailedPreconditionError, TaskNotFoundError
-from asynq_aio.inspector import Inspector
-from asynq_aio.task import TaskState
+from asynq_aio._errors import FailedPreconditionError, TaskNotFoundError
+from asynq_aio._inspector import Inspector
+from asynq_aio._task import TaskState
 from asynq_aio.web.context import BadRequest, Dashboard, link
 from asynq_aio.web.guard import Refused, check_post
 from asynq_aio.web.pages import ACTIONS, MAX_PARAM, MAX_SIZE

@@ -13,16 +13,16 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from asynq_aio.connection import RedisConnOpt
-from asynq_aio.errors import (
+from asynq_aio._connection import RedisConnOpt
+from asynq_aio._errors import (
     FailedPreconditionError,
     InvalidQueueName,
     QueueNotFoundError,
     RedisUnavailableError,
     TaskNotFoundError,
 )
-from asynq_aio.inspector import Inspector
-from asynq_aio.transport import RedisClient
+from asynq_aio._inspector import Inspector
+from asynq_aio._transport import RedisClient
 from asynq_aio.web import actions, pages
 from asynq_aio.web.context import BadRequest, Dashboard, link
 from asynq_aio.web.guard import Refused

@@ -12,7 +12,7 @@ from datetime import date
 
 from markupsafe import Markup, escape
 
-from asynq_aio.inspection import DailyStats
+from asynq_aio._inspection import DailyStats
 
 __all__ = ["daily_totals", "history_svg"]
 

@@ -14,9 +14,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from asynq_aio.errors import FailedPreconditionError, TaskNotFoundError
-from asynq_aio.inspection import QueueInfo
-from asynq_aio.task import TaskInfo, TaskState
+from asynq_aio._errors import FailedPreconditionError, TaskNotFoundError
+from asynq_aio._inspection import QueueInfo
+from asynq_aio._task import TaskInfo, TaskState
 from asynq_aio.web import present
 from asynq_aio.web.chart import daily_totals, history_svg
 from asynq_aio.web.context import SECURITY_HEADERS, BadRequest, Dashboard, link

@@ -24,12 +24,12 @@ from asynq_aio import (
     Config,
     FailedPreconditionError,
     RedisClusterClientOpt,
+    RedisConnOpt,
     Task,
     TaskFailedError,
     TaskNotFoundError,
     parse_redis_url,
 )
-from asynq_aio.connection import RedisConnOpt
 from asynq_aio.contrib.fastapi import Asynq, AsynqClient, AsynqInspector
 from examples.fastapi_app.tasks import WELCOME, WelcomeEmail, mux
 

@@ -33,8 +33,8 @@ from redis.crc import key_slot
 from workerproc import wait_until
 
 from asynq_aio import Client, Config, RetryPolicy, ServeMux, Server, Task, current_task
-from asynq_aio.connection import RedisConnOpt
-from asynq_aio.devcluster import DevCluster, find_free_port_base, find_redis_server
+from asynq_aio._connection import RedisConnOpt
+from asynq_aio._devcluster import DevCluster, find_free_port_base, find_redis_server
 from asynq_aio.protocol.keys import queue_keys
 
 __all__ = [

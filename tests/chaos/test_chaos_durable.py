@@ -17,8 +17,8 @@ from harness import JOB_TYPE, master_port, own_cluster
 from test_chaos_redis_faults import wait_new_master
 
 from asynq_aio import Client, RedisClusterClientOpt, RetryPolicy, Task, TaskInfo
-from asynq_aio.client import Durability
-from asynq_aio.errors import NotDurableError
+from asynq_aio._client import Durability
+from asynq_aio._errors import NotDurableError
 from asynq_aio.protocol.keys import queue_keys
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]

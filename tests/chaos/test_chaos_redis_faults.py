@@ -26,7 +26,7 @@ from test_resharding import migrate_slot
 from workerproc import wait_until
 
 from asynq_aio import RedisClusterClientOpt, parse_redis_url
-from asynq_aio.devcluster import DevCluster
+from asynq_aio._devcluster import DevCluster
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

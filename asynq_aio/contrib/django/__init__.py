@@ -54,15 +54,15 @@ except ImportError as exc:  # pragma: no cover - exercised where Django is missi
         "asynq_aio.contrib.django needs Django 6 (Python >= 3.12): pip install 'asynq-aio[django]'"
     ) from exc
 
-from asynq_aio.application import App
-from asynq_aio.connection import RedisConnOpt, parse_redis_url
-from asynq_aio.context import current_task
-from asynq_aio.errors import AsynqError, QueueNotFoundError, SkipRetry, TaskNotFoundError
-from asynq_aio.inspector import Inspector
-from asynq_aio.mux import ServeMux
+from asynq_aio._application import App
+from asynq_aio._connection import RedisConnOpt, parse_redis_url
+from asynq_aio._context import current_task
+from asynq_aio._errors import AsynqError, QueueNotFoundError, SkipRetry, TaskNotFoundError
+from asynq_aio._inspector import Inspector
+from asynq_aio._mux import ServeMux
+from asynq_aio._task import Task, TaskInfo, TaskState
 from asynq_aio.server.config import Config
 from asynq_aio.sync import Client as SyncClient
-from asynq_aio.task import Task, TaskInfo, TaskState
 
 __all__ = [
     "TASK_TYPE_PREFIX",

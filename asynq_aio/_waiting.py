@@ -13,11 +13,11 @@ import contextlib
 import logging
 import time
 
-from asynq_aio.errors import TaskFailedError, TaskNotFoundError
+from asynq_aio._errors import TaskFailedError, TaskNotFoundError
+from asynq_aio._transport import Transport
 from asynq_aio.protocol.broker import Broker
 from asynq_aio.protocol.codec import decode_task_message
 from asynq_aio.protocol.keys import DONE_CHANNEL, queue_keys
-from asynq_aio.transport import Transport
 
 log = logging.getLogger("asynq_aio.client")
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Literal
 
+from asynq_aio._task import TaskState
 from asynq_aio.protocol.codec import WorkerRecord
-from asynq_aio.task import TaskState
 
 __all__ = [
     "CancelOutcome",

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from asynq_aio.errors import AsynqError
+from asynq_aio._errors import AsynqError
 
 
 @dataclass(slots=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asynq_aio.task import Task
+from asynq_aio._task import Task
 
 Handler = Callable[[Task], Awaitable[Any]]
 Middleware = Callable[[Handler], Handler]

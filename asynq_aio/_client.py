@@ -12,15 +12,15 @@ from datetime import datetime
 from types import TracebackType
 from typing import Self
 
-from asynq_aio.coalescer import Coalescer
-from asynq_aio.connection import RedisConnOpt
-from asynq_aio.errors import InvalidTaskError, NotDurableError
-from asynq_aio.inspector import CancelOutcome, Inspector
-from asynq_aio.options import Duration, EnqueueOptions, prepare
+from asynq_aio._coalescer import Coalescer
+from asynq_aio._connection import RedisConnOpt
+from asynq_aio._errors import InvalidTaskError, NotDurableError
+from asynq_aio._inspector import CancelOutcome, Inspector
+from asynq_aio._options import Duration, EnqueueOptions, prepare
+from asynq_aio._task import Task, TaskInfo
+from asynq_aio._transport import RedisClient, RetryPolicy, Transport
+from asynq_aio._waiting import ResultWaiter
 from asynq_aio.protocol.broker import Broker, EnqueueRequest
-from asynq_aio.task import Task, TaskInfo
-from asynq_aio.transport import RedisClient, RetryPolicy, Transport
-from asynq_aio.waiting import ResultWaiter
 
 log = logging.getLogger("asynq_aio.client")
 

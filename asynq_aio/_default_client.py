@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from asynq_aio.errors import AsynqError
+from asynq_aio._errors import AsynqError
 
 if TYPE_CHECKING:
-    from asynq_aio.client import Client
+    from asynq_aio._client import Client
 
 _stack: list[Client] = []
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Self
 
-from asynq_aio.connection import RedisConnOpt
-from asynq_aio.errors import FailedPreconditionError, TaskNotFoundError
-from asynq_aio.inspection import (
+from asynq_aio._connection import RedisConnOpt
+from asynq_aio._errors import FailedPreconditionError, TaskNotFoundError
+from asynq_aio._inspection import (
     CancelOutcome,
     ClusterNodeRef,
     DailyStats,
@@ -26,13 +26,13 @@ from asynq_aio.inspection import (
     SchedulerEntryInfo,
     ServerInfo,
 )
+from asynq_aio._task import PayloadLike, TaskInfo, TaskState, encode_payload
+from asynq_aio._transport import RedisClient, RetryPolicy, Transport
 from asynq_aio.protocol.admin import Action, Admin
 from asynq_aio.protocol.broker import Broker
 from asynq_aio.protocol.codec import WorkerRecord
 from asynq_aio.protocol.keys import queue_keys
 from asynq_aio.protocol.topology import shard_for_slot
-from asynq_aio.task import PayloadLike, TaskInfo, TaskState, encode_payload
-from asynq_aio.transport import RedisClient, RetryPolicy, Transport
 
 __all__ = [
     "CancelOutcome",

@@ -23,18 +23,18 @@ from redis import exceptions as rx
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from asynq_aio.connection import RedisConnOpt
-from asynq_aio.errors import ClusterNotReadyError, RedisAuthError, RedisUnavailableError
-from asynq_aio.redis_clients import RedisClient, build_client, describe_client
-from asynq_aio.redis_direct import send_batch
-from asynq_aio.redis_errors import (
+from asynq_aio._connection import RedisConnOpt
+from asynq_aio._errors import ClusterNotReadyError, RedisAuthError, RedisUnavailableError
+from asynq_aio._redis_clients import RedisClient, build_client, describe_client
+from asynq_aio._redis_direct import send_batch
+from asynq_aio._redis_errors import (
     auth_failure,
     cluster_node_error,
     cluster_not_ok,
     config_mistake,
     is_transient,
 )
-from asynq_aio.redis_ops import EncodableArg, LuaScript, Op
+from asynq_aio._redis_ops import EncodableArg, LuaScript, Op
 
 __all__ = [
     "EncodableArg",

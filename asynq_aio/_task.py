@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, field_serializer
 
-from asynq_aio.errors import InvalidTaskError
+from asynq_aio._errors import InvalidTaskError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 

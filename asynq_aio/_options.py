@@ -10,7 +10,8 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
-from asynq_aio.errors import InvalidTaskError, PayloadTooLargeError
+from asynq_aio._errors import InvalidTaskError, PayloadTooLargeError
+from asynq_aio._task import Task, TaskInfo, TaskState
 from asynq_aio.protocol.broker import EnqueueRequest
 from asynq_aio.protocol.codec import (
     DEADLINE_MS_HEADER,
@@ -20,7 +21,6 @@ from asynq_aio.protocol.codec import (
     task_info,
 )
 from asynq_aio.protocol.keys import queue_keys, validate_queue_name
-from asynq_aio.task import Task, TaskInfo, TaskState
 
 Duration = int | float | timedelta
 DEFAULT_QUEUE = "default"

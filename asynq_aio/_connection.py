@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from asynq_aio.errors import AsynqError
+from asynq_aio._errors import AsynqError
 
 
 class TLSOptions(BaseModel):
@@ -121,6 +121,7 @@ class RedisSentinelOpt(_CommonOpt):
 
 
 RedisConnOpt = RedisClientOpt | RedisClusterClientOpt | RedisSentinelOpt
+"""Any of the three ways to reach Redis: what Client, Server, Inspector and Scheduler take."""
 
 
 class InvalidRedisURL(AsynqError, ValueError):

@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 
-from asynq_aio.redis_ops import EncodableArg
+from asynq_aio._redis_ops import EncodableArg
 
 Command = tuple[EncodableArg, ...]
 

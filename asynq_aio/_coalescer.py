@@ -26,7 +26,7 @@ from typing import Generic, TypeVar
 
 import anyio
 
-from asynq_aio.errors import RedisUnavailableError
+from asynq_aio._errors import RedisUnavailableError
 
 I = TypeVar("I")  # noqa: E741 - an item
 R = TypeVar("R")

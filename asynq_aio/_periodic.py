@@ -20,10 +20,10 @@ from typing import Any, overload
 import anyio
 from pydantic import BaseModel
 
-from asynq_aio.options import Duration
-from asynq_aio.scheduler import CronEntry, EntryOptions, Scheduler, time_zone
-from asynq_aio.task import ModelT, Task
-from asynq_aio.typed import TaskDef
+from asynq_aio._options import Duration
+from asynq_aio._scheduler import CronEntry, EntryOptions, Scheduler, time_zone
+from asynq_aio._task import ModelT, Task
+from asynq_aio._typed import TaskDef
 
 __all__ = ["ConfigProvider", "PeriodicTaskConfig", "PeriodicTaskManager", "Schedule", "SyncResult"]
 

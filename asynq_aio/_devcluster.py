@@ -27,7 +27,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from asynq_aio.errors import AsynqError
+from asynq_aio._errors import AsynqError
 
 __all__ = [
     "CLUSTER_SLOTS",

@@ -13,7 +13,7 @@ from typing import Any, TypeVar, overload
 from pydantic import BaseModel, TypeAdapter
 from pydantic_core import PydanticSerializationError, to_json
 
-from asynq_aio.errors import AsynqError, SkipRetry
+from asynq_aio._errors import AsynqError, SkipRetry
 
 T = TypeVar("T")
 

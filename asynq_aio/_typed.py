@@ -30,14 +30,14 @@ from typing import Any, Generic, Unpack
 
 from pydantic import BaseModel, ValidationError
 
-from asynq_aio.client import Client
-from asynq_aio.default_client import default_client
-from asynq_aio.errors import InvalidTaskError, PayloadValidationError
-from asynq_aio.mux import ServeMux
-from asynq_aio.options import Duration, EnqueueOptions, TaskOptions
-from asynq_aio.results import decode_result
-from asynq_aio.task import ModelT, Task, TaskInfo
-from asynq_aio.types import Handler
+from asynq_aio._client import Client
+from asynq_aio._default_client import default_client
+from asynq_aio._errors import InvalidTaskError, PayloadValidationError
+from asynq_aio._mux import ServeMux
+from asynq_aio._options import Duration, EnqueueOptions, TaskOptions
+from asynq_aio._results import decode_result
+from asynq_aio._task import ModelT, Task, TaskInfo
+from asynq_aio._types import Handler
 
 __all__ = ["TaskDef", "TypedHandler"]
 

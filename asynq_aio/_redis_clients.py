@@ -17,7 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
-from asynq_aio.connection import (
+from asynq_aio._connection import (
     RedisClientOpt,
     RedisClusterClientOpt,
     RedisConnOpt,

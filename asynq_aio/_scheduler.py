@@ -31,11 +31,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import anyio
 from anyio.abc import TaskGroup
 
-from asynq_aio import cron
-from asynq_aio.client import DEFAULT_MAX_PAYLOAD
-from asynq_aio.connection import RedisConnOpt
-from asynq_aio.errors import DuplicateTaskError, TaskIDConflictError
-from asynq_aio.options import DEFAULT_QUEUE, Duration, EnqueueOptions, prepare
+from asynq_aio import _cron
+from asynq_aio._client import DEFAULT_MAX_PAYLOAD
+from asynq_aio._connection import RedisConnOpt
+from asynq_aio._errors import DuplicateTaskError, TaskIDConflictError
+from asynq_aio._options import DEFAULT_QUEUE, Duration, EnqueueOptions, prepare
+from asynq_aio._task import Task, TaskInfo
+from asynq_aio._transport import RedisClient, RetryPolicy, Transport
 from asynq_aio.protocol.broker import Broker
 from asynq_aio.protocol.scheduler_store import (
     SETTLED_BY_OTHER,
@@ -44,11 +46,9 @@ from asynq_aio.protocol.scheduler_store import (
     SchedulerStore,
     option_strings,
 )
-from asynq_aio.task import Task, TaskInfo
-from asynq_aio.transport import RedisClient, RetryPolicy, Transport
 
 if TYPE_CHECKING:  # periodic.py builds on this module
-    from asynq_aio.periodic import Schedule
+    from asynq_aio._periodic import Schedule
 
 __all__ = [
     "CronEntry",
@@ -121,7 +121,7 @@ class CronEntry:
 
     id: str
     spec: str
-    schedule: cron.Schedule
+    schedule: _cron.Schedule
     task: Task
     options: EntryOptions
 
@@ -133,12 +133,12 @@ class CronEntry:
         if not isinstance(task, Task):
             raise TypeError(f"expected a Task, got {type(task).__name__}")
         opts = options or EntryOptions()
-        schedule = cron.parse(spec, location)
+        schedule = _cron.parse(spec, location)
         opts.validate()
         return cls(entry_id(schedule, task, opts), spec, schedule, task, opts)
 
 
-def entry_id(schedule: cron.Schedule, task: Task, options: EntryOptions) -> str:
+def entry_id(schedule: _cron.Schedule, task: Task, options: EntryOptions) -> str:
     """uuid5 over everything that decides what an entry enqueues and when."""
     identity = [
         " ".join(schedule.spec.split()),

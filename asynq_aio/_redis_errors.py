@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from redis import exceptions as rx
 
-from asynq_aio.errors import RedisAuthError, RedisConfigError
+from asynq_aio._errors import RedisAuthError, RedisConfigError
 
 _TRANSIENT_REPLY_PREFIXES = ("LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "NOREPLICAS")
 

@@ -16,14 +16,14 @@ from typing import Any
 
 import anyio
 
-from asynq_aio.connection import RedisConnOpt
-from asynq_aio.mux import ServeMux
-from asynq_aio.periodic import Schedule
-from asynq_aio.scheduler import Scheduler
+from asynq_aio._connection import RedisConnOpt
+from asynq_aio._mux import ServeMux
+from asynq_aio._periodic import Schedule
+from asynq_aio._scheduler import Scheduler
+from asynq_aio._transport import RedisClient, RetryPolicy
+from asynq_aio._types import Handler
 from asynq_aio.server.config import Config
 from asynq_aio.server.server import Server
-from asynq_aio.transport import RedisClient, RetryPolicy
-from asynq_aio.types import Handler
 
 __all__ = ["App"]
 
