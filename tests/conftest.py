@@ -6,35 +6,27 @@ silently skipped every Redis test would prove nothing.
 
 from __future__ import annotations
 
-import atexit
-import shutil
-import subprocess
-import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from workerproc import RawRedis, conn_opt
 
 from asynq_aio import Client
-from asynq_aio._devcluster import DevCluster, find_free_port_base, find_redis_server
+from asynq_aio.testing import LocalCluster, _pings, local_redis
+
+# The project's own pytest plugin (also registered by its entry point; named the same, so it loads
+# once): its throwaway servers back the fixtures below.
+pytest_plugins = ["asynq_aio.testing"]
 
 _SYSTEM_REDIS = ("127.0.0.1", 6379)
 _TEST_DB = 15
 
 
-@dataclass(frozen=True)
-class RunningCluster:
-    """What ``redis_cluster`` yields: the seed addresses and the DevCluster for chaos helpers."""
-
-    addrs: list[str]
-    cluster: DevCluster
+#: What ``redis_cluster`` yields: the plugin's LocalCluster (seed addresses, and the DevCluster for
+#: the chaos helpers).
+RunningCluster = LocalCluster
 
 
 @dataclass(frozen=True)
@@ -52,87 +44,28 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_cluster() -> Iterator[RunningCluster]:
-    """A 6-node cluster (3 masters + 3 replicas) on free ports away from the 7000s of a dev cluster."""
-    find_redis_server()  # raises RedisServerNotFound with install hints: fail, never skip
-    base_dir = Path(tempfile.mkdtemp(prefix="asynq-aio-cluster-"))
-    base = find_free_port_base(6)
-    cluster = DevCluster(base_dir, ports=range(base, base + 6), appendonly=False)
-
-    def cleanup() -> None:
-        cluster.stop(remove_data=True)
-        shutil.rmtree(base_dir, ignore_errors=True)
-
-    # atexit covers an interpreter exit that skips fixture teardown (e.g. pytest -x on an
-    # internal error); stop() is idempotent, so running both is harmless.
-    atexit.register(cleanup)
-    try:
-        cluster.start()
-        yield RunningCluster(addrs=cluster.addrs, cluster=cluster)
-    finally:
-        cleanup()
-        atexit.unregister(cleanup)
-
-
-def _pings(host: str, port: int) -> bool:
-    # No retries: redis-py's default backoff would spend seconds on a refused connection.
-    client = redis.Redis(
-        host=host, port=port, socket_connect_timeout=0.5, socket_timeout=1.0, retry=Retry(NoBackoff(), 0)
-    )
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-    finally:
-        client.close()
+def redis_cluster(asynq_devcluster: LocalCluster) -> LocalCluster:
+    """A 6-node cluster (3 masters + 3 replicas) on free ports: the project's own pytest plugin's
+    ``asynq_devcluster`` (asynq_aio.testing), the one cluster the whole session shares. A missing
+    ``redis-server`` fails the session with install hints, never skips."""
+    return asynq_devcluster
 
 
 @pytest.fixture(scope="session")
 def single_redis_url() -> Iterator[str]:
-    """DB 15 of the Redis on 6379 if one answers, else of a throwaway redis-server on a free port.
+    """DB 15 of the Redis on 6379 if one answers, else of a throwaway redis-server on a free port
+    (the plugin's ``local_redis``).
 
     DB 15 is never flushed: several pytest sessions (a developer's and CI's, or parallel runs) may
     share it, and a flush would delete another session's tasks mid-test. Every test uses its own
     queue names instead.
     """
-    proc: subprocess.Popen[bytes] | None = None
-    data_dir: str | None = None
     if _pings(*_SYSTEM_REDIS):
         host, port = _SYSTEM_REDIS
-    else:
-        host, port = "127.0.0.1", find_free_port_base(1)
-        data_dir = tempfile.mkdtemp(prefix="asynq-aio-redis-")
-        proc = subprocess.Popen(
-            [find_redis_server(), "--port", str(port), "--bind", host, "--save", "", "--appendonly", "no"],
-            cwd=data_dir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    try:
-        if proc is not None:
-            _wait_ping(host, port, proc)
         yield f"redis://{host}:{port}/{_TEST_DB}"
-    finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if data_dir is not None:
-            shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def _wait_ping(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-
-    deadline = time.monotonic() + timeout
-    while not _pings(host, port):
-        if proc.poll() is not None:
-            raise RuntimeError(f"redis-server on port {port} exited with code {proc.returncode}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"redis-server on port {port} did not answer PING in {timeout:.0f}s")
-        time.sleep(0.05)
+        return
+    with local_redis() as server:
+        yield f"redis://{server.host}:{server.port}/{_TEST_DB}"
 
 
 @pytest.fixture(params=["single", "cluster"], ids=["single", "cluster"])
