@@ -15,7 +15,8 @@ from typing import Self
 from asynq_aio._coalescer import Coalescer
 from asynq_aio._connection import RedisConnOpt
 from asynq_aio._errors import InvalidTaskError, NotDurableError
-from asynq_aio._inspector import CancelOutcome, Inspector
+from asynq_aio._inspection import CancelOutcome
+from asynq_aio._inspector import Inspector
 from asynq_aio._options import Duration, EnqueueOptions, prepare
 from asynq_aio._task import Task, TaskInfo
 from asynq_aio._transport import RedisClient, RetryPolicy, Transport

@@ -30,25 +30,10 @@ from asynq_aio._task import PayloadLike, TaskInfo, TaskState, encode_payload
 from asynq_aio._transport import RedisClient, RetryPolicy, Transport
 from asynq_aio.protocol.admin import Action, Admin
 from asynq_aio.protocol.broker import Broker
-from asynq_aio.protocol.codec import WorkerRecord
 from asynq_aio.protocol.keys import queue_keys
 from asynq_aio.protocol.topology import shard_for_slot
 
-__all__ = [
-    "CancelOutcome",
-    "ClusterNodeRef",
-    "DailyStats",
-    "FailedPreconditionError",
-    "GroupInfo",
-    "Inspector",
-    "QueueInfo",
-    "QueueLocation",
-    "RedisNodeInfo",
-    "SchedulerEnqueueEventInfo",
-    "SchedulerEntryInfo",
-    "ServerInfo",
-    "WorkerRecord",
-]
+__all__ = ["Inspector"]
 
 DEFAULT_PAGE_SIZE = 30
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import builtins
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
 from typing import Any, Generic, Unpack
 
 from pydantic import BaseModel, ValidationError
@@ -34,7 +33,7 @@ from asynq_aio._client import Client
 from asynq_aio._default_client import default_client
 from asynq_aio._errors import InvalidTaskError, PayloadValidationError
 from asynq_aio._mux import ServeMux
-from asynq_aio._options import Duration, EnqueueOptions, TaskOptions
+from asynq_aio._options import BatchOptions, Duration, EnqueueOptions, TaskOptions
 from asynq_aio._results import decode_result
 from asynq_aio._task import ModelT, Task, TaskInfo
 from asynq_aio._types import Handler
@@ -100,33 +99,12 @@ class TaskDef(Generic[ModelT]):
         payload: ModelT,
         *,
         headers: Mapping[str, str] | None = None,
-        queue: str | None = None,
-        max_retry: int | None = None,
-        timeout: Duration | None = None,
-        deadline: datetime | None = None,
-        process_at: datetime | None = None,
-        process_in: Duration | None = None,
-        unique: Duration | None = None,
-        task_id: str | None = None,
-        retention: Duration | None = None,
-        group: str | None = None,
+        **options: Unpack[TaskOptions],
     ) -> TaskInfo:
-        """Enqueue one task with ``client``; the options default to the definition's."""
-        options = EnqueueOptions(
-            queue=queue,
-            max_retry=max_retry,
-            timeout=timeout,
-            deadline=deadline,
-            process_at=process_at,
-            process_in=process_in,
-            unique=unique,
-            task_id=task_id,
-            retention=retention,
-            group=group,
-        )
-        return await client.enqueue(
-            self.task(payload, headers=headers), **options.over(self._defaults).given()
-        )
+        """Enqueue one task with ``client``: :meth:`Client.enqueue`'s options, defaulting to the
+        definition's."""
+        given = EnqueueOptions(**options).over(self._defaults).given()
+        return await client.enqueue(self.task(payload, headers=headers), **given)
 
     async def send(
         self, payload: ModelT, *, headers: Mapping[str, str] | None = None, **options: Unpack[TaskOptions]
@@ -136,33 +114,14 @@ class TaskDef(Generic[ModelT]):
         return await self.enqueue(default_client(), payload, headers=headers, **options)
 
     async def enqueue_many(
-        self,
-        client: Client,
-        payloads: Sequence[ModelT],
-        *,
-        queue: str | None = None,
-        max_retry: int | None = None,
-        timeout: Duration | None = None,
-        deadline: datetime | None = None,
-        process_at: datetime | None = None,
-        process_in: Duration | None = None,
-        retention: Duration | None = None,
-        group: str | None = None,
+        self, client: Client, payloads: Sequence[ModelT], **options: Unpack[BatchOptions]
     ) -> list[TaskInfo | Exception]:
-        """Enqueue many tasks in one round trip per node; one outcome per payload, in order."""
-        options = EnqueueOptions(
-            queue=queue,
-            max_retry=max_retry,
-            timeout=timeout,
-            deadline=deadline,
-            process_at=process_at,
-            process_in=process_in,
-            retention=retention,
-            group=group,
-        )
+        """Enqueue many tasks in one round trip per node; one outcome per payload, in order
+        (:meth:`Client.enqueue_many`'s options, defaulting to the definition's)."""
         # a batch takes generated IDs and no unique lock (see Client.enqueue_many)
         defaults = replace(self._defaults, unique=None)
-        return await client.enqueue_many([self.task(p) for p in payloads], **options.over(defaults).given())
+        given = EnqueueOptions(**options).over(defaults).given()
+        return await client.enqueue_many([self.task(p) for p in payloads], **given)
 
     async def wait_result(self, client: Client, info: TaskInfo, *, timeout: float | None = None) -> Any:
         """Wait for the task's result (see :meth:`Client.wait_result`), parsed as this definition's

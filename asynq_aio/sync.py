@@ -38,7 +38,8 @@ from asynq_aio._connection import (
     parse_redis_url,
 )
 from asynq_aio._errors import AsynqError
-from asynq_aio._inspector import CancelOutcome, Inspector
+from asynq_aio._inspection import CancelOutcome
+from asynq_aio._inspector import Inspector
 from asynq_aio._options import BatchOptions, TaskOptions
 from asynq_aio._task import ModelT, Task, TaskInfo
 from asynq_aio._transport import RetryPolicy

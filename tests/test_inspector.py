@@ -24,7 +24,8 @@ from asynq_aio import (
     TaskNotFoundError,
     TaskState,
 )
-from asynq_aio._inspector import FailedPreconditionError, Inspector
+from asynq_aio._errors import FailedPreconditionError
+from asynq_aio._inspector import Inspector
 from asynq_aio._transport import EncodableArg, LuaScript
 from asynq_aio.protocol import admin
 from asynq_aio.protocol.asynq_pb2 import SchedulerEnqueueEvent, SchedulerEntry

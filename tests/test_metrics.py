@@ -35,7 +35,7 @@ from asynq_aio import (
 )
 from asynq_aio._connection import RedisConnOpt
 from asynq_aio._devcluster import find_free_port_base
-from asynq_aio._inspector import QueueInfo
+from asynq_aio._inspection import QueueInfo
 from asynq_aio.metrics import (
     QueueMetricsCollector,
     QueueMetricsExporter,

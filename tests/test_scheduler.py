@@ -28,7 +28,8 @@ from asynq_aio import (
     TaskInfo,
 )
 from asynq_aio._connection import RedisConnOpt
-from asynq_aio._inspector import Inspector, SchedulerEntryInfo
+from asynq_aio._inspection import SchedulerEntryInfo
+from asynq_aio._inspector import Inspector
 from asynq_aio._options import EnqueueOptions, prepare
 from asynq_aio._scheduler import CronEntry, Fire, Scheduler, claim_ttl
 from asynq_aio._transport import Op, Transport

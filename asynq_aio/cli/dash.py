@@ -15,7 +15,8 @@ from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from asynq_aio._inspector import Inspector, QueueInfo, ServerInfo
+from asynq_aio._inspection import QueueInfo, ServerInfo
+from asynq_aio._inspector import Inspector
 from asynq_aio.cli.common import ConnectionFlags, clean_errors, connection_flags
 from asynq_aio.cli.render import console, error_rate, fmt_duration, table, with_inspector
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from asynq_aio._inspector import GroupInfo, Inspector
+from asynq_aio._inspection import GroupInfo
+from asynq_aio._inspector import Inspector
 from asynq_aio.cli.common import ConnectionFlags, clean_errors, connection_flags
 from asynq_aio.cli.render import JsonOption, QueueArgument, console, echo_json, table, with_inspector
 

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from asynq_aio._inspector import Inspector, QueueInfo, QueueLocation
+from asynq_aio._inspection import QueueInfo, QueueLocation
+from asynq_aio._inspector import Inspector
 from asynq_aio.cli.common import ConnectionFlags, clean_errors, connection_flags, fail
 from asynq_aio.cli.render import (
     CLI_RETRY,

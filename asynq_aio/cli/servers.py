@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from asynq_aio._inspector import Inspector, SchedulerEntryInfo, ServerInfo
+from asynq_aio._inspection import SchedulerEntryInfo, ServerInfo
+from asynq_aio._inspector import Inspector
 from asynq_aio.cli.common import ConnectionFlags, clean_errors, connection_flags
 from asynq_aio.cli.render import (
     JsonOption,

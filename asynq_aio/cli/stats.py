@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from asynq_aio._inspector import Inspector, QueueInfo, RedisNodeInfo
+from asynq_aio._inspection import QueueInfo, RedisNodeInfo
+from asynq_aio._inspector import Inspector
 from asynq_aio.cli.common import ConnectionFlags, clean_errors, connection_flags
 from asynq_aio.cli.render import (
     STATE_COLUMNS,
