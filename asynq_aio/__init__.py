@@ -53,8 +53,8 @@ from asynq_aio._mux import ServeMux
 from asynq_aio._periodic import PeriodicTaskConfig, PeriodicTaskManager, Schedule, SyncResult
 from asynq_aio._scheduler import CronEntry, EntryOptions, Fire, Scheduler
 from asynq_aio._task import Task, TaskInfo, TaskState
+from asynq_aio._taskdef import TaskDef
 from asynq_aio._transport import RetryPolicy
-from asynq_aio._typed import TaskDef
 from asynq_aio.server.config import Config, default_retry_delay
 from asynq_aio.server.limits import ConcurrencyLimit, RateLimit
 from asynq_aio.server.server import Server

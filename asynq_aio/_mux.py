@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from asynq_aio._errors import HandlerNotFoundError, PayloadValidationError
+from asynq_aio._handler import Handler, Middleware
 from asynq_aio._task import Task
-from asynq_aio._types import Handler, Middleware
 from asynq_aio.logfmt import context_fields
 
 if TYPE_CHECKING:
-    from asynq_aio._typed import TaskDef
+    from asynq_aio._taskdef import TaskDef
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 M = TypeVar("M", bound=BaseModel)
@@ -149,7 +149,7 @@ class ServeMux:
         makes ``send_email`` a :class:`TaskDef` (model read from the handler's annotation; the
         keyword arguments are its defaults), so ``await send_email.send(payload)`` enqueues with
         the default client and ``send_email.enqueue(client, payload)`` with an explicit one."""
-        from asynq_aio._typed import TaskDef
+        from asynq_aio._taskdef import TaskDef
 
         def register(fn: Callable[[M], Awaitable[Any]]) -> TaskDef[M]:
             params = list(inspect.signature(fn).parameters.values())

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from asynq_aio._options import Duration
 from asynq_aio._scheduler import CronEntry, EntryOptions, Scheduler, time_zone
 from asynq_aio._task import ModelT, Task
-from asynq_aio._typed import TaskDef
+from asynq_aio._taskdef import TaskDef
 
 __all__ = ["ConfigProvider", "PeriodicTaskConfig", "PeriodicTaskManager", "Schedule", "SyncResult"]
 

@@ -42,8 +42,8 @@ from asynq_aio._inspection import CancelOutcome
 from asynq_aio._inspector import Inspector
 from asynq_aio._options import BatchOptions, TaskOptions
 from asynq_aio._task import ModelT, Task, TaskInfo
+from asynq_aio._taskdef import TaskDef
 from asynq_aio._transport import RetryPolicy
-from asynq_aio._typed import TaskDef
 
 __all__ = ["Client", "ClientClosedError"]
 

@@ -51,11 +51,11 @@ from asynq_aio._context import TaskContext, current_task
 from asynq_aio._default_client import use_client
 from asynq_aio._devcluster import DevCluster, find_free_port_base, find_redis_server
 from asynq_aio._errors import QueueNotFoundError, TaskNotFoundError
+from asynq_aio._handler import Handler
 from asynq_aio._inspector import Inspector
 from asynq_aio._mux import ServeMux, as_handler
 from asynq_aio._task import Task, TaskInfo, TaskState
-from asynq_aio._typed import TaskDef
-from asynq_aio._types import Handler
+from asynq_aio._taskdef import TaskDef
 from asynq_aio.server.config import Config
 from asynq_aio.server.served import is_pattern
 from asynq_aio.server.server import Server

@@ -35,8 +35,8 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
 
 from asynq_aio._client import OutgoingTask
 from asynq_aio._context import current_task
+from asynq_aio._handler import Handler
 from asynq_aio._task import Task
-from asynq_aio._types import Handler
 
 __all__ = ["MESSAGING_SYSTEM", "TracingEnqueueHook", "TracingMiddleware"]
 

@@ -21,8 +21,8 @@ import pytest
 from testbroker import Applied, MemoryBroker, make_message
 
 from asynq_aio._errors import PayloadValidationError, RevokeTask, SkipRetry
+from asynq_aio._handler import Handler
 from asynq_aio._task import Task
-from asynq_aio._types import Handler
 from asynq_aio.protocol.broker import MALFORMED_TYPE
 from asynq_aio.server.acker import Acker
 from asynq_aio.server.active import ActiveTasks

@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 from asynq_aio import HandlerNotFoundError, PayloadValidationError, ServeMux, Task
-from asynq_aio._types import Handler
+from asynq_aio._handler import Handler
 
 pytestmark = pytest.mark.anyio
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from workerproc import RawRedis, conn_opt, wait_until
 
 from asynq_aio import Client, Config, InvalidTaskError, PayloadValidationError, ServeMux, Server, Task
-from asynq_aio._typed import TaskDef
+from asynq_aio._taskdef import TaskDef
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -69,7 +69,7 @@ def test_mypy_rejects_a_payload_of_another_model(tmp_path: Path) -> None:
             from pydantic import BaseModel
 
             from asynq_aio import Client, ServeMux
-            from asynq_aio._typed import TaskDef
+            from asynq_aio._taskdef import TaskDef
 
 
             class EmailPayload(BaseModel):

@@ -17,8 +17,8 @@ from prometheus_client.registry import CollectorRegistry
 
 from asynq_aio._context import current_task
 from asynq_aio._errors import PayloadValidationError, RevokeTask, SkipRetry
+from asynq_aio._handler import Handler
 from asynq_aio._task import Task
-from asynq_aio._types import Handler
 
 # Handlers range from milliseconds (a cache write) to many minutes (a video encode).
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)

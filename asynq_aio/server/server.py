@@ -12,9 +12,9 @@ from functools import partial
 import anyio
 
 from asynq_aio._connection import RedisConnOpt
+from asynq_aio._handler import Handler
 from asynq_aio._mux import ServeMux, as_handler
 from asynq_aio._transport import RedisClient, RetryPolicy, Transport
-from asynq_aio._types import Handler
 from asynq_aio.protocol.broker import Broker
 from asynq_aio.protocol.groups import GroupStore
 from asynq_aio.server.acker import Acker

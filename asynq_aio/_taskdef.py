@@ -32,11 +32,11 @@ from pydantic import BaseModel, ValidationError
 from asynq_aio._client import Client
 from asynq_aio._default_client import default_client
 from asynq_aio._errors import InvalidTaskError, PayloadValidationError
+from asynq_aio._handler import Handler
 from asynq_aio._mux import ServeMux
 from asynq_aio._options import BatchOptions, Duration, EnqueueOptions, TaskOptions
 from asynq_aio._results import decode_result
 from asynq_aio._task import ModelT, Task, TaskInfo
-from asynq_aio._types import Handler
 
 __all__ = ["TaskDef", "TypedHandler"]
 

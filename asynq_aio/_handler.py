@@ -1,5 +1,5 @@
 """The handler protocol, written down once: a handler takes a Task and may return its result
-(see results.py); middleware wraps a handler."""
+(see _results.py); middleware wraps a handler."""
 
 from __future__ import annotations
 
