@@ -37,7 +37,7 @@ def _client(tr: Transport) -> Redis | RedisCluster:
 async def _load(tr: Transport, *scripts: LuaScript) -> None:
     """Every script into every master's cache (redis-py sends SCRIPT LOAD to all primaries)."""
     for script in scripts:
-        await tr.call("SCRIPT", "LOAD", script.source)
+        await _client(tr).script_load(script.source)
 
 
 async def test_replies_come_back_in_order_with_errors_in_their_own_slot(redis_target: RedisTarget) -> None:
