@@ -1,12 +1,16 @@
-"""The one place that talks to redis-py: client construction, retry policy, pipelines, pub/sub.
+"""How every call reaches redis-py: retry policy, commands, script batches, pipelines, pub/sub.
+
+Clients are built in _redis_clients.py; script batches are written onto redis-py's pooled
+connections by _redis_direct.py (the hot path); everything else goes through redis-py's own client
+here.
 
 redis-py 8.1's async cluster client re-sends commands on its own after connection errors, ignores its
 backoff, gives TRYAGAIN ~0.4 s, fails instead of waiting for a pooled connection and leaves classic
 pub/sub pinned to a dead node (see shared/notes/redis-py-cluster.md). So the clients are built with
 their own retries switched off and every call goes through :meth:`Transport._retrying`, which retries
 the transient errors of a cluster (connection loss, failover, MOVED/ASK/TRYAGAIN during resharding)
-with bounded, jittered backoff until a time budget runs out. Every Lua script asynq-aio runs is safe
-to run twice, which is what makes re-sending after an ambiguous failure correct.
+with bounded, jittered backoff until a time budget runs out. The enqueue and worker scripts are
+fenced (docs/reliability.md): re-sending one after an ambiguous failure stores or takes nothing twice.
 """
 
 from __future__ import annotations
