@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 import pytest
 from conftest import RedisTarget
+from golive import GoPeer, build_peer
 from pydantic import ValidationError
 from workerproc import RawRedis, conn_opt, wait_until
 
@@ -227,6 +228,49 @@ async def test_a_held_back_queue_answers_limited_and_a_resent_dequeue_hands_back
         assert int(await tr.call("ZCARD", qk.lease)) == 4
     finally:
         await tr.aclose()
+
+
+@pytest.fixture(scope="module")
+def go_peer(tmp_path_factory: pytest.TempPathFactory) -> GoPeer:
+    return build_peer(tmp_path_factory.mktemp("go-peer-limits"))
+
+
+async def test_tasks_a_go_producer_enqueued_are_limited_like_any_other(
+    go_peer: GoPeer, redis_target: RedisTarget, unique_queue: str
+) -> None:
+    """The limit reads the task type and the payload from the message Go Asynq stored (protobuf
+    written by Go): a cap of one per tenant on one task type holds for Go-enqueued tasks, and the
+    other task type, also enqueued by Go, is not held back by it."""
+    gauge = Gauge()
+    mux = ServeMux()
+
+    async def capped(task: Task) -> None:
+        await gauge.run(str(json.loads(task.payload)["tenant"]), 0.1)
+
+    async def free(task: Task) -> None:
+        await gauge.run("free", 0.1)
+
+    mux.handle_func("go:capped", capped)
+    mux.handle_func("go:free", free)
+    for tenant in ("a", "b"):
+        got = await go_peer.enqueue(
+            redis_target,
+            "go:capped",
+            json_text=f'{{"tenant":"{tenant}","i":{{i}}}}',
+            count=4,
+            queue=unique_queue,
+        )
+        assert all("error" not in t for t in got), got
+    await go_peer.enqueue(redis_target, "go:free", json_text='{"tenant":"a"}', count=4, queue=unique_queue)
+    cfg = config(
+        unique_queue, [ConcurrencyLimit(queue=unique_queue, limit=1, task_type="go:capped", key="tenant")]
+    )
+    with anyio.fail_after(60):
+        async with workers(redis_target, cfg, mux, n=1):
+            while len(gauge.done) < 12:
+                await anyio.sleep(0.05)
+    assert (gauge.most["a"], gauge.most["b"]) == (1, 1)  # capped per tenant, Go's bytes parsed
+    assert gauge.most["free"] >= 2  # the other type is not under the cap (tenant "a" in its payload too)
 
 
 def test_bad_limits_are_refused_with_a_clear_error() -> None:
