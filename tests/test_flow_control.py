@@ -16,16 +16,31 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import anyio
 import pytest
 from conftest import RedisTarget
+from faultproxy import fault_proxy
 from golive import GoPeer, build_peer
 from pydantic import ValidationError
 from workerproc import RawRedis, conn_opt, wait_until
 
-from asynq_aio import Client, ConcurrencyLimit, Config, RateLimit, ServeMux, Server, Task
+from asynq_aio import (
+    Client,
+    ConcurrencyLimit,
+    Config,
+    Inspector,
+    RateLimit,
+    RedisClientOpt,
+    RedisUnavailableError,
+    RetryPolicy,
+    ServeMux,
+    Server,
+    Task,
+)
 from asynq_aio._transport import Transport
+from asynq_aio.protocol import scripts
 from asynq_aio.protocol.broker import Broker, Limited
 from asynq_aio.protocol.keys import queue_keys
 from asynq_aio.server.limits import rules_for
@@ -271,6 +286,79 @@ async def test_tasks_a_go_producer_enqueued_are_limited_like_any_other(
                 await anyio.sleep(0.05)
     assert (gauge.most["a"], gauge.most["b"]) == (1, 1)  # capped per tenant, Go's bytes parsed
     assert gauge.most["free"] >= 2  # the other type is not under the cap (tenant "a" in its payload too)
+
+
+async def test_a_limited_dequeue_whose_reply_is_lost_is_re_sent_and_counted_once(
+    single_redis_url: str, unique_queue: str
+) -> None:
+    """The limited dequeue ran, then the connection dropped before its reply: the transport re-sends
+    it, and the re-send hands back the tasks the first run took (not three more), without spending
+    the rate limit again: the next start is one interval away, not four."""
+    host, port, db = _single_addr(single_redis_url)
+    await enqueue_to(RedisClientOpt(addr=f"{host}:{port}", db=db), unique_queue, 6)
+    rules = rules_for(unique_queue, [RateLimit(queue=unique_queue, rate=1, per=10.0, burst=3)])
+    async with Inspector(RedisClientOpt(addr=f"{host}:{port}", db=db)) as insp:
+        with fault_proxy(host, port) as proxy:
+            tr = Transport.connect(RedisClientOpt(addr=f"127.0.0.1:{proxy.port}", db=db))
+            try:
+                broker = Broker(tr)
+                proxy.drop_reply_after(scripts.DEQUEUE_LIMITED.sha.encode())
+                got = await broker.dequeue_limited(unique_queue, 6, time.time() + 60, rules)
+                assert proxy.dropped == 1
+                assert isinstance(got, list) and len(got) == 3  # the burst, taken once
+                assert len({d.attempt for d in got}) == 1
+                held = await broker.dequeue_limited(unique_queue, 6, time.time() + 60, rules)
+                assert isinstance(held, Limited) and held.retry_after <= 10.5  # one interval, not 40 s
+            finally:
+                await tr.aclose()
+        assert len(await insp.list_active_tasks(unique_queue)) == 3
+        assert len(await insp.list_pending_tasks(unique_queue)) == 3
+        assert {d.task_id for d in got} == {t.id for t in await insp.list_active_tasks(unique_queue)}
+
+
+async def test_a_limited_dequeue_given_up_on_is_handed_out_by_the_next_one(
+    single_redis_url: str, unique_queue: str
+) -> None:
+    """The limited dequeue ran but the caller gave up on it (no retry budget left when its reply was
+    lost; in a worker, a stalled node): the next call of the queue re-sends it under the same token
+    and hands out what it took, instead of leaving those tasks to wait for their lease; the cap's
+    slots are held once."""
+    host, port, db = _single_addr(single_redis_url)
+    await enqueue_to(RedisClientOpt(addr=f"{host}:{port}", db=db), unique_queue, 5)
+    rules = rules_for(unique_queue, [ConcurrencyLimit(queue=unique_queue, limit=3)])
+    with fault_proxy(host, port) as proxy:
+        tr = Transport.connect(
+            RedisClientOpt(addr=f"127.0.0.1:{proxy.port}", db=db), retry=RetryPolicy(budget=0)
+        )
+        try:
+            broker = Broker(tr)
+            proxy.drop_reply_after(scripts.DEQUEUE_LIMITED.sha.encode())
+            with pytest.raises(RedisUnavailableError):
+                await broker.dequeue_limited(unique_queue, 5, time.time() + 60, rules)
+            assert proxy.dropped == 1
+            again = await broker.dequeue_limited(unique_queue, 5, time.time() + 60, rules)
+            assert isinstance(again, list) and len(again) == 3  # what the lost call took, cap 3
+            held = await broker.dequeue_limited(unique_queue, 5, time.time() + 60, rules)
+            assert isinstance(held, Limited) and held.capped  # the three hold the cap: no more
+        finally:
+            await tr.aclose()
+
+
+def _single_addr(url: str) -> tuple[str, int, int]:
+    u = urlparse(url)
+    return u.hostname or "127.0.0.1", u.port or 6379, int((u.path or "/0").lstrip("/") or 0)
+
+
+async def enqueue_to(opt: RedisClientOpt, queue: str, n: int) -> None:
+    """``n`` tasks in ``queue``, and the limited dequeue script in the server's cache (so the proxy
+    drops the reply of the script's run, not of a NOSCRIPT)."""
+    async with Client(opt) as client:
+        await client.enqueue_many([Task("job", b"{}") for _ in range(n)], queue=queue)
+    tr = Transport.connect(opt)
+    try:
+        await tr.call("SCRIPT", "LOAD", scripts.DEQUEUE_LIMITED.source)
+    finally:
+        await tr.aclose()
 
 
 def test_bad_limits_are_refused_with_a_clear_error() -> None:
