@@ -7,6 +7,7 @@ from asynq_aio._connection import (
     RedisClusterClientOpt,
     RedisConnOpt,
     RedisSentinelOpt,
+    RetryPolicy,
     TLSOptions,
     parse_redis_url,
 )
@@ -54,7 +55,6 @@ from asynq_aio._periodic import PeriodicTaskConfig, PeriodicTaskManager, Schedul
 from asynq_aio._scheduler import CronEntry, EntryOptions, Fire, Scheduler
 from asynq_aio._task import Task, TaskInfo, TaskState
 from asynq_aio._taskdef import TaskDef
-from asynq_aio._transport import RetryPolicy
 from asynq_aio.server.config import Config, default_retry_delay
 from asynq_aio.server.limits import ConcurrencyLimit, RateLimit
 from asynq_aio.server.server import Server

@@ -16,12 +16,11 @@ from typing import Any
 
 import anyio
 
-from asynq_aio._connection import RedisConnOpt
+from asynq_aio._connection import RedisClient, RedisConnOpt, RetryPolicy
 from asynq_aio._handler import Handler
 from asynq_aio._mux import ServeMux
 from asynq_aio._periodic import Schedule
 from asynq_aio._scheduler import Scheduler
-from asynq_aio._transport import RedisClient, RetryPolicy
 from asynq_aio.server.config import Config
 from asynq_aio.server.server import Server
 

@@ -13,15 +13,15 @@ from types import TracebackType
 from typing import Self
 
 from asynq_aio._coalescer import Coalescer
-from asynq_aio._connection import RedisConnOpt
+from asynq_aio._connection import RedisClient, RedisConnOpt, RetryPolicy
 from asynq_aio._errors import InvalidTaskError, NotDurableError
 from asynq_aio._inspection import CancelOutcome
 from asynq_aio._inspector import Inspector
 from asynq_aio._options import Duration, EnqueueOptions, prepare
 from asynq_aio._task import Task, TaskInfo
-from asynq_aio._transport import RedisClient, RetryPolicy, Transport
 from asynq_aio._waiting import ResultWaiter
-from asynq_aio.protocol.broker import Broker, EnqueueRequest
+from asynq_aio.protocol.broker import EnqueueRequest
+from asynq_aio.protocol.session import RedisSession
 
 log = logging.getLogger("asynq_aio.client")
 
@@ -101,11 +101,11 @@ class Client:
             if enqueue_timeout <= 0:
                 raise ValueError(f"enqueue_timeout must be positive, got {enqueue_timeout!r}")
             retry = replace(retry or RetryPolicy(), budget=float(enqueue_timeout))
-        self._transport = Transport.connect(redis, retry=retry)
+        self._session = RedisSession.open(redis, retry=retry)
         self._durable: Durability | None = (
             durable if isinstance(durable, Durability) else (Durability() if durable else None)
         )
-        self._broker = Broker(self._transport)
+        self._broker = self._session.broker()
         # Concurrent enqueue() calls share round trips (see coalescer.py). Two writes in flight let
         # the next batch fill while one is on the wire; more split the same load into smaller
         # batches without more throughput. A batch is cut further into script calls by the broker.
@@ -113,7 +113,7 @@ class Client:
             self._store_batch, max_batch=ENQUEUE_BATCH, max_inflight=2
         )
         self._max_payload = max_payload_bytes
-        self._results = ResultWaiter(self._transport, self._broker)
+        self._results = ResultWaiter(self._session, self._broker)
         self._inspector: Inspector | None = None  # for cancel(): shares this client's connections
         self._known_queues: dict[str, float] = {}
         self._enqueue_hooks: list[EnqueueHook] = list(enqueue_hooks)
@@ -153,13 +153,13 @@ class Client:
         Raises TaskNotFoundError, or FailedPreconditionError for a finished task or an ID in
         several queues (pass ``queue`` then). See :meth:`Inspector.cancel`."""
         if self._inspector is None:
-            self._inspector = Inspector(self._transport.client, retry=self._transport.retry)
+            self._inspector = Inspector(self._session.client, retry=self._session.retry)
         return await self._inspector.cancel(task_id, queue=queue)
 
     async def ping(self) -> None:
         """Check that Redis answers (every node of a cluster covers its slots); raises
         RedisUnavailableError / ClusterNotReadyError otherwise. For readiness probes."""
-        await self._transport.check_ready()
+        await self._session.check_ready()
 
     @property
     def max_payload_bytes(self) -> int:
@@ -180,7 +180,7 @@ class Client:
         await self._results.aclose()
         if self._inspector is not None:
             await self._inspector.aclose()  # closes nothing of ours: it wraps our redis-py client
-        await self._transport.aclose()
+        await self._session.aclose()
 
     def _open_hooks(self, task: Task, req: EnqueueRequest, info: TaskInfo) -> tuple[TaskInfo, ExitStack]:
         """Enter every enqueue hook for one built task and store the headers they set; the caller

@@ -1,17 +1,23 @@
-"""How to reach Redis: connection options for a single node, a cluster or Sentinel, and URL parsing.
+"""How to reach Redis: connection options for a single node, a cluster or Sentinel, URL parsing, the
+retry policy, and the type of a caller's own redis-py client.
 
 The options are pydantic models so that configuration read from the environment or a settings file is
-validated where it enters, with a message that names the bad field.
+validated where it enters, with a message that names the bad field. This is user-facing configuration;
+the code that connects and retries is in ``asynq_aio.protocol``.
 """
 
 from __future__ import annotations
 
+import random
 import re
 import ssl
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from asynq_aio._errors import AsynqError
 
@@ -122,6 +128,24 @@ class RedisSentinelOpt(_CommonOpt):
 
 RedisConnOpt = RedisClientOpt | RedisClusterClientOpt | RedisSentinelOpt
 """Any of the three ways to reach Redis: what Client, Server, Inspector and Scheduler take."""
+
+RedisClient = Redis | RedisCluster
+"""A caller's own ``redis.asyncio`` client, which Client, Server, Inspector and Scheduler also take
+(they borrow it and leave it open)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounded exponential backoff with full jitter, capped by a total time budget."""
+
+    budget: float = 30.0
+    base: float = 0.01
+    cap: float = 0.5
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to sleep before retry ``attempt`` (from 0): uniform from 0 to ``base`` doubled per
+        attempt, capped at ``cap``."""
+        return random.uniform(0, min(self.cap, self.base * (2**attempt)))
 
 
 class InvalidRedisURL(AsynqError, ValueError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Self
 
-from asynq_aio._connection import RedisConnOpt
+from asynq_aio._connection import RedisClient, RedisConnOpt, RetryPolicy
 from asynq_aio._errors import FailedPreconditionError, TaskNotFoundError
 from asynq_aio._inspection import (
     CancelOutcome,
@@ -27,10 +27,9 @@ from asynq_aio._inspection import (
     ServerInfo,
 )
 from asynq_aio._task import PayloadLike, TaskInfo, TaskState, encode_payload
-from asynq_aio._transport import RedisClient, RetryPolicy, Transport
-from asynq_aio.protocol.admin import Action, Admin
-from asynq_aio.protocol.broker import Broker
+from asynq_aio.protocol.admin import Action
 from asynq_aio.protocol.keys import queue_keys
+from asynq_aio.protocol.session import RedisSession
 from asynq_aio.protocol.topology import shard_for_slot
 
 __all__ = ["Inspector"]
@@ -55,14 +54,14 @@ class Inspector:
     """
 
     def __init__(self, redis: RedisConnOpt | RedisClient, *, retry: RetryPolicy | None = None) -> None:
-        self._transport = Transport.connect(redis, retry=retry)
-        self._broker = Broker(self._transport)
-        self._admin = Admin(self._transport)
+        self._session = RedisSession.open(redis, retry=retry)
+        self._broker = self._session.broker()
+        self._admin = self._session.admin()
 
     @property
     def is_cluster(self) -> bool:
         """Whether the connection is to a Redis Cluster (the ``cluster_*`` methods need one)."""
-        return self._transport.is_cluster
+        return self._session.is_cluster
 
     async def __aenter__(self) -> Self:
         return self
@@ -74,7 +73,7 @@ class Inspector:
 
     async def aclose(self) -> None:
         """Close the connections this inspector opened (a borrowed client is left open); idempotent."""
-        await self._transport.aclose()
+        await self._session.aclose()
 
     # -- queues -------------------------------------------------------------------------------------
 

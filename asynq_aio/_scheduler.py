@@ -33,11 +33,10 @@ from anyio.abc import TaskGroup
 
 from asynq_aio import _cron
 from asynq_aio._client import DEFAULT_MAX_PAYLOAD
-from asynq_aio._connection import RedisConnOpt
+from asynq_aio._connection import RedisClient, RedisConnOpt, RetryPolicy
 from asynq_aio._errors import DuplicateTaskError, TaskIDConflictError
 from asynq_aio._options import DEFAULT_QUEUE, Duration, EnqueueOptions, prepare
 from asynq_aio._task import Task, TaskInfo
-from asynq_aio._transport import RedisClient, RetryPolicy, Transport
 from asynq_aio.protocol.broker import Broker
 from asynq_aio.protocol.scheduler_store import (
     SETTLED_BY_OTHER,
@@ -46,6 +45,7 @@ from asynq_aio.protocol.scheduler_store import (
     SchedulerStore,
     option_strings,
 )
+from asynq_aio.protocol.session import RedisSession
 
 if TYPE_CHECKING:  # periodic.py builds on this module
     from asynq_aio._periodic import Schedule
@@ -318,12 +318,12 @@ class Scheduler:
         if self._running:
             raise RuntimeError("this Scheduler is already running")
         self._running = True
-        transport = Transport.connect(self._redis, retry=self._retry)
-        broker = Broker(transport, clock=self._clock)
-        store = SchedulerStore(transport, clock=self._clock)
+        session = RedisSession.open(self._redis, retry=self._retry)
+        broker = session.broker(clock=self._clock)
+        store = session.scheduler_store(clock=self._clock)
         started = False
         try:
-            await transport.check_ready()
+            await session.check_ready()
             started = True
             self._broker, self._store = broker, store
             now = datetime.fromtimestamp(self._clock(), tz=UTC)
@@ -345,7 +345,7 @@ class Scheduler:
                         await store.clear_entries(self.id)
                     except Exception as exc:
                         log.warning("could not remove scheduler %s from Redis: %s", self.id, exc)
-                await transport.aclose()
+                await session.aclose()
 
     async def _heartbeat_loop(self) -> None:
         ttl = 3 * self.heartbeat_interval

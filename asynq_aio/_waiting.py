@@ -14,10 +14,10 @@ import logging
 import time
 
 from asynq_aio._errors import TaskFailedError, TaskNotFoundError
-from asynq_aio._transport import Transport
 from asynq_aio.protocol.broker import Broker
 from asynq_aio.protocol.codec import decode_task_message
 from asynq_aio.protocol.keys import DONE_CHANNEL, queue_keys
+from asynq_aio.protocol.session import RedisSession
 
 log = logging.getLogger("asynq_aio.client")
 
@@ -29,8 +29,8 @@ POLL = 1.0
 class ResultWaiter:
     """The waiters of one client and the one subscription that wakes them."""
 
-    def __init__(self, transport: Transport, broker: Broker) -> None:
-        self._transport = transport
+    def __init__(self, session: RedisSession, broker: Broker) -> None:
+        self._session = session
         self._broker = broker
         self._waiters: dict[bytes, set[asyncio.Event]] = {}
         self._listener: asyncio.Task[None] | None = None
@@ -80,7 +80,7 @@ class ResultWaiter:
 
     async def _run(self) -> None:
         try:
-            async for key in self._transport.subscribe(DONE_CHANNEL):
+            async for key in self._session.subscribe(DONE_CHANNEL):
                 for woken in self._waiters.get(key, ()):
                     woken.set()
         except Exception as exc:  # the waiters still re-read every POLL seconds

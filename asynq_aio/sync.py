@@ -35,6 +35,7 @@ from asynq_aio._connection import (
     RedisClusterClientOpt,
     RedisConnOpt,
     RedisSentinelOpt,
+    RetryPolicy,
     parse_redis_url,
 )
 from asynq_aio._errors import AsynqError
@@ -43,7 +44,6 @@ from asynq_aio._inspector import Inspector
 from asynq_aio._options import BatchOptions, TaskOptions
 from asynq_aio._task import ModelT, Task, TaskInfo
 from asynq_aio._taskdef import TaskDef
-from asynq_aio._transport import RetryPolicy
 
 __all__ = ["Client", "ClientClosedError"]
 

@@ -29,8 +29,8 @@ from typing import Any
 import redis
 
 from asynq_aio import Client, Config, ServeMux, Server, Task, parse_redis_url
-from asynq_aio._transport import LuaScript
 from asynq_aio.protocol import scripts
+from asynq_aio.protocol._redis.ops import LuaScript
 from asynq_aio.protocol.keys import queue_keys
 from benchmarks.common import rss_bytes
 from benchmarks.procs import SingleRedis

@@ -18,8 +18,8 @@ from test_component_processor import config, nothing, serving, until
 from testbroker import MemoryBroker, make_message
 
 from asynq_aio import RedisClientOpt
-from asynq_aio._redis_clients import EXTRA_CONNECTIONS
-from asynq_aio._transport import Transport
+from asynq_aio.protocol._redis.clients import EXTRA_CONNECTIONS
+from asynq_aio.protocol._redis.transport import Transport
 from asynq_aio.protocol.broker import Dequeued, Paused
 from asynq_aio.server.processor import WATCH_BLOCK
 from asynq_aio.server.readiness import FRUITLESS_LIMIT

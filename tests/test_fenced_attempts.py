@@ -34,8 +34,8 @@ from asynq_aio import (
     parse_redis_url,
 )
 from asynq_aio._connection import RedisConnOpt
-from asynq_aio._transport import Transport
 from asynq_aio.protocol import scripts
+from asynq_aio.protocol._redis.transport import Transport
 from asynq_aio.protocol.broker import Broker, Dequeued
 from asynq_aio.protocol.codec import decode_task_message
 from asynq_aio.protocol.keys import queue_keys

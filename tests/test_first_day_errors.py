@@ -41,8 +41,8 @@ from asynq_aio import (
 )
 from asynq_aio._connection import InvalidRedisURL, RedisConnOpt
 from asynq_aio._devcluster import find_free_port_base
-from asynq_aio._redis_errors import is_transient
 from asynq_aio.cli.app import app
+from asynq_aio.protocol._redis.errors import is_transient
 
 runner = CliRunner()
 FAST = 5.0  # seconds: well under the retry budgets (30 s library, 5 s CLI)

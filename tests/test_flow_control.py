@@ -39,8 +39,8 @@ from asynq_aio import (
     Server,
     Task,
 )
-from asynq_aio._transport import Transport
 from asynq_aio.protocol import scripts
+from asynq_aio.protocol._redis.transport import Transport
 from asynq_aio.protocol.broker import Broker, Limited
 from asynq_aio.protocol.keys import queue_keys
 from asynq_aio.server.limits import rules_for

@@ -18,8 +18,9 @@ from redis.asyncio.cluster import RedisCluster
 from workerproc import RawRedis, conn_opt, wait_until
 
 from asynq_aio import Client, Config, ServeMux, Server, Task
-from asynq_aio._transport import EncodableArg, Transport
 from asynq_aio.protocol import group_scripts
+from asynq_aio.protocol._redis.ops import EncodableArg
+from asynq_aio.protocol._redis.transport import Transport
 from asynq_aio.protocol.codec import decode_task_message
 from asynq_aio.protocol.groups import AggregationSet, GroupPolicy, GroupStore, group_of_set
 from asynq_aio.protocol.keys import queue_keys

@@ -26,8 +26,8 @@ from asynq_aio import (
 )
 from asynq_aio._errors import FailedPreconditionError
 from asynq_aio._inspector import Inspector
-from asynq_aio._transport import EncodableArg, LuaScript
 from asynq_aio.protocol import admin
+from asynq_aio.protocol._redis.ops import EncodableArg, LuaScript
 from asynq_aio.protocol.asynq_pb2 import SchedulerEnqueueEvent, SchedulerEntry
 from asynq_aio.protocol.codec import decode_task_message
 from asynq_aio.protocol.keys import ALL_QUEUES, queue_keys
@@ -311,7 +311,7 @@ async def test_run_and_archive_one_task(insp: Inspector, pop: Populated, raw: Ra
 async def test_admin_scripts_are_safe_to_run_twice(insp: Inspector, pop: Populated, raw: RawRedis) -> None:
     """A re-sent script (lost reply) changes nothing more and is not an error."""
     q = qk(pop.queue)
-    transport = insp._transport
+    transport = insp._admin.transport  # the transport its admin scripts run on
     calls: list[tuple[LuaScript, list[str], list[EncodableArg]]] = []
     real = transport.script
 
@@ -366,7 +366,7 @@ async def test_bulk_operations_work_in_batches(
     await raw.cmd("HSET", q.task(odd.id), "state", "retry")
     await raw.cmd("ZADD", q.scheduled, 2, odd.id)  # first in line: the batches must skip past it
 
-    transport = insp._transport
+    transport = insp._admin.transport  # the transport its admin scripts run on
     sizes: list[int] = []
     real = transport.script
 
@@ -570,5 +570,5 @@ async def test_redis_info_and_cluster_location(
     owners = await insp.cluster_nodes(unique_queue)
     assert [n.role for n in owners] == ["master", "replica"]
     # the master named is the one that really holds the queue's keys
-    rc: Any = insp._transport.client
+    rc: Any = insp._session.client
     assert rc.get_node_from_key(qk(unique_queue).pending).name == owners[0].addr

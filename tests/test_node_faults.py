@@ -20,7 +20,7 @@ from redis.crc import key_slot
 from workerproc import RawRedis, wait_until
 
 from asynq_aio import Client, Config, RedisClusterClientOpt, ServeMux, Server, Task
-from asynq_aio._transport import Transport
+from asynq_aio.protocol._redis.transport import Transport
 from asynq_aio.protocol.admin import Admin
 from asynq_aio.protocol.keys import queue_keys
 from asynq_aio.protocol.topology import Shard, shard_for_slot

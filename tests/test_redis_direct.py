@@ -1,6 +1,7 @@
-"""redis_direct.send_batch, the hot path's shortcut past redis-py's pipeline, against real servers:
-replies in order, an error reply kept in its own slot, nodes of a cluster answered apart, and a
-batch cancelled mid-read leaving no stale reply for the connection's next user."""
+"""redispy.send_batch (asynq_aio/protocol/_redis/redispy.py), the hot path's shortcut past redis-py's
+pipeline, against real servers: replies in order, an error reply kept in its own slot, nodes of a
+cluster answered apart, and a batch cancelled mid-read leaving no stale reply for the connection's
+next user."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from test_transport import opt_for
 
-from asynq_aio._redis_direct import send_batch
-from asynq_aio._transport import LuaScript, Op, Transport
+from asynq_aio.protocol._redis.ops import LuaScript, Op
+from asynq_aio.protocol._redis.redispy import send_batch
+from asynq_aio.protocol._redis.transport import Transport
 from asynq_aio.protocol.keys import queue_keys
 
 pytestmark = pytest.mark.anyio

@@ -6,7 +6,7 @@ import pytest
 from workerproc import RawRedis
 
 from asynq_aio import Client
-from asynq_aio._transport import Op
+from asynq_aio.protocol._redis.ops import Op
 from asynq_aio.protocol.replies import NamedBatch
 
 pytestmark = pytest.mark.anyio

@@ -32,7 +32,8 @@ from asynq_aio._inspection import SchedulerEntryInfo
 from asynq_aio._inspector import Inspector
 from asynq_aio._options import EnqueueOptions, prepare
 from asynq_aio._scheduler import CronEntry, Fire, Scheduler, claim_ttl
-from asynq_aio._transport import Op, Transport
+from asynq_aio.protocol._redis.ops import Op
+from asynq_aio.protocol._redis.transport import Transport
 from asynq_aio.protocol.asynq_pb2 import SchedulerEnqueueEvent, SchedulerEntry
 from asynq_aio.protocol.codec import decode_task_message
 from asynq_aio.protocol.keys import (

@@ -37,10 +37,9 @@ from asynq_aio import (
     TLSOptions,
     parse_redis_url,
 )
-from asynq_aio._connection import RedisConnOpt
+from asynq_aio._connection import RedisConnOpt, RetryPolicy
 from asynq_aio._devcluster import DevCluster, DevClusterTLS, find_free_port_base, find_redis_server
 from asynq_aio._errors import RedisAuthError, RedisUnavailableError
-from asynq_aio._transport import RetryPolicy
 
 pytestmark = pytest.mark.anyio
 

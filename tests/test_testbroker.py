@@ -19,7 +19,8 @@ from testbroker import FakeClock, MemoryBroker, TaskHash, make_message
 from workerproc import RawRedis, conn_opt
 
 from asynq_aio._errors import MalformedTaskError
-from asynq_aio._transport import Op, Transport
+from asynq_aio.protocol._redis.ops import Op
+from asynq_aio.protocol._redis.transport import Transport
 from asynq_aio.protocol.broker import PAUSED, Broker, EnqueueRequest, MalformedRecord, Paused
 from asynq_aio.protocol.codec import TaskMessage, decode_task_message
 from asynq_aio.protocol.keys import queue_keys

@@ -16,7 +16,7 @@ import redis
 from conftest import RunningCluster
 
 from asynq_aio import Inspector, RedisClusterClientOpt
-from asynq_aio._transport import Transport
+from asynq_aio.protocol._redis.transport import Transport
 from asynq_aio.protocol.admin import Admin
 from asynq_aio.protocol.keys import queue_keys
 from asynq_aio.protocol.topology import Shard, ShardNode, parse_cluster_shards, parse_info, shard_for_slot

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import anyio
@@ -12,7 +13,9 @@ from redis.asyncio.cluster import RedisCluster
 
 from asynq_aio import Client, RedisClusterClientOpt, RetryPolicy, Task, parse_redis_url
 from asynq_aio._connection import RedisConnOpt
-from asynq_aio._transport import LuaScript, Op, Transport, is_transient
+from asynq_aio.protocol._redis.errors import is_transient
+from asynq_aio.protocol._redis.ops import LuaScript, Op
+from asynq_aio.protocol._redis.transport import Transport
 from asynq_aio.protocol.keys import queue_keys
 
 pytestmark = pytest.mark.anyio
@@ -241,3 +244,29 @@ async def test_subscription_moves_to_a_live_node_after_its_node_dies(redis_clust
         if killed is not None:
             await anyio.to_thread.run_sync(cluster.restart_node, killed)
             await anyio.to_thread.run_sync(cluster.wait_healthy, 60.0)
+
+
+async def test_a_subscription_whose_first_slot_map_load_fails_keeps_retrying() -> None:
+    """No cluster node answers yet: the subscription waits and re-tries (it used to end with an
+    UnboundLocalError, taking the server's cancel listener with it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])  # closed again below: nothing listens there
+    sub = Transport.connect(RedisClusterClientOpt(addrs=[f"127.0.0.1:{port}"]), retry=RetryPolicy(budget=1))
+    failed: list[BaseException] = []
+
+    async def listen() -> None:
+        try:
+            async for _ in sub.subscribe("asynq:test-channel"):
+                pass
+        except Exception as exc:
+            failed.append(exc)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listen)
+            await anyio.sleep(0.5)
+            tg.cancel_scope.cancel()
+    finally:
+        await sub.aclose()
+    assert failed == [] and sub.subscribed_node is None

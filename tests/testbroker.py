@@ -32,7 +32,7 @@ from typing import Any
 import anyio
 
 from asynq_aio._errors import MalformedTaskError, RedisUnavailableError, TaskIDConflictError
-from asynq_aio._transport import EncodableArg, Op
+from asynq_aio.protocol._redis.ops import EncodableArg, Op
 from asynq_aio.protocol.archive import ARCHIVE_MAX, ARCHIVE_TTL
 from asynq_aio.protocol.broker import (
     MALFORMED_TYPE,

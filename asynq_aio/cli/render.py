@@ -17,9 +17,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from asynq_aio._connection import RetryPolicy
 from asynq_aio._inspector import Inspector
 from asynq_aio._task import TaskInfo
-from asynq_aio._transport import RetryPolicy
 from asynq_aio.cli.common import ConnectionFlags, run_async
 
 R = TypeVar("R")

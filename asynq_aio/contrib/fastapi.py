@@ -33,12 +33,11 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess witho
 
 from asynq_aio._application import App
 from asynq_aio._client import Client
-from asynq_aio._connection import RedisConnOpt, parse_redis_url
+from asynq_aio._connection import RedisConnOpt, RetryPolicy, parse_redis_url
 from asynq_aio._default_client import use_client
 from asynq_aio._handler import Handler
 from asynq_aio._inspector import Inspector
 from asynq_aio._mux import ServeMux
-from asynq_aio._transport import RetryPolicy
 from asynq_aio.server.config import Config
 from asynq_aio.server.server import Server
 

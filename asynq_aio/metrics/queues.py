@@ -23,11 +23,10 @@ import anyio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
-from asynq_aio._connection import RedisConnOpt
+from asynq_aio._connection import RedisClient, RedisConnOpt, RetryPolicy
 from asynq_aio._errors import QueueNotFoundError
 from asynq_aio._inspection import QueueInfo
 from asynq_aio._inspector import Inspector
-from asynq_aio._transport import RedisClient, RetryPolicy
 
 log = logging.getLogger("asynq_aio.metrics")
 

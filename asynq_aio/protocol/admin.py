@@ -35,8 +35,9 @@ from asynq_aio._inspection import (
     ServerInfo,
 )
 from asynq_aio._task import TaskInfo, TaskState
-from asynq_aio._transport import EncodableArg, Op, Transport
 from asynq_aio.protocol import admin_scripts as scripts
+from asynq_aio.protocol._redis.ops import EncodableArg, Op
+from asynq_aio.protocol._redis.transport import Transport
 from asynq_aio.protocol.archive import trim_archive
 from asynq_aio.protocol.asynq_pb2 import SchedulerEnqueueEvent
 from asynq_aio.protocol.codec import (

@@ -6,7 +6,7 @@ first write, and is safe to run twice.
 
 from __future__ import annotations
 
-from asynq_aio._transport import LuaScript
+from asynq_aio.protocol._redis.ops import LuaScript
 
 DELETE = LuaScript.load("admin_delete")
 RUN = LuaScript.load("admin_run")

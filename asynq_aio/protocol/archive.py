@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from asynq_aio._transport import Transport
 from asynq_aio.protocol import admin_scripts as scripts
+from asynq_aio.protocol._redis.transport import Transport
 from asynq_aio.protocol.keys import QueueKeys
 from asynq_aio.protocol.replies import score_pairs
 

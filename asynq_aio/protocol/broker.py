@@ -15,8 +15,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from asynq_aio._errors import DuplicateTaskError, MalformedTaskError, TaskIDConflictError
-from asynq_aio._transport import EncodableArg, Op, Transport
 from asynq_aio.protocol import scripts
+from asynq_aio.protocol._redis.ops import EncodableArg
+from asynq_aio.protocol._redis.ops import Op as Op  # re-exported: the server's components hold script calls
+from asynq_aio.protocol._redis.transport import Transport
 from asynq_aio.protocol.archive import trim_archive
 from asynq_aio.protocol.codec import (
     ServerRecord,

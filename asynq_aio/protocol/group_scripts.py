@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from asynq_aio._transport import LuaScript
+from asynq_aio.protocol._redis.ops import LuaScript
 
 AGGREGATION_CHECK = LuaScript.load("aggregation_check")
 AGGREGATION_FINISH = LuaScript.load("aggregation_finish")

@@ -21,8 +21,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from asynq_aio._errors import TaskIDConflictError
-from asynq_aio._transport import EncodableArg, Op, Transport
 from asynq_aio.protocol import group_scripts as scripts
+from asynq_aio.protocol._redis.ops import EncodableArg, Op
+from asynq_aio.protocol._redis.transport import Transport
 from asynq_aio.protocol.codec import TaskMessage, decode_task_message
 from asynq_aio.protocol.keys import QueueKeys, queue_keys
 from asynq_aio.protocol.replies import score_pairs, text

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from typing import Any
 
-from asynq_aio._transport import Op, Transport
+from asynq_aio.protocol._redis.ops import Op
+from asynq_aio.protocol._redis.transport import Transport
 
 __all__ = ["NamedBatch", "hash_fields", "mapping", "score_pairs", "score_pairs_raw", "text"]
 

@@ -26,8 +26,9 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.message import DecodeError
 
 from asynq_aio._errors import MalformedTaskError
-from asynq_aio._transport import LuaScript, Op, Transport
 from asynq_aio.protocol import scripts
+from asynq_aio.protocol._redis.ops import LuaScript, Op
+from asynq_aio.protocol._redis.transport import Transport
 from asynq_aio.protocol.asynq_pb2 import SchedulerEnqueueEvent, SchedulerEntry
 from asynq_aio.protocol.codec import from_timestamp, to_timestamp
 from asynq_aio.protocol.keys import (

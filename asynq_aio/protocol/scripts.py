@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from asynq_aio._transport import LuaScript
+from asynq_aio.protocol._redis.ops import LuaScript
 
 ENQUEUE = LuaScript.load("enqueue")
 DEQUEUE = LuaScript.load("dequeue")

@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 
 from asynq_aio._coalescer import Coalescer
-from asynq_aio._transport import Op
+from asynq_aio.protocol.broker import Op
 from asynq_aio.protocol.codec import TaskMessage
 from asynq_aio.server.storage import WorkerBroker
 

@@ -8,19 +8,19 @@ import logging
 
 import anyio
 
-from asynq_aio._transport import Transport
+from asynq_aio.protocol.session import RedisSession
 from asynq_aio.server.config import HealthCheckFunc
 
 log = logging.getLogger("asynq_aio.server")
 
 
-async def health_check_loop(transport: Transport, func: HealthCheckFunc, interval: float) -> None:
+async def health_check_loop(session: RedisSession, func: HealthCheckFunc, interval: float) -> None:
     """Every ``interval`` seconds, check that Redis is ready and call ``func`` with None or the error; an
     exception from ``func`` is logged, not raised. Runs until cancelled."""
     while True:
         error: Exception | None = None
         try:
-            await transport.check_ready()
+            await session.check_ready()
         except Exception as exc:
             error = exc
         try:

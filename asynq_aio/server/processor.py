@@ -26,9 +26,8 @@ from asynq_aio._errors import (
 from asynq_aio._handler import Handler
 from asynq_aio._results import encode_result
 from asynq_aio._task import Task
-from asynq_aio._transport import Op
 from asynq_aio.logfmt import context_fields, task_fields
-from asynq_aio.protocol.broker import PAUSED, Dequeued, Limited, LimitRule, MalformedRecord, Paused
+from asynq_aio.protocol.broker import PAUSED, Dequeued, Limited, LimitRule, MalformedRecord, Op, Paused
 from asynq_aio.protocol.codec import TaskMessage, decode_fetched_message, exact_deadline, exact_timeout
 from asynq_aio.server.acker import Acker
 from asynq_aio.server.active import ActiveTask, ActiveTasks

@@ -11,12 +11,10 @@ from functools import partial
 
 import anyio
 
-from asynq_aio._connection import RedisConnOpt
+from asynq_aio._connection import RedisClient, RedisConnOpt, RetryPolicy
 from asynq_aio._handler import Handler
 from asynq_aio._mux import ServeMux, as_handler
-from asynq_aio._transport import RedisClient, RetryPolicy, Transport
-from asynq_aio.protocol.broker import Broker
-from asynq_aio.protocol.groups import GroupStore
+from asynq_aio.protocol.session import RedisSession
 from asynq_aio.server.acker import Acker
 from asynq_aio.server.active import ActiveTasks
 from asynq_aio.server.aggregator import aggregate_loop
@@ -93,10 +91,10 @@ class Server:
                         ", ".join(cfg.queues),
                     )
         waits = served.watch_budget() or len(cfg.queues)
-        transport = Transport.connect(self._redis, retry=self._retry, blocking_waits=waits)
+        session = RedisSession.open(self._redis, retry=self._retry, blocking_waits=waits)
         try:
-            await transport.check_ready()
-            broker = Broker(transport)
+            await session.check_ready()
+            broker = session.broker()
             if served.has_patterns:
                 await served.refresh(broker)
             active = ActiveTasks()
@@ -128,13 +126,13 @@ class Server:
                             )
                         )
                         btg.start_soon(janitor_loop, broker, queues, cfg.janitor_interval)
-                        btg.start_soon(cancel_loop, transport, active)
+                        btg.start_soon(cancel_loop, session, active)
                         if cfg.group_aggregator is not None:
-                            btg.start_soon(aggregate_loop, GroupStore(transport), queues, cfg)
+                            btg.start_soon(aggregate_loop, session.groups(), queues, cfg)
                         if cfg.health_check_func is not None:
                             btg.start_soon(
                                 health_check_loop,
-                                transport,
+                                session,
                                 cfg.health_check_func,
                                 cfg.health_check_interval,
                             )
@@ -158,7 +156,7 @@ class Server:
         finally:
             self._running = False
             with anyio.CancelScope(shield=True):
-                await transport.aclose()
+                await session.aclose()
 
     async def _shutdown(
         self,

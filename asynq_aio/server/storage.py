@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from asynq_aio._transport import Op
 from asynq_aio.protocol.asynq_pb2 import TaskMessage
-from asynq_aio.protocol.broker import Dequeued, Limited, LimitRule, MalformedRecord, Paused
+from asynq_aio.protocol.broker import Dequeued, Limited, LimitRule, MalformedRecord, Op, Paused
 from asynq_aio.protocol.codec import ServerRecord, WorkerRecord
 
 

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from asynq_aio._connection import RedisConnOpt
+from asynq_aio._connection import RedisClient, RedisConnOpt
 from asynq_aio._errors import (
     FailedPreconditionError,
     InvalidQueueName,
@@ -22,7 +22,6 @@ from asynq_aio._errors import (
     TaskNotFoundError,
 )
 from asynq_aio._inspector import Inspector
-from asynq_aio._transport import RedisClient
 from asynq_aio.web import actions, pages
 from asynq_aio.web.context import BadRequest, Dashboard, link
 from asynq_aio.web.guard import Refused

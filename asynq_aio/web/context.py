@@ -16,10 +16,9 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from asynq_aio._connection import RedisConnOpt
+from asynq_aio._connection import RedisClient, RedisConnOpt
 from asynq_aio._inspector import Inspector
 from asynq_aio._task import TaskState
-from asynq_aio._transport import RedisClient
 from asynq_aio.web import present
 
 __all__ = ["SECURITY_HEADERS", "BadRequest", "Dashboard", "link"]

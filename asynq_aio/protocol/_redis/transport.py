@@ -1,7 +1,9 @@
-"""How every call reaches redis-py: retry policy, commands, script batches, pipelines, pub/sub.
+"""How every call reaches redis-py: the retry loop, commands, script batches, pipelines with WAIT,
+readiness and cluster topology reads.
 
-Clients are built in _redis_clients.py; script batches are written onto redis-py's pooled
-connections by _redis_direct.py (the hot path); everything else goes through redis-py's own client
+Clients are built in clients.py; script batches are written onto redis-py's pooled connections by
+redispy.send_batch (the hot path), which is also where every other redis-py internal used here is
+read or written; subscriptions are pubsub.py's. Everything else goes through redis-py's own client
 here.
 
 redis-py 8.1's async cluster client re-sends commands on its own after connection errors, ignores its
@@ -17,56 +19,42 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from redis import exceptions as rx
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from asynq_aio._connection import RedisConnOpt
+from asynq_aio._connection import RedisClient, RedisConnOpt, RetryPolicy
 from asynq_aio._errors import ClusterNotReadyError, RedisAuthError, RedisUnavailableError
-from asynq_aio._redis_clients import RedisClient, build_client, describe_client
-from asynq_aio._redis_direct import send_batch
-from asynq_aio._redis_errors import (
+from asynq_aio.protocol._redis import pubsub
+from asynq_aio.protocol._redis.clients import build_client, describe_client
+from asynq_aio.protocol._redis.errors import (
     auth_failure,
     cluster_node_error,
     cluster_not_ok,
     config_mistake,
     is_transient,
 )
-from asynq_aio._redis_ops import EncodableArg, LuaScript, Op
+from asynq_aio.protocol._redis.ops import EncodableArg, LuaScript, Op
+from asynq_aio.protocol._redis.redispy import (
+    ensure_slot_map,
+    mark_slot_map_stale,
+    node_connection_kwargs,
+    note_moved,
+    pending_background_disconnects,
+    pool_connection_kwargs,
+    seed_node_names,
+    send_batch,
+)
 
-__all__ = [
-    "EncodableArg",
-    "LuaScript",
-    "Op",
-    "RedisClient",
-    "RetryPolicy",
-    "Transport",
-    "is_transient",
-]
+__all__ = ["Transport"]
 
 log = logging.getLogger("asynq_aio.transport")
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Bounded exponential backoff with full jitter, capped by a total time budget."""
-
-    budget: float = 30.0
-    base: float = 0.01
-    cap: float = 0.5
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to sleep before retry ``attempt`` (from 0): uniform from 0 to ``base`` doubled per
-        attempt, capped at ``cap``."""
-        return random.uniform(0, min(self.cap, self.base * (2**attempt)))
 
 
 class Transport:
@@ -132,9 +120,8 @@ class Transport:
         else:
             await self.client.aclose()
             # redis-py (8.x) disconnects the nodes a topology refresh dropped in fire-and-forget
-            # tasks; wait for them, or their connections outlive the loop and the GC finds them
-            # open (redis-py internals: kept here, the one module that touches them).
-            dropping = list(getattr(self.client.nodes_manager, "_background_tasks", ()))
+            # tasks; wait for them, or their connections outlive the loop and the GC finds them open
+            dropping = pending_background_disconnects(self.client)
             if dropping:
                 await asyncio.wait(dropping, timeout=1.0)
         for extra in self._also_close:
@@ -196,7 +183,7 @@ class Transport:
         node = self.client.get_node(host, port)
         if node is not None:
             return await self.call_on_node(node, *args)
-        temp = ClusterNode(host, port, role, **self.client.nodes_manager.connection_kwargs)
+        temp = ClusterNode(host, port, role, **node_connection_kwargs(self.client))
         try:
             return await self.call_on_node(temp, *args)
         finally:
@@ -208,8 +195,7 @@ class Transport:
         cursor: Any = 0
         while True:
             if isinstance(self.client, RedisCluster):
-                if self.client._initialize:  # the slot map is loaded lazily, by the first command
-                    await self.client.initialize()
+                await ensure_slot_map(self.client)  # it is loaded lazily, by the first command
                 node = self.client.get_node_from_key(key)
                 if node is None:
                     raise RedisUnavailableError(f"no cluster node serves the slot of {key!r}")
@@ -250,7 +236,7 @@ class Transport:
         return await self._retrying(script.name, attempt)
 
     async def _send_direct(self, ops: Sequence[Op], *, by_sha: bool) -> list[Any]:
-        """Script calls (each with a key to route by) through redis_direct.send_batch, past redis-py's
+        """Script calls (each with a key to route by) through redispy.send_batch, past redis-py's
         per-command machinery. In a cluster, a redirect or a lost node seen here is told to redis-py's
         slot map, as its own command path would (the retry then goes to the right node)."""
         try:
@@ -326,8 +312,7 @@ class Transport:
 
         async def send(by_sha: bool) -> list[Any]:
             if isinstance(client, RedisCluster):
-                if client._initialize:
-                    await client.initialize()
+                await ensure_slot_map(client)
                 cpipe = client.pipeline(transaction=False)
                 nodes: dict[str, ClusterNode] = {}
                 for op, key in zip(ops, route_keys, strict=True):
@@ -369,11 +354,11 @@ class Transport:
         if not isinstance(client, RedisCluster):
             return
         if isinstance(exc, rx.MovedError):
-            await client.nodes_manager.move_slot(exc)
+            await note_moved(client, exc)
         elif isinstance(exc, rx.AskError | rx.TryAgainError):
             return  # the slot is migrating: back off and try again
         else:
-            client._initialize = True
+            mark_slot_map_stale(client)
 
     async def run_op(self, op: Op) -> Any:
         """One op through the retry loop."""
@@ -407,50 +392,15 @@ class Transport:
         """PUBLISH ``message`` on ``channel``; retried like :meth:`call`, so a subscriber may get it twice."""
         await self.call("PUBLISH", channel, message)
 
-    async def subscribe(self, channel: str) -> AsyncIterator[bytes]:
-        """Yield messages published on ``channel`` forever, re-subscribing after connection loss.
+    def subscribe(self, channel: str) -> AsyncIterator[bytes]:
+        """Yield messages published on ``channel`` forever, re-subscribing after connection loss (on
+        another live node in a cluster: see pubsub.py); :attr:`subscribed_node` says where it is."""
+        return pubsub.subscribe(
+            self.client, channel, retry=self.retry, description=self.description, on_node=self._subscribed_at
+        )
 
-        In a cluster, classic PUBLISH reaches every node, so after a failure any other live node will
-        do; redis-py would otherwise stay pinned to the dead one.
-        """
-        attempt = 0
-        avoid: set[str] = set()
-        while True:
-            pubsub: Any
-            try:
-                if isinstance(self.client, RedisCluster):
-                    if self.client._initialize:
-                        await self.client.initialize()
-                    nodes = [n for n in self.client.get_nodes() if n.name not in avoid] or list(
-                        self.client.get_nodes()
-                    )
-                    node = random.choice(nodes)
-                    pubsub = self.client.pubsub(node=node)
-                else:
-                    node = None
-                    pubsub = self.client.pubsub()
-                try:
-                    await pubsub.subscribe(channel)
-                    self.subscribed_node = node.name if node is not None else self.description
-                    attempt = 0
-                    avoid.clear()
-                    while True:
-                        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                        if msg is not None and msg.get("type") == "message":
-                            data = msg["data"]
-                            yield data if isinstance(data, bytes) else str(data).encode()
-                finally:
-                    with _suppress_all():
-                        await asyncio.shield(pubsub.aclose())
-            except Exception as exc:
-                self.subscribed_node = None
-                if not is_transient(exc):
-                    raise
-                if node is not None:
-                    avoid.add(node.name)
-                log.warning("subscription to %s lost, re-subscribing: %s", channel, exc)
-                await asyncio.sleep(self.retry.delay(attempt) + 0.05)
-                attempt = min(attempt + 1, 10)
+    def _subscribed_at(self, node: str | None) -> None:
+        self.subscribed_node = node
 
     # -- cluster topology ---------------------------------------------------------------------------
 
@@ -459,7 +409,8 @@ class Transport:
         client is of the wrong kind for the server (see :meth:`_refuse_cluster_node`)."""
         await self.call("PING")
         if isinstance(self.client, RedisCluster):
-            # topology.py has no imports of its own: reading its reply there keeps one parser.
+            # imported here: topology.py imports replies.py, which imports this module. Reading the
+            # reply there keeps one parser.
             from asynq_aio.protocol.topology import parse_info
 
             state = parse_info(await self.client.cluster_info()).get("cluster_state")
@@ -495,8 +446,8 @@ class Transport:
         client, host:port of a single-node one (the description where there is none, as for a
         master found through Sentinel)."""
         if isinstance(self.client, RedisCluster):
-            return ",".join(n.name for n in self.client.startup_nodes) or self.description
-        kw = self.client.connection_pool.connection_kwargs
+            return ",".join(seed_node_names(self.client)) or self.description
+        kw = pool_connection_kwargs(self.client)
         if "host" in kw and "port" in kw:
             return f"{kw['host']}:{kw['port']}"
         return self.description
@@ -517,11 +468,3 @@ class Transport:
         from redis.crc import key_slot
 
         return int(key_slot(key.encode()))
-
-
-class _suppress_all:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return exc[0] is not None and issubclass(cast(type, exc[0]), Exception)

@@ -1,11 +1,12 @@
 """Which redis-py errors are worth retrying, and the ones that deserve a clearer message.
 
-The transport retries only what :func:`is_transient` accepts: the errors a cluster produces while it
-heals (connection loss, failover, MOVED/ASK/TRYAGAIN during resharding, LOADING). A refused login or
-an ACL denial is never retried; :func:`auth_failure` rewrites it to name the server. Nor is a
-client of the wrong kind for its server (:func:`config_mistake`): a single-node client gets MOVED
-from a cluster node for every key outside that node's slots, and a cluster client cannot load a slot
-map from a standalone Redis, forever.
+The transport (transport.py) retries only what :func:`is_transient` accepts: the errors a cluster
+produces while it heals (connection loss, failover, MOVED/ASK/TRYAGAIN during resharding, LOADING).
+A refused login or an ACL denial is never retried; :func:`auth_failure` rewrites it to name the
+server. Nor is a client of the wrong kind for its server (:func:`config_mistake`): a single-node
+client gets MOVED from a cluster node for every key outside that node's slots, and a cluster client
+cannot load a slot map from a standalone Redis, forever. Kept apart from the transport because the
+classification is pure (tests check it without a server) and the retry loop is not.
 """
 
 from __future__ import annotations

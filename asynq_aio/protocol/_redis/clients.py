@@ -1,8 +1,9 @@
 """Building redis-py clients from asynq-aio's connection options.
 
 The clients are built with redis-py's own retries switched off: every call goes through the
-transport's retry loop instead (see transport.py for why). This is one of the two modules that know
-redis-py's construction details (the other is transport.py, for running commands).
+transport's retry loop instead (see transport.py for why). Kept apart from the transport because
+building a client (pool sizes, TLS, Sentinel, address remapping) is configuration, done once, and
+running commands on it is not; the internals read here are in redispy.py.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
 from asynq_aio._connection import (
+    RedisClient,
     RedisClientOpt,
     RedisClusterClientOpt,
     RedisConnOpt,
     RedisSentinelOpt,
     split_addr,
 )
-
-RedisClient = Redis | RedisCluster
+from asynq_aio.protocol._redis.redispy import pool_connection_kwargs, seed_node_names, sentinel_clients
 
 #: Connections beyond the in-flight limit, for blocking waits and pub/sub, which hold one each.
 EXTRA_CONNECTIONS = 64
@@ -96,13 +97,13 @@ def build_client(opt: RedisConnOpt, *, blocking_waits: int = 0) -> BuiltClient:
             **common,
         )
         master = sentinel.master_for(opt.master_name, db=opt.db)
-        return BuiltClient(master, opt.pool_size, list(sentinel.sentinels))
+        return BuiltClient(master, opt.pool_size, sentinel_clients(sentinel))
     raise TypeError(f"unsupported connection option {type(opt).__name__}")  # pragma: no cover
 
 
 def describe_client(client: RedisClient) -> str:
     """Where a caller's own client points, for error messages."""
     if isinstance(client, RedisCluster):
-        return "cluster " + ",".join(n.name for n in client.startup_nodes)
-    kw = client.connection_pool.connection_kwargs
+        return "cluster " + ",".join(seed_node_names(client))
+    kw = pool_connection_kwargs(client)
     return f"{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"

@@ -1,7 +1,7 @@
 """What a batch is made of: plain commands and Lua script calls (with their SHA1 for EVALSHA).
 
-Kept apart from the transport so that protocol/ can build ops (and tests can build their own) without
-touching the code that talks to redis-py.
+Kept apart from the transport (transport.py) so that the protocol modules can build ops (and tests
+can build their own) without touching the code that talks to redis-py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 EncodableArg = str | bytes | int | float
 
-_SCRIPT_DIR = Path(__file__).parent / "protocol" / "scripts"
+_SCRIPT_DIR = Path(__file__).parent.parent / "scripts"  # asynq_aio/protocol/scripts
 
 
 class LuaScript:
