@@ -6,6 +6,7 @@ server's record is written each beat and withdrawn at the end.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from asynq_aio.server.active import ActiveTask, ActiveTasks
 from asynq_aio.server.config import Config
 from asynq_aio.server.heartbeat import Heartbeat, Identity
 from asynq_aio.server.processor import Processor
+from asynq_aio.server.stopper import HandlerStop
 
 pytestmark = pytest.mark.anyio
 
@@ -98,20 +100,13 @@ async def test_a_task_whose_attempt_was_taken_over_is_cancelled_for_its_lease() 
     lost, kept = await running(broker, active, "a", 2)
     broker.queue("a").tasks[lost.msg.id].attempt = "another-server-7"  # recovered and run elsewhere
     old = broker.lease_of("a", lost.msg.id)
-    ended = anyio.Event()
-
-    async def handler_of(entry: ActiveTask) -> None:
-        with anyio.CancelScope() as scope:
-            entry.scope = scope
-            await anyio.sleep_forever()
-        ended.set()
-
+    handler = asyncio.get_running_loop().create_task(asyncio.sleep(3600))
+    lost.stopper = HandlerStop(handler, None)
     with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(handler_of, lost)
-            await anyio.wait_all_tasks_blocked()
-            await Heartbeat(broker, CFG, active, identity()).beat()
-            await ended.wait()
+        await anyio.wait_all_tasks_blocked()
+        await Heartbeat(broker, CFG, active, identity()).beat()
+        with pytest.raises(asyncio.CancelledError):
+            await handler
     assert (lost.cancel_reason, lost.cancel_called) == ("lease", True)
     assert (kept.cancel_reason, kept.cancel_called) == ("", False)
     assert broker.lease_of("a", kept.msg.id) == kept.lease_expiry

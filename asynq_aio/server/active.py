@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import anyio
-
 from asynq_aio.protocol.codec import TaskMessage
+from asynq_aio.server.stopper import HandlerStop
 
 
 @dataclass(slots=True)
@@ -21,20 +20,20 @@ class ActiveTask:
     deadline: datetime
     lease_expiry: float  # unix s, as last written to Redis
     cancel_reason: str = ""  # "cancel" (asynq:cancel), "shutdown", "lease"; "" for a timeout
-    # The handler's cancel scope (it carries the deadline), set once the handler's task enters it;
-    # a cancel that comes earlier is remembered and applied on entry.
-    scope: anyio.CancelScope | None = None
+    # What stops the handler's task (it carries the deadline), set once that task exists; a cancel
+    # that comes earlier is remembered and applied when it is set.
+    stopper: HandlerStop | None = None
     cancel_called: bool = False
     # the handler has ended and its outcome is being written: a lease reported lost now is most
     # likely the outcome's own doing (an ack removes the lease), and there is nothing left to cancel
     handler_done: bool = False
 
     def cancel(self) -> None:
-        """Cancel the handler now if it has entered its cancel scope, else as soon as it does; set
+        """Cancel the handler now if its task has started, else as soon as it does; set
         ``cancel_reason`` first to say why."""
         self.cancel_called = True
-        if self.scope is not None:
-            self.scope.cancel()
+        if self.stopper is not None:
+            self.stopper.stop()
 
 
 class ActiveTasks:

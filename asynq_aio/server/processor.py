@@ -37,7 +37,9 @@ from asynq_aio.server.limits import rules_for
 from asynq_aio.server.queues import QueueSelector
 from asynq_aio.server.readiness import QueueReadiness
 from asynq_aio.server.served import ServedQueues
+from asynq_aio.server.stopper import HandlerStop
 from asynq_aio.server.storage import WorkerBroker
+from asynq_aio.server.waits import wait_set
 
 log = logging.getLogger("asynq_aio.server")
 
@@ -79,9 +81,9 @@ class Processor:
         )
         self._running = 0  # handler slots in use
         self._outstanding = 0  # tasks taken whose outcome is not written yet (>= _running)
-        self._slot_freed = anyio.Event()
-        self._stopping = anyio.Event()
-        self._all_done = anyio.Event()
+        self._slot_freed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._all_done = asyncio.Event()
         self._all_done.set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._set_aside: dict[str, float] = {}  # queue -> monotonic time its dequeues resume
@@ -96,6 +98,7 @@ class Processor:
     def stop_fetching(self) -> None:
         """Take no more tasks; running handlers go on (:meth:`fetch_loop` returns once they are done)."""
         self._stopping.set()
+        self._readiness.interrupt()
 
     async def wait_idle(self) -> None:
         """Wait until every task taken has its outcome written (returns at once when none is outstanding)."""
@@ -106,9 +109,12 @@ class Processor:
     async def fetch_loop(self, tg: TaskGroup) -> None:
         """Fill free slots until :meth:`stop_fetching`, then wait until every handler has finished.
 
-        Handlers run as plain asyncio tasks owned by this loop, not in ``tg``: starting a task in an
-        anyio task group costs ~45 us of CPU and a plain task ~3 us, on a no-op task's budget of a
-        few tens of us. So this loop does what the task group did: it returns only when its handlers
+        The path from a task's arrival to its outcome runs on asyncio alone: handlers are plain
+        asyncio tasks owned by this loop, not in ``tg`` (starting a task in an anyio task group
+        costs ~45 us of CPU and a plain task ~3 us, on a no-op task's budget of a few tens of us),
+        stopped by a :class:`HandlerStop` rather than an anyio cancel scope, and the waits are
+        asyncio events. anyio holds the long-lived parts together (the watchers below, the server's
+        task groups). So this loop does what the task group did: it returns only when its handlers
         are done, and if it is cancelled it stops them as at shutdown (their tasks are requeued).
         """
         cfg = self._config
@@ -131,21 +137,24 @@ class Processor:
         while not self._stopping.is_set():
             free = cfg.concurrency - self._running
             if free <= 0:
-                self._slot_freed = anyio.Event()
-                with anyio.move_on_after(1.0):
-                    await self._slot_freed.wait()
+                self._slot_freed.clear()
+                await wait_set(self._slot_freed, 1.0)
                 continue
             try:
                 got = await self._fetch(min(free, cfg.dequeue_batch))
             except Exception as exc:
                 log.error("dequeue failed, retrying in 1s: %s", exc)
-                await anyio.sleep(1.0)
+                await asyncio.sleep(1.0)
                 continue
             if got is None:
                 await self._wait_for_work()
                 continue
             for item in got:
                 self._start(item)
+            # Let the handlers just started take their first step before the next dequeue is
+            # packed and sent: a handler no longer waits behind that Python work (on an idle
+            # worker, cold, it took 0.1-0.3 ms between the dequeue's reply and the handler).
+            await asyncio.sleep(0)
 
     async def _fetch(self, count: int) -> list[Dequeued] | None:
         """Dequeue from the first queue (in selection order) that has tasks. A queue whose dequeue
@@ -223,25 +232,16 @@ class Processor:
         resume = [t for q, t in self._set_aside.items() if t > now and self._readiness.is_ready(q)]
         wait = min([self._config.idle_wait, *(t - now for t in resume)])
         if resume:  # ready queues are only set aside: the watchers will not wake for them
-            with anyio.move_on_after(wait):
-                await self._stopping.wait()
+            await wait_set(self._stopping, wait)
             return
-        async with anyio.create_task_group() as tg:
-
-            async def stop_on_shutdown() -> None:
-                await self._stopping.wait()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(stop_on_shutdown)
-            await self._readiness.wait_any(wait)
-            tg.cancel_scope.cancel()
+        await self._readiness.wait_any(wait)  # stop_fetching interrupts it
 
     # -- running ------------------------------------------------------------------------------------
 
     def _start(self, item: Dequeued) -> None:
         self._running += 1
         self._outstanding += 1
-        self._all_done = anyio.Event() if self._all_done.is_set() else self._all_done
+        self._all_done.clear()
         t = asyncio.get_running_loop().create_task(self._execute(item))
         self._tasks.add(t)
         t.add_done_callback(self._task_done)
@@ -305,17 +305,20 @@ class Processor:
             headers=task.headers,
             _write_result=lambda data: self._write_result(msg, data, attempt),
         )
-        # The handler runs in a task of its own, inside its cancel scope, so that a timeout or a
-        # cancel (entry.cancel) stops exactly the handler, never the writing of its outcome below.
-        deadline = anyio.current_time() + (deadline_unix - now)
-        handler_task = asyncio.get_running_loop().create_task(self._call_handler(ctx, task, entry, deadline))
+        # The handler runs in a task of its own, which its stopper cancels at the deadline or on a
+        # cancel (entry.cancel): that stops exactly the handler, never the writing of its outcome.
+        loop = asyncio.get_running_loop()
+        handler_task = loop.create_task(self._call_handler(ctx, task))
+        stopper = entry.stopper = HandlerStop(handler_task, loop.time() + (deadline_unix - now))
+        if entry.cancel_called:  # cancelled before its task existed
+            stopper.stop()
         error: BaseException | None = None
         result: bytes | None = None
         try:
             error, value = await handler_task
             if error is None and value is not None:
                 result = encode_result(value)  # raises ResultEncodingError (archived)
-            if entry.cancel_called:  # timed out or cancelled (the scope absorbed the cancellation)
+            if stopper.called:  # timed out or cancelled, and the handler swallowed the cancellation
                 error = _cancel_error(entry, msg)
         except asyncio.CancelledError:
             me = asyncio.current_task()
@@ -324,33 +327,23 @@ class Processor:
             error = _cancel_error(entry, msg)
         except Exception as exc:  # the handler's own failure
             error = exc
+        entry.cancel_called = entry.cancel_called or stopper.called
         entry.handler_done = True
-        # No shield needed: this runner is a plain task outside every anyio cancel scope. The task
-        # stays in the active set (so the heartbeat keeps extending its lease) until its outcome is
-        # written: an ack waiting on a slow node must not let the lease lapse.
+        # The task stays in the active set (so the heartbeat keeps extending its lease) until its
+        # outcome is written: an ack waiting on a slow node must not let the lease lapse.
         free_slot()
         try:
             await self._finish(msg, task, error, entry, result)
         finally:
             self._active.remove(msg.id)
 
-    async def _call_handler(
-        self, ctx: TaskContext, task: Task, entry: ActiveTask, deadline: float
-    ) -> tuple[BaseException | None, Any]:
+    async def _call_handler(self, ctx: TaskContext, task: Task) -> tuple[BaseException | None, Any]:
         """The handler's failure (None when it returned) and its return value (its result)."""
         set_current(ctx)  # the handler task's own context: visible to the handler only
-        value: Any = None
-        with anyio.CancelScope(deadline=deadline) as scope:
-            entry.scope = scope
-            if entry.cancel_called:
-                scope.cancel()
-            try:
-                value = await self._handler(task)
-            except SystemExit as exc:  # sys.exit() in a handler (often from a library) is a failed
-                return exc, None  # attempt, not a way to stop the worker (asyncio would re-raise it)
-        if scope.cancel_called:
-            entry.cancel_called = True
-        return None, value
+        try:
+            return None, await self._handler(task)
+        except SystemExit as exc:  # sys.exit() in a handler (often from a library) is a failed
+            return exc, None  # attempt, not a way to stop the worker (asyncio would re-raise it)
 
     async def _finish(
         self,
@@ -469,9 +462,7 @@ class Processor:
             extra={"task_id": item.task_id, "queue": item.queue},
         )
         record = MalformedRecord(task_id=item.task_id, queue=item.queue, raw=item.raw, reason=str(exc))
-        op = self._broker.archive_malformed_op(record, attempt=item.attempt)
-        with anyio.CancelScope(shield=True):
-            await self._acker.submit(item.queue, op)
+        await self._acker.submit(item.queue, self._broker.archive_malformed_op(record, attempt=item.attempt))
 
     async def _archive_oversized(self, msg: TaskMessage, attempt: str) -> None:
         """A payload over Config.max_payload_bytes (a foreign producer has no Client limit) is
@@ -481,9 +472,9 @@ class Processor:
             f"{self._config.max_payload_bytes} bytes (Config.max_payload_bytes)"
         )
         log.error("task %s (%s) archived unrun: %s", msg.id, msg.type, error, extra=task_fields(msg))
-        op = self._broker.fail_op(msg, error=str(error), archive=True, attempt=attempt)
-        with anyio.CancelScope(shield=True):
-            await self._acker.submit(msg.queue, op)
+        await self._acker.submit(
+            msg.queue, self._broker.fail_op(msg, error=str(error), archive=True, attempt=attempt)
+        )
 
     def cancel_all_for_shutdown(self) -> None:
         """Cancel every running handler with reason ``shutdown``: their tasks are requeued at the head of

@@ -20,6 +20,7 @@ queue is rare, so the connection that costs does not matter).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
@@ -29,6 +30,7 @@ from anyio.abc import TaskGroup
 
 from asynq_aio.server.served import ServedQueues
 from asynq_aio.server.storage import WorkerBroker
+from asynq_aio.server.waits import wait_set
 
 __all__ = ["QueueReadiness"]
 
@@ -72,8 +74,9 @@ class QueueReadiness:
         self._paused: set[str] = set()
         self._fruitless: dict[str, int] = dict.fromkeys(self._queues, 0)
         self._woken: set[str] = set()  # ready because a watcher saw a task, none taken since
-        self._any_ready = anyio.Event()
+        self._any_ready = asyncio.Event()
         self._any_ready.set()
+        self._interrupted = False  # the processor is stopping: wait_any returns at once
 
     @property
     def ready(self) -> AbstractSet[str]:
@@ -117,8 +120,8 @@ class QueueReadiness:
 
     def _unready(self, queue: str) -> None:
         self._ready.discard(queue)
-        if not self._ready:
-            self._any_ready = anyio.Event()
+        if not self._ready and not self._interrupted:
+            self._any_ready.clear()
         self._watch[queue].set()
 
     def _mark_ready(self, queue: str) -> None:
@@ -127,11 +130,14 @@ class QueueReadiness:
         self._any_ready.set()
 
     async def wait_any(self, timeout: float) -> bool:
-        """Wait until some queue is ready; False after ``timeout`` seconds."""
-        with anyio.move_on_after(timeout):
-            await self._any_ready.wait()
-            return True
-        return False
+        """Wait until some queue is ready (or :meth:`interrupt`); False after ``timeout`` seconds."""
+        return await wait_set(self._any_ready, timeout)
+
+    def interrupt(self) -> None:
+        """Wake :meth:`wait_any` now, and every later call at once, whether or not a queue is ready:
+        the processor is stopping."""
+        self._interrupted = True
+        self._any_ready.set()
 
     # -- watchers -----------------------------------------------------------------------------------
 
@@ -174,8 +180,8 @@ class QueueReadiness:
         self._paused.discard(queue)
         self._woken.discard(queue)
         self._ready.discard(queue)
-        if not self._ready and self._any_ready.is_set():
-            self._any_ready = anyio.Event()
+        if not self._ready and not self._interrupted:
+            self._any_ready.clear()
 
     def _start_watcher(self, queue: str) -> None:
         assert self._tg is not None
