@@ -418,3 +418,23 @@ async def test_a_running_tasks_lease_expiry_is_the_lease_its_dequeue_wrote() -> 
         believed, written = entry.lease_expiry, broker.lease_of("a", msg.id)
         release.set()
     assert believed == written
+
+
+def test_the_flow_control_rules_of_a_queue_no_longer_served_are_forgotten() -> None:
+    """Rules are found per queue once and cached; when the served set changes (a pattern's queue is
+    deleted) the cache starts again, so it holds the queues served now, not every queue ever seen."""
+    from asynq_aio.server.limits import ConcurrencyLimit
+    from asynq_aio.server.served import ServedQueues
+
+    broker = MemoryBroker()
+    served = ServedQueues({"tenant:*": 1})
+    cfg = config(queues={"tenant:*": 1}, limits=[ConcurrencyLimit(queue="tenant:*", limit=1)])
+    p = Processor(broker, cfg, nothing, ActiveTasks(), Acker(broker), served)
+    lease = time.time() + 30
+    served.update(["tenant:a", "tenant:b"])
+    for q in ("tenant:a", "tenant:b"):
+        p._dequeue(q, 1, lease).close()  # finds the queue's rules; the call itself is not needed
+    assert set(p._limit_rules) == {"tenant:a", "tenant:b"}
+    served.update(["tenant:a"])  # tenant:b was deleted
+    p._dequeue("tenant:a", 1, lease).close()
+    assert set(p._limit_rules) == {"tenant:a"}

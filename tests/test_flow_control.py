@@ -441,3 +441,21 @@ async def test_a_killed_workers_capped_slots_come_back_when_its_leases_run_out(
 
 async def _zcard(raw: RawRedis, key: str, want: int) -> bool:
     return int(await raw.cmd("ZCARD", key)) >= want
+
+
+async def test_a_limited_dequeue_whose_window_held_only_deleted_tasks_answers_empty(
+    redis_target: RedisTarget, unique_queue: str
+) -> None:
+    """Pending names tasks whose hashes are gone (deleted under us): the script drops them, and the
+    answer is "nothing to take" (the queue is empty now), not "held back by a limit"."""
+    tr = Transport.connect(conn_opt(redis_target.kind, redis_target.url, redis_target.addrs))
+    broker = Broker(tr)
+    qk = queue_keys(unique_queue)
+    try:
+        await tr.call("LPUSH", qk.pending, "gone-1", "gone-2", "gone-3")
+        rules = rules_for(unique_queue, [ConcurrencyLimit(queue=unique_queue, limit=2)])
+        got = await broker.dequeue_limited(unique_queue, 5, time.time() + 30, rules)
+        assert got == []
+        assert int(await tr.call("LLEN", qk.pending)) == 0
+    finally:
+        await tr.aclose()

@@ -335,14 +335,14 @@ class Broker:
             raise
         if int(reply[0]) == -1:
             return PAUSED
-        taken, ids, msgs, retry_ms, capped, candidates = reply
-        if int(taken) == 0 and int(candidates) > 0:
+        taken, ids, msgs, retry_ms, capped, _candidates = reply
+        if int(taken) == 0 and (int(retry_ms) >= 0 or int(capped)):
+            # held back by a limit; candidates that were only dropped (their hash was deleted) or a
+            # re-sent call whose tasks are no longer leased to it are not "held back": that is []
             waits = [int(retry_ms) / 1000] if int(retry_ms) >= 0 else []
             if int(capped):
                 waits.append(cap_poll)
-            return Limited(
-                retry_after=max(0.001, min(waits)) if waits else cap_poll, capped=bool(int(capped))
-            )
+            return Limited(retry_after=max(0.001, min(waits)), capped=bool(int(capped)))
         return [
             Dequeued(queue, text(tid), bytes(raw), attempt, lease)
             for tid, raw in zip(ids, msgs, strict=True)

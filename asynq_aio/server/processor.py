@@ -70,7 +70,7 @@ class Processor:
         self._active = active
         self._acker = acker
         # the live set of queues (the server's, which its discovery loop updates when there are patterns)
-        served = ServedQueues(config.queues) if served is None else served
+        served = self._served = ServedQueues(config.queues) if served is None else served
         self._selector = QueueSelector(served, strict=config.strict_priority)
         self._readiness = QueueReadiness(
             broker,
@@ -89,6 +89,7 @@ class Processor:
         self._set_aside: dict[str, float] = {}  # queue -> monotonic time its dequeues resume
         self._slow_streak: dict[str, int] = {}  # queue -> slow dequeues in a row
         self._limit_rules: dict[str, list[LimitRule]] = {}  # queue -> its flow-control rules (may be [])
+        self._limit_rules_of = served.version  # the served set those rules were found for
 
     @property
     def running(self) -> int:
@@ -218,6 +219,9 @@ class Processor:
     ) -> Coroutine[Any, Any, list[Dequeued] | Paused | Limited]:
         """The plain dequeue, or the limited one (checked against the queue's flow-control rules
         before anything is taken) for a queue that ``Config.limits`` names."""
+        if self._served.version != self._limit_rules_of:  # queues came or went: forget old rules
+            self._limit_rules.clear()
+            self._limit_rules_of = self._served.version
         rules = self._limit_rules.get(queue)
         if rules is None:
             rules = self._limit_rules[queue] = rules_for(queue, self._config.limits)
