@@ -9,9 +9,8 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, replace
 from datetime import datetime
-from types import TracebackType
-from typing import Self
 
+from asynq_aio._closing import AsyncClosing
 from asynq_aio._coalescer import Coalescer
 from asynq_aio._connection import RedisClient, RedisConnOpt, RetryPolicy
 from asynq_aio._errors import InvalidTaskError, NotDurableError
@@ -72,7 +71,7 @@ with the write's exception if it failed (a tracing span wraps the Redis round tr
 A hook must not suppress that exception."""
 
 
-class Client:
+class Client(AsyncClosing):
     """Enqueues tasks. One per application is enough: it is safe to share between coroutines.
 
     ``Client(RedisClusterClientOpt(addrs=[...]))`` owns its connections; ``Client(existing_redis)``
@@ -165,14 +164,6 @@ class Client:
     def max_payload_bytes(self) -> int:
         """The largest payload this client stores (larger ones raise PayloadTooLargeError)."""
         return self._max_payload
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Let queued enqueues finish (up to CLOSE_GRACE seconds), then close the connections."""

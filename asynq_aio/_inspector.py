@@ -9,9 +9,7 @@ Pages are numbered from 1, as in Go's ``asynq.Page``; the default page size is 3
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Self
-
+from asynq_aio._closing import AsyncClosing
 from asynq_aio._connection import RedisClient, RedisConnOpt, RetryPolicy
 from asynq_aio._errors import FailedPreconditionError, TaskNotFoundError
 from asynq_aio._inspection import (
@@ -46,7 +44,7 @@ def _range(page: int, size: int) -> tuple[int, int]:
     return start, start + size - 1
 
 
-class Inspector:
+class Inspector(AsyncClosing):
     """Reads and manages queues and tasks; safe to share between coroutines.
 
     ``Inspector(RedisClusterClientOpt(addrs=[...]))`` owns its connections (close it, or use
@@ -62,14 +60,6 @@ class Inspector:
     def is_cluster(self) -> bool:
         """Whether the connection is to a Redis Cluster (the ``cluster_*`` methods need one)."""
         return self._session.is_cluster
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the connections this inspector opened (a borrowed client is left open); idempotent."""

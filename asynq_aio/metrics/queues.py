@@ -16,13 +16,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import NamedTuple, Self
+from typing import NamedTuple
 
 import anyio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
+from asynq_aio._closing import AsyncClosing
 from asynq_aio._connection import RedisClient, RedisConnOpt, RetryPolicy
 from asynq_aio._errors import QueueNotFoundError
 from asynq_aio._inspection import QueueInfo
@@ -164,7 +164,7 @@ class _Families(NamedTuple):
         )
 
 
-class QueueMetricsExporter:
+class QueueMetricsExporter(AsyncClosing):
     """Reads every queue through an Inspector on the running event loop and feeds a
     :class:`QueueMetricsCollector`, which it registers in ``registry`` (if given).
 
@@ -201,14 +201,6 @@ class QueueMetricsExporter:
         self.collector = QueueMetricsCollector(max_age=max_age)
         if registry is not None:
             registry.register(self.collector)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the Inspector this exporter made from connection options; one passed in is left open."""
