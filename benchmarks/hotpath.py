@@ -86,7 +86,7 @@ uvloop.run(main())
 """
 
 
-def _tree_of(rev: str, into: Path) -> Path:
+def tree_of(rev: str, into: Path) -> Path:
     """The package tree of ``rev`` (git archive), so the old code runs as it was."""
     archive = into / f"{rev}.tar"
     with archive.open("wb") as out:
@@ -123,7 +123,7 @@ def main() -> None:
     rows: dict[str, dict[str, list[float]]] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            trees = {"baseline": _tree_of(args.baseline, Path(tmp)), "checkout": ROOT}
+            trees = {"baseline": tree_of(args.baseline, Path(tmp)), "checkout": ROOT}
             for r in range(args.rounds):
                 order = list(trees) if r % 2 == 0 else list(reversed(trees))
                 for name in order:

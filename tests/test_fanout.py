@@ -104,3 +104,26 @@ async def test_each_queue_keeps_the_answers_in_time_and_logs_the_rest(
     messages = [r.getMessage() for r in caplog.records]
     assert any("stalled" in m and "no answer within 0.2s" in m for m in messages)
     assert any("broken" in m and "node down" in m for m in messages)
+
+
+async def test_each_queue_runs_a_thousand_queues_on_limit_workers_not_a_task_per_queue() -> None:
+    """1,000 queues, at most ``limit`` at once, and never more tasks alive than the workers and
+    their calls: one task per queue made each round start 1,000 tasks in one go, which held the
+    event loop (and every pick-up behind it) for tens of milliseconds."""
+    queues = [f"q{i}" for i in range(1000)]
+    base = len(asyncio.all_tasks())
+    running = most_running = most_tasks = 0
+
+    async def fn(queue: str) -> str:
+        nonlocal running, most_running, most_tasks
+        running += 1
+        most_running = max(most_running, running)
+        most_tasks = max(most_tasks, len(asyncio.all_tasks()) - base)
+        await anyio.lowlevel.checkpoint()
+        running -= 1
+        return queue
+
+    results = await each_queue(queues, fn, budget=5.0, what="test", limit=16)
+    assert results == {q: q for q in queues}
+    assert most_running == 16
+    assert most_tasks <= 2 * 16  # the 16 workers and the call each is waiting on
