@@ -19,7 +19,6 @@ asyncio (uvloop).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
@@ -27,6 +26,7 @@ from typing import Generic, TypeVar
 import anyio
 
 from asynq_aio._errors import RedisUnavailableError
+from asynq_aio._events import wait_set
 
 I = TypeVar("I")  # noqa: E741 - an item
 R = TypeVar("R")
@@ -142,8 +142,7 @@ class Coalescer(Generic[I, R]):
         if not self.busy:
             return
         self._drained = asyncio.Event()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drained.wait(), timeout)
+        await wait_set(self._drained, timeout)
 
     async def aclose(self, grace: float) -> None:
         """Let the writes in flight and those queued behind them finish (up to ``grace`` seconds),

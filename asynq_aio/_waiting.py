@@ -14,6 +14,7 @@ import logging
 import time
 
 from asynq_aio._errors import TaskFailedError, TaskNotFoundError
+from asynq_aio._events import wait_set
 from asynq_aio.protocol.broker import Broker
 from asynq_aio.protocol.codec import decode_task_message
 from asynq_aio.protocol.keys import DONE_CHANNEL, queue_keys
@@ -64,8 +65,7 @@ class ResultWaiter:
                 wait = POLL if deadline is None else min(POLL, deadline - time.monotonic())
                 if wait <= 0:
                     raise TimeoutError(f'task "{task_id}" did not finish within {timeout}s (state: {state})')
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), wait)
+                await wait_set(woken, wait)
                 woken.clear()
         finally:
             events = self._waiters.get(key)

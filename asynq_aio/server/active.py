@@ -28,6 +28,12 @@ class ActiveTask:
     # likely the outcome's own doing (an ack removes the lease), and there is nothing left to cancel
     handler_done: bool = False
 
+    def attach(self, stopper: HandlerStop) -> None:
+        """Give the handler's stopper once its task exists; a cancel that came earlier is applied now."""
+        self.stopper = stopper
+        if self.cancel_called:
+            stopper.stop()
+
     def cancel(self) -> None:
         """Cancel the handler now if its task has started, else as soon as it does; set
         ``cancel_reason`` first to say why."""

@@ -23,6 +23,7 @@ from asynq_aio._errors import (
     RevokeTask,
     SkipRetry,
 )
+from asynq_aio._events import wait_set
 from asynq_aio._handler import Handler
 from asynq_aio._results import encode_result
 from asynq_aio._task import Task
@@ -39,7 +40,6 @@ from asynq_aio.server.readiness import QueueReadiness
 from asynq_aio.server.served import ServedQueues
 from asynq_aio.server.stopper import HandlerStop
 from asynq_aio.server.storage import WorkerBroker
-from asynq_aio.server.waits import wait_set
 
 log = logging.getLogger("asynq_aio.server")
 
@@ -313,9 +313,8 @@ class Processor:
         # cancel (entry.cancel): that stops exactly the handler, never the writing of its outcome.
         loop = asyncio.get_running_loop()
         handler_task = loop.create_task(self._call_handler(ctx, task))
-        stopper = entry.stopper = HandlerStop(handler_task, loop.time() + (deadline_unix - now))
-        if entry.cancel_called:  # cancelled before its task existed
-            stopper.stop()
+        stopper = HandlerStop(handler_task, loop.time() + (deadline_unix - now))
+        entry.attach(stopper)
         error: BaseException | None = None
         result: bytes | None = None
         try:
@@ -331,7 +330,6 @@ class Processor:
             error = _cancel_error(entry, msg)
         except Exception as exc:  # the handler's own failure
             error = exc
-        entry.cancel_called = entry.cancel_called or stopper.called
         entry.handler_done = True
         # The task stays in the active set (so the heartbeat keeps extending its lease) until its
         # outcome is written: an ack waiting on a slow node must not let the lease lapse.

@@ -28,9 +28,9 @@ from collections.abc import Set as AbstractSet
 import anyio
 from anyio.abc import TaskGroup
 
+from asynq_aio._events import wait_set
 from asynq_aio.server.served import ServedQueues
 from asynq_aio.server.storage import WorkerBroker
-from asynq_aio.server.waits import wait_set
 
 __all__ = ["QueueReadiness"]
 
