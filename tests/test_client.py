@@ -417,3 +417,27 @@ async def test_enqueue_timeout_bounds_how_long_an_outage_holds_a_call() -> None:
     assert time.monotonic() - start < 5
     with pytest.raises(ValueError, match="must be positive"):
         Client(RedisClientOpt(addr="127.0.0.1:1"), enqueue_timeout=0)
+
+
+@pytest.mark.parametrize("group", ["", "g"])
+async def test_a_task_stored_late_is_where_its_task_info_says(
+    client: Client, raw: RawRedis, unique_queue: str, group: str
+) -> None:
+    """A task given process_in is "scheduled" in the TaskInfo from the moment its options are read.
+    When it reaches Redis after its time (here: read 5 s ago; in life a slow first connection), it
+    must still be stored scheduled, as the caller was told, not pending or in its group: the
+    forwarder then moves it at once. (A re-check at store time once put such a task in pending
+    while its TaskInfo said scheduled.)"""
+    k = q(unique_queue)
+    options = asynq_aio._options.EnqueueOptions(queue=unique_queue, process_in=0.2, group=group or None)
+    req, info = asynq_aio._options.prepare(Task("late", b"x"), options, now=time.time() - 5)
+    assert info.state == TaskState.SCHEDULED
+    await client._broker.enqueue(req)
+    assert await raw.cmd("HGET", k(f"t:{info.id}"), "state") == b"scheduled"
+    assert await raw.cmd("ZRANGE", k("scheduled"), 0, -1) == [info.id.encode()]
+    assert await raw.cmd("LLEN", k("pending")) == 0
+    # the forwarder's next round moves it: it is due
+    assert await client._broker.forward(unique_queue) == 1
+    where = k(f"g:{group}") if group else k("pending")
+    kind = "ZRANGE" if group else "LRANGE"
+    assert await raw.cmd(kind, where, 0, -1) == [info.id.encode()]

@@ -117,7 +117,7 @@ async def zmembers(raw: RawRedis, key: str) -> list[str]:
 
 
 async def forwarded(client: Client, queue: str, n: int) -> None:
-    """Run the broker's forward step until ``n`` tasks have moved (scores are whole seconds)."""
+    """Run the broker's forward step until ``n`` tasks have moved."""
     moved = 0
 
     async def done() -> bool:
@@ -125,9 +125,15 @@ async def forwarded(client: Client, queue: str, n: int) -> None:
         moved += await client._broker.forward(queue)
         return moved >= n
 
-    # A wait, not a speed check: the forwarder compares whole seconds, so a task due in 0.2 s can
-    # take over 1 s to become due, and under a full suite's load 3 s was once not enough.
-    await wait_until(done, 10, what=f"{n} task(s) forwarded")
+    # A wait, not a speed check: under a full suite's load 3 s was once not enough.
+    try:
+        await wait_until(done, 10, what=f"{n} task(s) forwarded")
+    except AssertionError as exc:  # say where the tasks are: a wait that cannot end is a wrong test
+        qk = queue_keys(queue)
+        t = client._broker.transport
+        reads = (("ZCARD", qk.scheduled), ("ZCARD", qk.retry), ("LLEN", qk.pending))
+        where = [await t.call(*c) for c in reads]
+        raise AssertionError(f"{exc}; moved {moved}; scheduled, retry, pending hold {where}") from None
     assert moved == n
 
 

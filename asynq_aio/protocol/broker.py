@@ -752,13 +752,16 @@ def _enqueue_target(req: EnqueueRequest, now: float) -> tuple[list[str], str, fl
     msg = req.msg
     qk = queue_keys(msg.queue)
     keys = [qk.task(msg.id)]
+    # ``process_at`` is set only when it was in the future as the caller's options were read, and
+    # the TaskInfo the caller gets says "scheduled" then: the task is stored so even when that time
+    # has passed by now (a slow first connection), and the forwarder's next round moves it.
     if msg.group_key:
         keys.append(qk.group(msg.group_key))
         kind, score = "aggregating", now
-        if req.process_at is not None and req.process_at > now:
+        if req.process_at is not None:
             keys[1] = qk.scheduled
             kind, score = "scheduled", req.process_at
-    elif req.process_at is not None and req.process_at > now:
+    elif req.process_at is not None:
         keys.append(qk.scheduled)
         kind, score = "scheduled", req.process_at
     else:
