@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from test_transport import opt_for
 
+from asynq_aio import parse_redis_url
 from asynq_aio.protocol._redis.ops import LuaScript, Op
 from asynq_aio.protocol._redis.redispy import send_batch
 from asynq_aio.protocol._redis.transport import Transport
@@ -100,3 +101,31 @@ async def test_transport_scripts_go_direct_and_survive_a_script_cache_flush(
         assert [bytes(r[1]) for r in await tr.batch(ops)] == [str(i).encode() for i in range(8)]
     finally:
         await tr.aclose()
+
+
+async def test_a_single_redis_lane_replaces_a_connection_killed_while_idle_and_closes_with_its_transport(
+    single_redis_url: str,
+) -> None:
+    """On a single Redis the batches go on connections of their own (not borrowed from redis-py's
+    pool each time). One the server closed while it sat idle must be found dead before it is used
+    (the batch succeeds at once, with no error to retry), and closing the transport closes them."""
+    tr = Transport.connect(parse_redis_url(single_redis_url))
+    client = _client(tr)
+    key = queue_keys("direct-lane").pending
+    try:
+        await _load(tr, TAG)
+        (first,) = await send_batch(client, [("CLIENT", "ID")], [key])
+        assert await tr.call("CLIENT", "KILL", "ID", first) == 1
+        await anyio.sleep(1.2)  # idle for longer than the lane's probe threshold
+        (reply,) = await send_batch(client, [Op.eval(TAG, [key], ["after-kill"]).wire()], [key])
+        assert bytes(reply[1]) == b"after-kill"
+        (second,) = await send_batch(client, [("CLIENT", "ID")], [key])
+        assert second != first
+    finally:
+        await tr.aclose()
+    raw = Redis.from_url(single_redis_url)
+    try:
+        ids = {int(c["id"]) for c in await raw.client_list()}
+    finally:
+        await raw.aclose()
+    assert second not in ids

@@ -40,6 +40,7 @@ from asynq_aio.protocol._redis.errors import (
 )
 from asynq_aio.protocol._redis.ops import EncodableArg, LuaScript, Op
 from asynq_aio.protocol._redis.redispy import (
+    close_direct_lane,
     ensure_slot_map,
     mark_slot_map_stale,
     node_connection_kwargs,
@@ -112,6 +113,8 @@ class Transport:
         if self._closed:
             return
         self._closed = True
+        if isinstance(self.client, Redis):
+            await close_direct_lane(self.client)  # its connections are ours, even on a borrowed client
         if not self._owns_client:
             return
         if isinstance(self.client, Redis):
