@@ -48,11 +48,13 @@ from asynq_aio._inspection import (
     SchedulerEnqueueEventInfo,
     SchedulerEntryInfo,
     ServerInfo,
+    ShardedQueueInfo,
 )
 from asynq_aio._inspector import Inspector
 from asynq_aio._mux import ServeMux
 from asynq_aio._periodic import PeriodicTaskConfig, PeriodicTaskManager, Schedule, SyncResult
 from asynq_aio._scheduler import CronEntry, EntryOptions, Fire, Scheduler
+from asynq_aio._sharding import ShardedQueue
 from asynq_aio._task import Task, TaskInfo, TaskState
 from asynq_aio._taskdef import TaskDef
 from asynq_aio.server.config import Config, default_retry_delay
@@ -110,6 +112,8 @@ __all__ = [
     "ServeMux",
     "Server",
     "ServerInfo",
+    "ShardedQueue",
+    "ShardedQueueInfo",
     "SkipRetry",
     "SyncResult",
     "TLSOptions",

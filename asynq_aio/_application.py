@@ -99,6 +99,8 @@ class App:
 
 
 def default_config(mux: ServeMux | Handler) -> Config:
-    """``default`` plus the queues the mux's TaskDefs name, each with weight 1."""
-    named = mux.task_queues() if isinstance(mux, ServeMux) else []
-    return Config(queues={"default": 1, **dict.fromkeys(named, 1)})
+    """``default`` plus the queues the mux's TaskDefs name, each with weight 1 (a sharded one as
+    its shards, sharing that weight)."""
+    if not isinstance(mux, ServeMux):
+        return Config(queues={"default": 1})
+    return Config(queues={"default": 1, **dict.fromkeys(mux.task_queues(), 1)}, shards=mux.task_shards())

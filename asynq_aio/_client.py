@@ -17,6 +17,7 @@ from asynq_aio._errors import InvalidTaskError, NotDurableError
 from asynq_aio._inspection import CancelOutcome
 from asynq_aio._inspector import Inspector
 from asynq_aio._options import Duration, EnqueueOptions, prepare
+from asynq_aio._sharding import ShardedQueue
 from asynq_aio._task import Task, TaskInfo
 from asynq_aio._waiting import ResultWaiter
 from asynq_aio.protocol.broker import EnqueueRequest
@@ -204,7 +205,7 @@ class Client(AsyncClosing):
         self,
         task: Task,
         *,
-        queue: str | None = None,
+        queue: str | ShardedQueue | None = None,
         max_retry: int | None = None,
         timeout: Duration | None = None,
         deadline: datetime | None = None,
@@ -216,7 +217,9 @@ class Client(AsyncClosing):
         group: str | None = None,
     ) -> TaskInfo:
         """Store ``task`` and return its info. Raises TaskIDConflictError, DuplicateTaskError,
-        InvalidTaskError, InvalidQueueName or RedisUnavailableError; on error nothing is stored."""
+        InvalidTaskError, InvalidQueueName or RedisUnavailableError; on error nothing is stored.
+        A :class:`ShardedQueue` as ``queue`` stores it in the queue's next shard in turn (the
+        returned info names that shard)."""
         options = EnqueueOptions(
             queue=queue,
             max_retry=max_retry,
@@ -248,7 +251,7 @@ class Client(AsyncClosing):
         self,
         tasks: Sequence[Task],
         *,
-        queue: str | None = None,
+        queue: str | ShardedQueue | None = None,
         max_retry: int | None = None,
         timeout: Duration | None = None,
         deadline: datetime | None = None,
@@ -258,7 +261,8 @@ class Client(AsyncClosing):
         group: str | None = None,
     ) -> list[TaskInfo | Exception]:
         """Enqueue many tasks in one pipelined round trip per node; one outcome per task, in order
-        (a TaskInfo, or the error for that task)."""
+        (a TaskInfo, or the error for that task). A :class:`ShardedQueue` as ``queue`` deals the
+        tasks out over its shards in turn (still one script call per shard and chunk)."""
         options = EnqueueOptions(
             queue=queue,
             max_retry=max_retry,

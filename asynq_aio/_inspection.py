@@ -8,6 +8,7 @@ here is the live server as listed, not the protobuf ``ServerInfo`` a heartbeat w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Literal
@@ -26,6 +27,7 @@ __all__ = [
     "SchedulerEnqueueEventInfo",
     "SchedulerEntryInfo",
     "ServerInfo",
+    "ShardedQueueInfo",
 ]
 
 
@@ -55,6 +57,51 @@ class QueueInfo:
     def count(self, state: TaskState) -> int:
         """The number of tasks in ``state`` (the field named after it)."""
         return int(getattr(self, state.value))
+
+
+#: The QueueInfo fields a sharded queue's aggregate adds up over its shards.
+_SUMMED = (
+    "size",
+    "groups",
+    "pending",
+    "active",
+    "scheduled",
+    "retry",
+    "archived",
+    "completed",
+    "aggregating",
+    "processed",
+    "failed",
+    "processed_total",
+    "failed_total",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardedQueueInfo(QueueInfo):
+    """A sharded queue seen as one: its shards' :class:`QueueInfo` added up, under the logical name.
+
+    Counts and sizes are sums; ``latency`` is the oldest pending task's over all shards; ``memory_usage``
+    a sum (None when a shard's was not measured); ``paused`` only when every shard is paused (a
+    partly paused queue still runs tasks); ``shards`` holds each shard's own info, in shard order."""
+
+    shards: tuple[QueueInfo, ...] = ()
+
+    @classmethod
+    def of(cls, queue: str, shards: Sequence[QueueInfo]) -> ShardedQueueInfo:
+        """The aggregate of ``shards`` (at least one) under the logical name ``queue``."""
+        if not shards:
+            raise ValueError(f"sharded queue {queue!r}: no shard to add up")
+        memory = [s.memory_usage for s in shards]
+        return cls(
+            queue=queue,
+            latency=max(s.latency for s in shards),
+            memory_usage=None if None in memory else sum(m for m in memory if m is not None),
+            paused=all(s.paused for s in shards),
+            timestamp=max(s.timestamp for s in shards),
+            shards=tuple(shards),
+            **{f: sum(getattr(s, f) for s in shards) for f in _SUMMED},
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from asynq_aio._closing import AsyncClosing
 from asynq_aio._connection import RedisClient, RedisConnOpt, RetryPolicy
-from asynq_aio._errors import FailedPreconditionError, TaskNotFoundError
+from asynq_aio._errors import FailedPreconditionError, QueueNotFoundError, TaskNotFoundError
 from asynq_aio._inspection import (
     CancelOutcome,
     ClusterNodeRef,
@@ -23,11 +23,13 @@ from asynq_aio._inspection import (
     SchedulerEnqueueEventInfo,
     SchedulerEntryInfo,
     ServerInfo,
+    ShardedQueueInfo,
 )
 from asynq_aio._task import PayloadLike, TaskInfo, TaskState, encode_payload
 from asynq_aio.protocol.admin import Action
 from asynq_aio.protocol.keys import queue_keys
 from asynq_aio.protocol.session import RedisSession
+from asynq_aio.protocol.shards import group_shards
 from asynq_aio.protocol.topology import shard_for_slot
 
 __all__ = ["Inspector"]
@@ -94,6 +96,16 @@ class Inspector(AsyncClosing):
         for q in names:
             queue_keys(q)
         return await self._admin.queue_infos(names, memory=True)
+
+    async def sharded_queue_info(self, queue: str, *, memory: bool = True) -> ShardedQueueInfo:
+        """The sharded queue ``queue`` (its logical name) as one: the :class:`QueueInfo` of every shard
+        of it in ``asynq:queues`` added up, with each shard's own info. Shards are recognised by
+        name, whatever their count (after a change of count the old shards are counted until they
+        are removed), so no configuration is needed. Raises QueueNotFoundError when no shard exists."""
+        shards = group_shards(await self.queues()).get(queue)
+        if not shards:
+            raise QueueNotFoundError(f'sharded queue "{queue}" not found (no shard of it in asynq:queues)')
+        return ShardedQueueInfo.of(queue, await self._admin.queue_infos(list(shards), memory=memory))
 
     async def history(self, queue: str, days: int = 7) -> list[DailyStats]:
         """Processed and failed counts of the last ``days`` UTC days, today first."""

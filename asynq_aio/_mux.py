@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from asynq_aio._errors import HandlerNotFoundError, PayloadValidationError
 from asynq_aio._handler import Handler, Middleware
+from asynq_aio._sharding import ShardedQueue
 from asynq_aio._task import Task
 from asynq_aio.logfmt import context_fields
 
@@ -103,7 +104,7 @@ class ServeMux:
         self._resolved: dict[str, Handler | None] = {}
         self._warned_unhandled: set[str] = set()
         # pattern -> the queue its tasks are enqueued to, when a TaskDef registered it
-        self._queues: dict[str, str] = {}
+        self._queues: dict[str, str | ShardedQueue] = {}
 
     def handle(self, pattern: str, handler: Handler) -> None:
         """Route task types starting with ``pattern`` to ``handler`` (a Task-taking coroutine)."""
@@ -114,18 +115,24 @@ class ServeMux:
         self._routes[pattern] = handler
         self._resolved.clear()
 
-    def expect_queue(self, pattern: str, queue: str) -> None:
+    def expect_queue(self, pattern: str, queue: str | ShardedQueue) -> None:
         """Note that tasks of ``pattern`` go to ``queue`` (a TaskDef with a queue says so when it
         registers), so a worker can serve that queue without being told and warn when it does not."""
         self._queues[pattern] = queue
 
-    def expected_queues(self) -> dict[str, str]:
+    def expected_queues(self) -> dict[str, str | ShardedQueue]:
         """Pattern -> queue, for the handlers whose tasks name a queue."""
         return dict(self._queues)
 
     def task_queues(self) -> list[str]:
-        """The queues the handlers' tasks name, sorted: what a worker serves when not told."""
-        return sorted(set(self._queues.values()))
+        """The queues the handlers' tasks name, sorted: what a worker serves when not told (a
+        sharded queue by its logical name, with its count in :meth:`task_shards`)."""
+        return sorted({q.name if isinstance(q, ShardedQueue) else q for q in self._queues.values()})
+
+    def task_shards(self) -> dict[str, int]:
+        """Logical name -> shard count of the sharded queues the handlers' tasks name: the
+        ``Config.shards`` a worker that was not told serves them with."""
+        return {q.name: q.shards for q in self._queues.values() if isinstance(q, ShardedQueue)}
 
     def handle_func(self, pattern: str, fn: Callable[..., Awaitable[Any]]) -> None:
         """Register ``async def fn(task: Task)`` (or a typed ``fn(payload: Model)``)."""

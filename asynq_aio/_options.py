@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
 from asynq_aio._errors import InvalidTaskError, PayloadTooLargeError
+from asynq_aio._sharding import ShardedQueue
 from asynq_aio._task import Task, TaskInfo, TaskState
 from asynq_aio.protocol.broker import EnqueueRequest
 from asynq_aio.protocol.codec import (
@@ -68,7 +69,7 @@ class BatchOptions(TypedDict, total=False):
     """The keyword options of an ``enqueue_many`` (every task of the call gets them), for wrappers that
     pass them through as ``**options`` (the blocking client) and stay typed."""
 
-    queue: str | None
+    queue: str | ShardedQueue | None
     max_retry: int | None
     timeout: Duration | None
     deadline: datetime | None
@@ -90,7 +91,7 @@ class EnqueueOptions:
     """Enqueue options as a caller gives them; ``None`` leaves an option to its default. The same
     names and meanings as :meth:`Client.enqueue`'s keyword arguments."""
 
-    queue: str | None = None
+    queue: str | ShardedQueue | None = None
     max_retry: int | None = None
     timeout: Duration | None = None
     deadline: datetime | None = None
@@ -112,8 +113,13 @@ class EnqueueOptions:
 
     def resolve(self, now: float) -> ResolvedOptions:
         """Check the options and reduce them to what the wire format stores; raises
-        InvalidTaskError / InvalidQueueName."""
-        q = validate_queue_name(self.queue if self.queue is not None else DEFAULT_QUEUE)
+        InvalidTaskError / InvalidQueueName.
+
+        The one place a queue option becomes a concrete queue: a ShardedQueue gives its next shard
+        here, so each task built from these options (every task of an ``enqueue_many``) takes the
+        next shard in turn, and the broker still writes one script call per concrete queue."""
+        queue = self.queue.next_name() if isinstance(self.queue, ShardedQueue) else self.queue
+        q = validate_queue_name(queue if queue is not None else DEFAULT_QUEUE)
         if self.max_retry is not None and self.max_retry < 0:
             raise InvalidTaskError(f"max_retry must not be negative, got {self.max_retry}")
         if self.task_id is not None and not self.task_id.strip():

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from asynq_aio._options import Duration
 from asynq_aio._scheduler import CronEntry, EntryOptions, Scheduler, time_zone
+from asynq_aio._sharding import ShardedQueue
 from asynq_aio._task import ModelT, Task
 from asynq_aio._taskdef import TaskDef
 
@@ -112,8 +113,12 @@ class Schedule(Sequence[PeriodicTaskConfig]):
         if isinstance(task, TaskDef):
             if payload is None:
                 raise TypeError(f"Schedule.add of TaskDef {task.type!r} needs its payload")
+            # A periodic entry stores into one queue (its fire claim lives in that queue's slot, and
+            # every scheduler must derive the same entry ID): a sharded TaskDef's entry takes the
+            # shard its task type maps to.
+            tq = task.queue
             defaults = EntryOptions(
-                queue=task.queue,
+                queue=tq.for_key(task.type) if isinstance(tq, ShardedQueue) else tq,
                 max_retry=task.max_retry,
                 timeout=task.timeout,
                 unique=task.unique,

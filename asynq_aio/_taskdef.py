@@ -36,6 +36,7 @@ from asynq_aio._handler import Handler
 from asynq_aio._mux import ServeMux
 from asynq_aio._options import BatchOptions, Duration, EnqueueOptions, TaskOptions
 from asynq_aio._results import decode_result
+from asynq_aio._sharding import ShardedQueue
 from asynq_aio._task import ModelT, Task, TaskInfo
 
 __all__ = ["TaskDef", "TypedHandler"]
@@ -55,7 +56,7 @@ class TaskDef(Generic[ModelT]):
         type: str,
         model: type[ModelT],
         *,
-        queue: str | None = None,
+        queue: str | ShardedQueue | None = None,
         max_retry: int | None = None,
         timeout: Duration | None = None,
         retention: Duration | None = None,

@@ -54,10 +54,11 @@ from asynq_aio._errors import QueueNotFoundError, TaskNotFoundError
 from asynq_aio._handler import Handler
 from asynq_aio._inspector import Inspector
 from asynq_aio._mux import ServeMux, as_handler
+from asynq_aio._sharding import ShardedQueue
 from asynq_aio._task import Task, TaskInfo, TaskState
 from asynq_aio._taskdef import TaskDef
 from asynq_aio.server.config import Config
-from asynq_aio.server.served import is_pattern
+from asynq_aio.server.served import ServedQueues, is_pattern
 from asynq_aio.server.server import Server
 
 __all__ = [
@@ -279,7 +280,8 @@ class TaskRunner:
             if payload is None:
                 raise TypeError(f"enqueue({task!r}, payload): the payload is missing")
             queue = options.get("queue") or task.queue or self.queues[0]
-            if queue not in self.queues:
+            names = queue.names if isinstance(queue, ShardedQueue) else (queue,)
+            if not set(names) <= set(self.queues):
                 raise ValueError(
                     f"{task!r} enqueues to queue {queue!r}, which this runner does not serve "
                     f"({', '.join(self.queues)}): pass queues=[...] to the runner"
@@ -421,7 +423,11 @@ async def run_tasks(
         for q in handler.task_queues():
             qmap.setdefault(q, 1)
     base = config or Config(shutdown_timeout=1.0, heartbeat_interval=1.0, forward_interval=0.1)
-    settings: dict[str, Any] = {**dict(base), "queues": qmap}
+    shards = dict(base.shards)
+    if isinstance(handler, ServeMux) and not app_queues:
+        shards.update(handler.task_shards())
+    shards = {q: n for q, n in shards.items() if q in qmap}
+    settings: dict[str, Any] = {**dict(base), "queues": qmap, "shards": shards}
     if concurrency is not None or config is None:
         settings["concurrency"] = concurrency or 4
     if retry_delay is not None:
@@ -434,7 +440,7 @@ async def run_tasks(
             client=client,
             inspector=inspector,
             server=Server(opt, cfg),
-            queues=list(qmap),
+            queues=list(ServedQueues(cfg.queues, cfg.shards)),  # a sharded queue's shards, by name
             wait_for_retries=retry_delay is not None,
         )
 

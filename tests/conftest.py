@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 from workerproc import RawRedis, conn_opt
 
-from asynq_aio import Client
+from asynq_aio import Client, Inspector, RedisConnOpt
 from asynq_aio.testing import LocalCluster, _pings, local_redis
 
 # The project's own pytest plugin (also registered by its entry point; named the same, so it loads
@@ -88,6 +88,19 @@ async def client(redis_target: RedisTarget) -> AsyncIterator[Client]:
     """A Client on the current ``redis_target``."""
     async with Client(conn_opt(redis_target.kind, redis_target.url, redis_target.addrs)) as c:
         yield c
+
+
+@pytest.fixture
+def opt(redis_target: RedisTarget) -> RedisConnOpt:
+    """The connection options of the current ``redis_target``."""
+    return conn_opt(redis_target.kind, redis_target.url, redis_target.addrs)
+
+
+@pytest.fixture
+async def inspector(opt: RedisConnOpt) -> AsyncIterator[Inspector]:
+    """An Inspector on the current ``redis_target``."""
+    async with Inspector(opt) as insp:
+        yield insp
 
 
 @pytest.fixture

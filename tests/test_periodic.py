@@ -11,10 +11,9 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import RedisTarget
 from test_scheduler import fire_unix, heartbeat_entries, pending_ids, tasks_of_type
 from typer.testing import CliRunner
-from workerproc import RawRedis, conn_opt, wait_until
+from workerproc import RawRedis, wait_until
 
 from asynq_aio import Inspector, RedisClientOpt, Task, parse_redis_url
 from asynq_aio._connection import RedisConnOpt
@@ -23,11 +22,6 @@ from asynq_aio._scheduler import EntryOptions, Scheduler
 from asynq_aio.cli.app import app
 from asynq_aio.protocol.codec import decode_task_message
 from asynq_aio.protocol.keys import queue_keys, scheduler_history_key
-
-
-@pytest.fixture
-def opt(redis_target: RedisTarget) -> RedisConnOpt:
-    return conn_opt(redis_target.kind, redis_target.url, redis_target.addrs)
 
 
 @pytest.mark.anyio

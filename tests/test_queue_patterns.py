@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
 
 import pytest
-from conftest import RedisTarget
-from workerproc import conn_opt, wait_until
+from workerproc import wait_until
 
 from asynq_aio import Client, Config, Server, Task
 from asynq_aio._connection import RedisConnOpt
@@ -33,17 +31,6 @@ HUGE_TASKS = 20_000
 SMALL_TENANTS = 50
 SMALL_TASKS = 10
 HUGE_BOUND = 300  # computed bound 100 (module docstring), with room for a loaded machine
-
-
-@pytest.fixture
-def opt(redis_target: RedisTarget) -> RedisConnOpt:
-    return conn_opt(redis_target.kind, redis_target.url, redis_target.addrs)
-
-
-@pytest.fixture
-async def inspector(opt: RedisConnOpt) -> AsyncIterator[Inspector]:
-    async with Inspector(opt) as insp:
-        yield insp
 
 
 async def fill(client: Client, queue: str, n: int, kind: str) -> None:

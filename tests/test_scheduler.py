@@ -16,7 +16,7 @@ import anyio
 import pytest
 from conftest import RedisTarget
 from test_cli_admin import Cli, rows
-from workerproc import RawRedis, conn_opt, wait_until
+from workerproc import RawRedis, wait_until
 
 from asynq_aio import (
     Client,
@@ -46,11 +46,6 @@ from asynq_aio.protocol.keys import (
 from asynq_aio.protocol.scheduler_store import SETTLED_BY_OTHER, SchedulerStore, go_duration, option_strings
 
 GO_ZERO_TIME = -62135596800  # Go's time.Time{} as a protobuf Timestamp: "never" for prev_enqueue_time
-
-
-@pytest.fixture
-def opt(redis_target: RedisTarget) -> RedisConnOpt:
-    return conn_opt(redis_target.kind, redis_target.url, redis_target.addrs)
 
 
 async def pending_ids(raw: RawRedis, queue: str) -> list[str]:

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from asynq_aio._inspection import QueueInfo, QueueLocation
+from asynq_aio._errors import QueueNotFoundError
+from asynq_aio._inspection import QueueInfo, QueueLocation, ShardedQueueInfo
 from asynq_aio._inspector import Inspector
 from asynq_aio.cli.common import ConnectionFlags, clean_errors, connection_flags, fail
 from asynq_aio.cli.render import (
@@ -25,6 +26,7 @@ from asynq_aio.cli.render import (
     table,
     with_inspector,
 )
+from asynq_aio.protocol.shards import group_shards, parse_shard
 
 __all__ = ["CLI_RETRY", "queue_app"]
 
@@ -39,9 +41,15 @@ QueuesArgument = Annotated[list[str], typer.Argument(help="Queue name(s).")]
 def ls(
     conn: ConnectionFlags,
     cluster: Annotated[bool, typer.Option("--cluster", help="Show each queue's key slot and nodes.")] = False,
+    each: Annotated[
+        bool,
+        typer.Option("--each", help="List a sharded queue's shards one by one instead of as one row."),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """List queues; with --cluster, the cluster key slot and nodes (master first) of each."""
+    """List queues, a sharded queue's shards as one row under its logical name (--each: one row per
+    shard); with --cluster, the cluster key slot and nodes (master first) of each queue, shards
+    included. --json lists the stored queue names, shards by name (what the other commands take)."""
 
     async def go(insp: Inspector) -> tuple[list[str], list[QueueLocation]]:
         queues = await insp.queues()
@@ -72,9 +80,18 @@ def ls(
         c.print("No queues.")
         return
     if not cluster:
-        t = table("Queue")
-        for q in queues:
-            t.add_row(q)
+        groups = {} if each else group_shards(queues)
+        if not groups:
+            t = table("Queue")
+            for q in queues:
+                t.add_row(q)
+            c.print(t)
+            return
+        t = table("Queue", "Shards")
+        rows = [(q, "") for q in queues if parse_shard(q) is None]
+        rows += [(logical, shard_count(names)) for logical, names in groups.items()]
+        for name, count in sorted(rows):
+            t.add_row(name, count)
         c.print(t)
         return
     t = table("Queue", "Cluster KeySlot", "Cluster Nodes")
@@ -84,17 +101,38 @@ def ls(
     c.print(t)
 
 
+def shard_count(names: tuple[str, ...]) -> str:
+    """A sharded queue's shard count as ``queue ls`` shows it: the number found, and the count their
+    names declare when it differs (a shard not yet enqueued to, or two counts after a change)."""
+    declared = sorted({parsed[2] for n in names if (parsed := parse_shard(n)) is not None})
+    if declared == [len(names)]:
+        return str(len(names))
+    return f"{len(names)} (of {' + '.join(map(str, declared))})"
+
+
 @queue_app.command("inspect")
 @clean_errors
 @connection_flags
 def inspect(conn: ConnectionFlags, queues: QueuesArgument, as_json: JsonOption = False) -> None:
-    """Size, tasks by state, today's counters, latency and memory of each queue."""
-    infos = [info for _, info in for_each(conn, queues, lambda insp, q: insp.get_queue_info(q))]
+    """Size, tasks by state, today's counters, latency and memory of each queue; a sharded queue's
+    logical name shows its shards added up."""
+    infos = [info for _, info in for_each(conn, queues, queue_or_sharded)]
     if as_json:
         echo_json(infos if len(infos) > 1 else infos[0])
         return
     for info in sections(console(), infos):
         print_queue_info(info)
+
+
+async def queue_or_sharded(insp: Inspector, queue: str) -> QueueInfo:
+    """The queue's info, or, when no queue has that name, the sharded queue's of that logical name."""
+    try:
+        return await insp.get_queue_info(queue)
+    except QueueNotFoundError as missing:
+        try:
+            return await insp.sharded_queue_info(queue)
+        except QueueNotFoundError:
+            raise missing from None
 
 
 def print_queue_info(info: QueueInfo) -> None:
@@ -105,6 +143,11 @@ def print_queue_info(info: QueueInfo) -> None:
         c,
         [
             ("Name", info.queue),
+            *(
+                [("Shards", ", ".join(s.queue for s in info.shards))]
+                if isinstance(info, ShardedQueueInfo)
+                else []
+            ),
             ("Size", str(info.size)),
             ("Groups", str(info.groups)),
             ("Paused", str(info.paused).lower()),

@@ -55,19 +55,20 @@ def _muxes_in(spec: str) -> str:
     return " (did you mean " + " or ".join(f"{module_name}:{n}" for n in names) + "?)"
 
 
-def parse_queues(values: list[str]) -> dict[str, int]:
+def parse_queues(values: list[str], *, flag: str = "--queue", number: str = "weight") -> dict[str, int]:
     """``--queue`` values (``NAME`` or ``NAME=WEIGHT``, weight 1 when omitted; NAME may be a glob
     pattern such as ``tenant:*``, checked by Config) as queue weights; a malformed one exits the
-    command with an error."""
+    command with an error. ``--shards`` values (``NAME=COUNT``) go through here too, so both flags
+    read and fail alike; Config checks the numbers."""
     queues: dict[str, int] = {}
     for item in values:
-        name, sep, weight = item.partition("=")
+        name, sep, value = item.partition("=")
         if not name:
-            raise fail(f"--queue takes NAME or NAME=WEIGHT, got {item!r}")
+            raise fail(f"{flag} takes NAME or NAME={number.upper()}, got {item!r}")
         try:
-            queues[name] = int(weight) if sep else 1
+            queues[name] = int(value) if sep else 1
         except ValueError:
-            raise fail(f"--queue {item!r}: weight must be a whole number") from None
+            raise fail(f"{flag} {item!r}: {number} must be a whole number") from None
     return queues
 
 
@@ -92,6 +93,15 @@ def worker(
             help="NAME=WEIGHT, repeat for each queue; NAME may be a glob pattern ('tenant:*=1': every "
             "queue it matches, found in asynq:queues, shares the weight in turn) (default: the App's "
             "config, or default=1 plus the queues the mux's TaskDefs name).",
+        ),
+    ] = None,
+    shards: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--shards",
+            help="NAME=COUNT, repeat for each sharded queue: the --queue entry NAME is served as the "
+            "COUNT (2..256) shards of the sharded queue NAME, sharing its weight in turn (default: "
+            "the App's config).",
         ),
     ] = None,
     strict_priority: Annotated[
@@ -133,20 +143,32 @@ def worker(
     configure_logging(log_level.upper(), "json" if log_format == "json" else "text")
     # the flags first: a typo in them should not wait for (or be hidden by) the user's imports
     changes: dict[str, object] = {}
-    if queue:
-        changes["queues"] = parse_queues(queue)
+    queues = parse_queues(queue) if queue else None
+    shard_counts = parse_queues(shards, flag="--shards", number="count") if shards else None
+    if queues is not None:
+        changes["queues"] = queues
+    if shard_counts is not None:
+        changes["shards"] = shard_counts
     if concurrency is not None:
         changes["concurrency"] = concurrency
     if strict_priority is not None:
         changes["strict_priority"] = strict_priority
     if shutdown_timeout is not None:
         changes["shutdown_timeout"] = shutdown_timeout
-    Config(**changes)  # check the flags' values now, before the import
+    # check the flags' values now, before the import; --shards without --queue names entries of the
+    # App's queues, so only its names and counts can be checked here
+    if shard_counts is not None and queues is None:
+        Config(**{**changes, "queues": dict.fromkeys(shard_counts, 1)})
+    else:
+        Config(**changes)
     opt = conn.options()
     if reload:
         # the supervisor imports nothing of the user's: a broken edit must not stop it
         raise typer.Exit(supervise([a for a in sys.argv[1:] if a != "--reload"], watched_dirs(app)))
     target = load_app(app)
+    if queues is not None and shard_counts is None:
+        # --queue replaces the App's queues: its sharded entries stay sharded where still listed
+        changes["shards"] = {q: n for q, n in target.config.shards.items() if q in queues}
     if changes:
         target = target.with_config(**changes)
     if run_scheduler and not len(target.schedule):
@@ -154,7 +176,12 @@ def worker(
     log = logging.getLogger("asynq_aio.cli")
     config = target.config
     log.info(
-        "worker %s: %s, concurrency %d, queues %s", app, opt.describe(), config.concurrency, config.queues
+        "worker %s: %s, concurrency %d, queues %s%s",
+        app,
+        opt.describe(),
+        config.concurrency,
+        config.queues,
+        f", shards {config.shards}" if config.shards else "",
     )
     if len(target.schedule) and not run_scheduler:
         log.info(

@@ -27,6 +27,7 @@ from asynq_aio._connection import RedisClient, RedisConnOpt, RetryPolicy
 from asynq_aio._errors import QueueNotFoundError
 from asynq_aio._inspection import QueueInfo
 from asynq_aio._inspector import Inspector
+from asynq_aio.protocol.shards import logical_queue
 
 log = logging.getLogger("asynq_aio.metrics")
 
@@ -87,9 +88,10 @@ class QueueMetricsCollector:
             f.duration.add_metric([], snap.duration)
             if self.max_age is None or snap_age <= self.max_age:
                 for q in snap.queues:
-                    name = [q.queue]
+                    logical = logical_queue(q.queue)
+                    name = [q.queue, logical]
                     for state in STATES:
-                        f.enqueued.add_metric([q.queue, state], float(getattr(q, state)))
+                        f.enqueued.add_metric([q.queue, state, logical], float(getattr(q, state)))
                     f.size.add_metric(name, float(q.size))
                     f.latency.add_metric(name, q.latency.total_seconds())
                     if q.memory_usage is not None:
@@ -119,12 +121,15 @@ class _Families(NamedTuple):
         # Names, help texts and labels follow hibiken/asynq x/metrics (QueueMetricsCollector), so
         # dashboards built for Go's collector work unchanged. asynq_queue_groups and the
         # asynq_exporter_* families are ours. (prometheus-client appends _total to counters.)
-        q = ["queue"]
+        # logical_queue is ours too: a sharded queue's logical name on each shard's series (the queue
+        # name itself for any other queue), so `sum by (logical_queue)` adds a sharded queue's
+        # shards up while `queue` keeps the concrete name Go's dashboards select on.
+        q = ["queue", "logical_queue"]
         return cls(
             enqueued=GaugeMetricFamily(
                 "asynq_tasks_enqueued_total",
                 "Number of tasks enqueued; broken down by queue and state.",
-                labels=["queue", "state"],
+                labels=["queue", "state", "logical_queue"],
             ),
             size=GaugeMetricFamily("asynq_queue_size", "Number of tasks in a queue", labels=q),
             latency=GaugeMetricFamily(

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from asynq_aio._client import DEFAULT_MAX_PAYLOAD
 from asynq_aio._task import Task
 from asynq_aio.protocol.keys import validate_queue_name
+from asynq_aio.protocol.shards import shard_names
 from asynq_aio.server.limits import FlowLimit
 from asynq_aio.server.served import is_pattern, validate_pattern
 
@@ -36,6 +37,11 @@ class Config(BaseModel):
     queues: dict[str, int] = Field(
         default_factory=lambda: {"default": 1},
         description="queue name or glob pattern (*, ?, [...]) to weight; a pattern's queues share its weight",
+    )
+    shards: dict[str, int] = Field(
+        default_factory=dict,
+        description="literal key of queues to its shard count (2..256): that entry is served as the "
+        "sharded queue's shard queues, which share its weight in turn; the plain name is not served",
     )
     strict_priority: bool = False
     queue_discovery_interval: float = Field(
@@ -129,6 +135,19 @@ class Config(BaseModel):
                 )
             seen.add(what)
         return v
+
+    @model_validator(mode="after")
+    def _check_shards(self) -> Config:
+        for name, count in self.shards.items():
+            if name not in self.queues:
+                raise ValueError(
+                    f"shards[{name!r}]: not a key of queues (a sharded queue is served under its own "
+                    f"entry: add queues={{{name!r}: <weight>}})"
+                )
+            if is_pattern(name):
+                raise ValueError(f"shards[{name!r}]: a pattern cannot be sharded; give a literal queue name")
+            shard_names(name, count)  # the name and count, checked (InvalidQueueName / ValueError)
+        return self
 
     @model_validator(mode="after")
     def _check_timings(self) -> Config:

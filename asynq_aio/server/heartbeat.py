@@ -61,7 +61,7 @@ class Heartbeat:
         self._config = config
         self._active = active
         self._ident = ident
-        self._served = ServedQueues(config.queues) if served is None else served
+        self._served = ServedQueues(config.queues, config.shards) if served is None else served
         self.status = "active"
 
     def server_record(self) -> ServerRecord:

@@ -70,7 +70,7 @@ class Processor:
         self._active = active
         self._acker = acker
         # the live set of queues (the server's, which its discovery loop updates when there are patterns)
-        served = self._served = ServedQueues(config.queues) if served is None else served
+        served = self._served = ServedQueues(config.queues, config.shards) if served is None else served
         self._selector = QueueSelector(served, strict=config.strict_priority)
         self._readiness = QueueReadiness(
             broker,

@@ -1,5 +1,5 @@
 """Which queue to fetch from next: weighted random (Asynq's default) or strict priority, over the
-entries of ``Config.queues``; a pattern's queues share its turn in rotation."""
+entries of ``Config.queues``; a pattern's queues (a sharded queue's shards) share its turn in rotation."""
 
 from __future__ import annotations
 
@@ -36,9 +36,10 @@ class QueueSelector:
         return list(self._served)
 
     def took(self, queue: str) -> None:
-        """``queue`` handed out tasks: its pattern's rotation goes on from the queue after it."""
+        """``queue`` handed out tasks: its pattern's (or sharded queue's) rotation goes on from the
+        queue after it."""
         entry = self._served.entry_of(queue)
-        if entry is not None and entry.pattern:
+        if entry is not None and entry.rotates:
             self._last[entry.index] = queue
 
     def order(self, among: Collection[str] | None = None) -> list[str]:

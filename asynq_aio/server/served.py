@@ -1,4 +1,5 @@
-"""The queues a worker serves now: its literal names plus every existing queue its patterns match.
+"""The queues a worker serves now: its literal names, the shards of its sharded queues, plus every
+existing queue its patterns match.
 
 ``Config.queues`` may hold glob patterns (``"tenant:*"``) beside literal names, so per-tenant queues
 are served without listing them, including tenants created after the worker started. The concrete
@@ -7,6 +8,10 @@ enqueues there: one small SMEMBERS every ``Config.queue_discovery_interval`` sec
 of the keyspace and never on the per-task path. Every per-queue component (selector, readiness
 watchers, forwarder, recoverer, janitor, aggregator, heartbeat) reads the one live
 :class:`ServedQueues` instead of a fixed list, so a discovered queue reaches all of them at once.
+
+A sharded entry (``Config.shards``) is served as its shard queues: fixed names like literals (served
+before they exist, never dropped) that share the entry's weight in rotation like a pattern's queues,
+through the same members and rotation, so the selector needs nothing of its own for them.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import anyio
 
 from asynq_aio._errors import InvalidQueueName
 from asynq_aio.protocol.keys import validate_queue_name
+from asynq_aio.protocol.shards import shard_names
 from asynq_aio.server.storage import WorkerBroker
 
 __all__ = ["PATTERN_WATCH_ROOM", "Entry", "ServedQueues", "is_pattern", "rotation", "validate_pattern"]
@@ -113,13 +119,20 @@ def validate_pattern(pattern: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One ``Config.queues`` entry: a literal name or a pattern, its weight and its place in the
-    config (which breaks ties and orders the selector's draws)."""
+    """One ``Config.queues`` entry: a literal name, a sharded queue or a pattern, its weight and its
+    place in the config (which breaks ties and orders the selector's draws)."""
 
     key: str
     weight: int
     index: int
     pattern: bool
+    sharded: bool = False
+
+    @property
+    def rotates(self) -> bool:
+        """Whether the entry stands for several queues that take its turns in rotation (a pattern's
+        matches, a sharded queue's shards) rather than for one queue."""
+        return self.pattern or self.sharded
 
 
 class ServedQueues(Collection[str]):
@@ -127,21 +140,36 @@ class ServedQueues(Collection[str]):
     iterations, never during one). A literal is always in it; a pattern contributes the queues of
     ``asynq:queues`` it matches, as of the last :meth:`update`.
 
-    A queue matching a literal is that literal's; one matching no literal belongs to the first
-    pattern, in config order, that matches it (so put the narrower pattern first).
+    A queue matching a literal is that literal's; then a sharded entry's shard is that entry's; one
+    matching neither belongs to the first pattern, in config order, that matches it (so put the
+    narrower pattern first). ``shards`` maps literal keys of ``queues`` to their shard counts
+    (``Config.shards``, validated there); such an entry's own name is not served.
     """
 
-    def __init__(self, queues: Mapping[str, int]) -> None:
+    def __init__(self, queues: Mapping[str, int], shards: Mapping[str, int] | None = None) -> None:
+        shards = shards or {}
         self.entries: tuple[Entry, ...] = tuple(
-            Entry(key, weight, i, is_pattern(key)) for i, (key, weight) in enumerate(queues.items())
+            Entry(key, weight, i, is_pattern(key), key in shards)
+            for i, (key, weight) in enumerate(queues.items())
         )
-        self._literals: dict[str, Entry] = {e.key: e for e in self.entries if not e.pattern}
+        literals = {e.key: e for e in self.entries if not e.rotates}
+        # The names served from the start and never dropped: literals, then every shard (a shard
+        # also listed as a literal stays the literal's, as a pattern's match would).
+        fixed = dict(literals)
+        shard_members: dict[int, tuple[str, ...]] = {}
+        for e in self.entries:
+            if e.sharded:
+                own = tuple(sorted(n for n in shard_names(e.key, shards[e.key]) if n not in literals))
+                fixed.update(dict.fromkeys(own, e))
+                shard_members[e.index] = own
+        self._fixed: dict[str, Entry] = fixed
+        self._fixed_members = shard_members
         self._matchers: list[tuple[Entry, Callable[[str], object]]] = [
             (e, re.compile(fnmatch.translate(e.key)).match) for e in self.entries if e.pattern
         ]
-        self._entry_of: dict[str, Entry] = dict(self._literals)
-        self._names: tuple[str, ...] = tuple(self._literals)
-        self._members: dict[int, tuple[str, ...]] = {}
+        self._entry_of: dict[str, Entry] = dict(fixed)
+        self._names: tuple[str, ...] = tuple(fixed)
+        self._members: dict[int, tuple[str, ...]] = dict(shard_members)
         self._rejected: set[str] = set()
         self.version = 0
         self._changed: anyio.Event | None = None
@@ -164,15 +192,17 @@ class ServedQueues(Collection[str]):
 
     @property
     def literal_count(self) -> int:
-        """How many entries are literal names."""
-        return len(self._literals)
+        """How many queues are served from the start whatever exists: the literal names plus the
+        shards of the sharded entries (each needs its own blocking wait, as a literal does)."""
+        return len(self._fixed)
 
     def entry_of(self, queue: str) -> Entry | None:
         """The entry ``queue`` is served under (its weight and rotation group), None if not served."""
         return self._entry_of.get(queue)
 
     def members(self, index: int) -> tuple[str, ...]:
-        """The served queues of the pattern entry at ``index``, sorted: the order of its rotation."""
+        """The served queues of the pattern or sharded entry at ``index``, sorted: the order of its
+        rotation."""
         return self._members.get(index, ())
 
     def weights(self) -> dict[str, int]:
@@ -185,8 +215,8 @@ class ServedQueues(Collection[str]):
         return queue in self._entry_of or self._match(queue) is not None
 
     def watch_budget(self) -> int | None:
-        """How many blocking waits to make room for: None (one per literal, as without patterns)
-        when there is no pattern, else the literals plus :data:`PATTERN_WATCH_ROOM`."""
+        """How many blocking waits to make room for: None (one per fixed name, as without patterns)
+        when there is no pattern, else the fixed names plus :data:`PATTERN_WATCH_ROOM`."""
         return self.literal_count + PATTERN_WATCH_ROOM if self.has_patterns else None
 
     def _match(self, queue: str) -> Entry | None:
@@ -201,7 +231,7 @@ class ServedQueues(Collection[str]):
         """Resolve the patterns against the queues that exist now (``asynq:queues``): returns the
         names added and dropped. A name that is not a valid queue name (a foreign producer's, with a
         brace) is skipped: no key of it could be built."""
-        entry_of = dict(self._literals)
+        entry_of = dict(self._fixed)
         for name in existing:
             if name in entry_of or not self._matchers:
                 continue
@@ -221,11 +251,11 @@ class ServedQueues(Collection[str]):
         if added or dropped:
             self._entry_of = entry_of
             matched = sorted(q for q, e in entry_of.items() if e.pattern)
-            self._names = (*self._literals, *matched)
+            self._names = (*self._fixed, *matched)
             members: dict[int, list[str]] = {}
             for q in matched:
                 members.setdefault(entry_of[q].index, []).append(q)
-            self._members = {i: tuple(qs) for i, qs in members.items()}
+            self._members = {**self._fixed_members, **{i: tuple(qs) for i, qs in members.items()}}
             self.version += 1
             if self._changed is not None:
                 self._changed.set()

@@ -14,6 +14,7 @@ import anyio
 from asynq_aio._connection import RedisClient, RedisConnOpt, RetryPolicy
 from asynq_aio._handler import Handler
 from asynq_aio._mux import ServeMux, as_handler
+from asynq_aio._sharding import ShardedQueue
 from asynq_aio.protocol.session import RedisSession
 from asynq_aio.server.acker import Acker
 from asynq_aio.server.active import ActiveTasks
@@ -79,10 +80,11 @@ class Server:
         cfg = self.config
         # The queues served now, one live object every per-queue component reads; with patterns in
         # Config.queues it is resolved against asynq:queues at start and every queue_discovery_interval.
-        served = ServedQueues(cfg.queues)
+        served = ServedQueues(cfg.queues, cfg.shards)
         if isinstance(handler, ServeMux):
             for pattern, queue in sorted(handler.expected_queues().items()):
-                if not served.serves(queue):
+                names = queue.names if isinstance(queue, ShardedQueue) else (queue,)
+                if not all(served.serves(q) for q in names):
                     log.warning(
                         "tasks of %r go to queue %r, which this server does not serve (its queues: %s); "
                         "they will wait there until a server that serves it runs",
@@ -90,7 +92,7 @@ class Server:
                         queue,
                         ", ".join(cfg.queues),
                     )
-        waits = served.watch_budget() or len(cfg.queues)
+        waits = served.watch_budget() or served.literal_count
         session = RedisSession.open(self._redis, retry=self._retry, blocking_waits=waits)
         try:
             await session.check_ready()
