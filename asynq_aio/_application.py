@@ -58,8 +58,10 @@ class App:
         return f"App(queues={self.config.queues}, {len(self.schedule)} periodic tasks)"
 
     def with_config(self, **changes: Any) -> App:
-        """A copy whose config has ``changes`` applied and validated (the CLI's flags use it)."""
-        config = Config.model_validate({**self.config.model_dump(), **changes})
+        """A copy whose config has ``changes`` applied and validated (the CLI's flags use it). What
+        the config left to its defaults stays unset, so a later caller can still tell it from a
+        choice (the worker command turns on ``gc_freeze`` unless the App's config set it)."""
+        config = Config.model_validate({**self.config.model_dump(exclude_unset=True), **changes})
         return App(self.mux, config=config, schedule=self.schedule)
 
     @asynccontextmanager

@@ -57,7 +57,11 @@ async def _work(url: str, size: int, expect: int) -> None:
         if len(latencies) >= expect:
             done.set()
 
-    config = Config(concurrency=20, queues=dict.fromkeys(queue_names(size), 1), shutdown_timeout=1.0)
+    # as the asynq-aio worker command runs it (a tree without the setting runs without it)
+    freeze = {"gc_freeze": True} if "gc_freeze" in Config.model_fields else {}
+    config = Config(
+        concurrency=20, queues=dict.fromkeys(queue_names(size), 1), shutdown_timeout=1.0, **freeze
+    )
     async with Server(opt, config).serve(handler):
         print("READY", flush=True)
         with anyio.move_on_after(60 + expect):

@@ -231,6 +231,8 @@ async def test_worker_command_processes_and_stops_on_sigterm(
     assert proc.returncode == 0, text
     assert 'HANDLED cli:hello {"n":1}' in text
     assert "received SIGTERM" in text
+    # the command owns its process: it freezes the start-up objects (server/gc_freeze.py)
+    assert "gc_freeze off" not in text
 
 
 TYPED_APP = """
@@ -312,3 +314,30 @@ def test_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0
     assert result.output == f"asynq-aio {version('asynq-aio')} (storage format of Go Asynq v0.26)\n"
+
+
+def test_the_worker_command_freezes_the_gc_unless_the_app_says_not_to(tmp_path: Path) -> None:
+    """--help-free check of the config the command builds: gc_freeze on by default, an App's own
+    Config(gc_freeze=False) kept (the line it logs says so before connecting anywhere)."""
+    (tmp_path / "nofreeze.py").write_text(
+        "from asynq_aio import App, Config, ServeMux\napp = App(ServeMux(), config=Config(gc_freeze=False))\n"
+    )
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # port 1 refuses at once: the command logs its start line, then fails to reach Redis
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "asynq_aio.cli",
+            "worker",
+            "nofreeze:app",
+            "--redis-url",
+            "redis://127.0.0.1:1",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "gc_freeze off" in out.stdout + out.stderr, out.stdout + out.stderr

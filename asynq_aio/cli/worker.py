@@ -169,19 +169,21 @@ def worker(
     if queues is not None and shard_counts is None:
         # --queue replaces the App's queues: its sharded entries stay sharded where still listed
         changes["shards"] = {q: n for q, n in target.config.shards.items() if q in queues}
-    if changes:
-        target = target.with_config(**changes)
+    if "gc_freeze" not in target.config.model_fields_set:
+        changes["gc_freeze"] = True  # this process is the worker's alone (server/gc_freeze.py)
+    target = target.with_config(**changes)
     if run_scheduler and not len(target.schedule):
         raise fail(f"--scheduler: {app} has no periodic tasks (give App(..., schedule=Schedule()) some)")
     log = logging.getLogger("asynq_aio.cli")
     config = target.config
     log.info(
-        "worker %s: %s, concurrency %d, queues %s%s",
+        "worker %s: %s, concurrency %d, queues %s%s%s",
         app,
         opt.describe(),
         config.concurrency,
         config.queues,
         f", shards {config.shards}" if config.shards else "",
+        "" if config.gc_freeze else ", gc_freeze off",
     )
     if len(target.schedule) and not run_scheduler:
         log.info(

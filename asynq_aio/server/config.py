@@ -68,6 +68,12 @@ class Config(BaseModel):
         "wait_result, short enough to bound Redis memory",
     )
     janitor_interval: float = Field(default=8.0, gt=0)
+    gc_freeze: bool = Field(
+        default=False,
+        description="a few seconds after start, freeze the objects that exist in the garbage collector's "
+        "permanent generation so its full passes stop holding the loop (process-wide: the "
+        "asynq-aio worker command turns it on; see server/gc_freeze.py)",
+    )
     sweep_interval: float = Field(
         default=60.0,
         ge=0,

@@ -22,6 +22,7 @@ from asynq_aio.server.aggregator import aggregate_loop
 from asynq_aio.server.canceller import cancel_loop
 from asynq_aio.server.config import Config
 from asynq_aio.server.forwarder import forward_loop
+from asynq_aio.server.gc_freeze import freeze_after_start
 from asynq_aio.server.healthcheck import health_check_loop
 from asynq_aio.server.heartbeat import Heartbeat, Identity
 from asynq_aio.server.janitor import janitor_loop
@@ -128,6 +129,8 @@ class Server:
                             )
                         )
                         btg.start_soon(janitor_loop, broker, queues, cfg.janitor_interval)
+                        if cfg.gc_freeze:
+                            btg.start_soon(freeze_after_start)
                         btg.start_soon(cancel_loop, session, active)
                         if cfg.group_aggregator is not None:
                             btg.start_soon(aggregate_loop, session.groups(), queues, cfg)
