@@ -35,6 +35,7 @@ from asynq_aio import (
     Inspector,
     Scheduler,
     Server,
+    ShardedQueue,
     Task,
     TaskState,
     current_task,
@@ -565,3 +566,35 @@ async def test_a_go_scheduler_beside_two_asynq_aio_schedulers_adds_one_task_per_
     assert len(go_tasks) >= 3, [t.id for t in tasks]
     assert len(go_tasks) + len(ours_by_fire) == len(tasks)  # nothing else: no third copy of a fire
     assert all(t.type == "cron:both" and t.payload == JSON_TEXT.encode() for t in tasks)
+
+
+async def test_a_sharded_queue_is_ordinary_queues_to_go_both_ways(
+    go_peer: GoPeer, redis_target: RedisTarget, client: Client, unique_queue: str, tmp_path: Path
+) -> None:
+    """A ShardedQueue is N ordinary queues: a Go server given the shard names runs what asynq-aio
+    spread over them, and an asynq-aio worker with Config.shards runs what Go enqueued to a shard
+    by its name."""
+    hot = ShardedQueue(unique_queue, 3)
+    sent = [await client.enqueue(Task("json", {"n": i}), queue=hot) for i in range(12)]
+    assert Counter(info.queue for info in sent) == dict.fromkeys(hot.names, 4)
+    async with go_worker(go_peer, redis_target, tmp_path, list(hot.names)) as worker:
+
+        async def all_ran() -> bool:
+            return len(worker.runs()) >= 12
+
+        await wait_until(all_ran, 20, what="12 sharded tasks run by Go")
+        await worker.stop()
+        ran = worker.runs()
+    assert sorted(r["id"] for r in ran) == sorted(info.id for info in sent)  # each once
+    assert {r["id"]: r["queue"] for r in ran} == {info.id: info.queue for info in sent}
+
+    from_go = [one(await go_peer.enqueue(redis_target, "go-sharded", queue=name)) for name in hot.names]
+    runs = PyRuns()
+    config = py_config(unique_queue).with_(queues={unique_queue: 1}, shards={unique_queue: 3})
+    async with py_server(redis_target, config, runs):
+
+        async def go_tasks_ran() -> bool:
+            return len(runs.runs) >= 3
+
+        await wait_until(go_tasks_ran, 20, what="Go's three shard tasks run by asynq-aio")
+    assert sorted((r["id"], r["queue"]) for r in runs.runs) == sorted((t["id"], t["queue"]) for t in from_go)
