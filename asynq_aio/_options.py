@@ -143,6 +143,10 @@ class EnqueueOptions:
             at = unix(self.process_at, "process_at")
         elif self.process_in is not None:
             at = now + seconds(self.process_in, "process_in")
+        if at is not None:
+            # to the millisecond, as the scheduled score stores it: the TaskInfo's next_process_at
+            # is then the stored time exactly, not a microsecond-precise time the score rounds
+            at = round(at, 3)
         unique_s = seconds(self.unique, "unique")
         if self.unique is not None and unique_s < 1:
             raise InvalidTaskError("unique TTL must be at least one second")

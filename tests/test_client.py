@@ -441,3 +441,19 @@ async def test_a_task_stored_late_is_where_its_task_info_says(
     where = k(f"g:{group}") if group else k("pending")
     kind = "ZRANGE" if group else "LRANGE"
     assert await raw.cmd(kind, where, 0, -1) == [info.id.encode()]
+
+
+@pytest.mark.parametrize("now", [1796633923.6305, 1796633923.0005, 1796633923.9995])
+async def test_a_scheduled_time_is_stored_as_its_task_info_says_to_the_millisecond(
+    client: Client, raw: RawRedis, unique_queue: str, now: float
+) -> None:
+    """The score keeps milliseconds; the TaskInfo's next_process_at must name that same time, also
+    when the requested time falls on half a millisecond (a full run once stored ...953.630 and
+    answered ...953.6305, which rounds the other way)."""
+    k = q(unique_queue)
+    options = asynq_aio._options.EnqueueOptions(queue=unique_queue, process_in=30)
+    req, info = asynq_aio._options.prepare(Task("half", b""), options, now=now)
+    await client._broker.enqueue(req)
+    score = float(await raw.cmd("ZSCORE", k("scheduled"), info.id))
+    assert info.next_process_at is not None
+    assert score == info.next_process_at.timestamp()
