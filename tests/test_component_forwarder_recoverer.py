@@ -100,6 +100,23 @@ async def test_the_earliest_due_time_of_all_queues_sets_the_sleep(monkeypatch: p
     assert len(broker.queue("a").pending) == len(broker.queue("b").pending) == 1
 
 
+async def test_a_queue_with_nothing_due_is_only_looked_at(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An idle queue costs one read of its earliest due time a round (one round trip), not a forward
+    call (three): at 1,000 queues the forwarder is most of an idle worker's Redis load."""
+    clock = FakeClock(1_700_000_000.0)
+    broker = MemoryBroker(clock=clock)
+    broker.enqueue(make_message("a", "later"), process_at=clock() + 25)
+    sleeps = await run_forwarder(monkeypatch, broker, clock, ["a", "b"], rounds=3, max_sleep=10)
+    assert sleeps == [10.0, 10.0, 5.0]  # still woken for it on time
+    assert [broker.calls_on("next_due", q) for q in ("a", "b")] == [3, 3]
+    assert [broker.calls_on("forward", q) for q in ("a", "b")] == [0, 0]
+    # once it is due, the round that sees it forwards it (and reads the next due time again)
+    clock.advance(5.0)
+    await run_forwarder(monkeypatch, broker, clock, ["a", "b"], rounds=1, max_sleep=10)
+    assert broker.queue("a").pending == ["later"]
+    assert [broker.calls_on("forward", q) for q in ("a", "b")] == [1, 0]
+
+
 async def test_one_queues_failing_or_hung_node_does_not_stop_the_others_forwarding(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
