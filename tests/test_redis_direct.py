@@ -5,6 +5,8 @@ next user."""
 
 from __future__ import annotations
 
+import socket
+
 import anyio
 import pytest
 from conftest import RedisTarget
@@ -15,7 +17,7 @@ from test_transport import opt_for
 
 from asynq_aio import parse_redis_url
 from asynq_aio.protocol._redis.ops import LuaScript, Op
-from asynq_aio.protocol._redis.redispy import send_batch
+from asynq_aio.protocol._redis.redispy import _lanes, send_batch
 from asynq_aio.protocol._redis.transport import Transport
 from asynq_aio.protocol.keys import queue_keys
 
@@ -129,3 +131,22 @@ async def test_a_single_redis_lane_replaces_a_connection_killed_while_idle_and_c
     finally:
         await raw.aclose()
     assert second not in ids
+
+
+async def test_a_single_redis_lane_keeps_one_connection_object_while_redis_is_down() -> None:
+    """Every batch sent while Redis is down fails to connect; the lane must reuse its connection
+    object for the next attempt, not make a new one each time (an outage of hours would pile them up)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket is closed
+    tr = Transport.connect(parse_redis_url(f"redis://127.0.0.1:{port}/0"))
+    client = _client(tr)
+    key = queue_keys("direct-down").pending
+    try:
+        for _ in range(20):
+            with pytest.raises(rx.ConnectionError):
+                await send_batch(client, [("PING",)], [key])
+        assert isinstance(client, Redis)
+        assert len(_lanes[client]._made) == 1
+    finally:
+        await tr.aclose()

@@ -186,28 +186,30 @@ class _DirectLane:
 
     async def acquire(self) -> AbstractConnection:
         await self._room.acquire()
+        if self._idle:
+            conn, since = self._idle.pop()
+        else:
+            # relies on ConnectionPool.make_connection(): a connection with the pool's own settings
+            conn, since = self._pool.make_connection(), time.monotonic()  # type: ignore[no-untyped-call]
+            self._made.append(conn)
         try:
-            if self._idle:
-                conn, since = self._idle.pop()
-                if conn.is_connected and time.monotonic() - since > self.IDLE_PROBE_S:
-                    try:
-                        # relies on Connection.can_read(): data waiting on an idle connection, or an
-                        # error for a socket the server closed
-                        stale = await conn.can_read()
-                    except (rx.ConnectionError, rx.TimeoutError, OSError):
-                        stale = True
-                    if stale:
-                        await conn.disconnect()
-            else:
-                # relies on ConnectionPool.make_connection(): a connection with the pool's own settings
-                conn = self._pool.make_connection()  # type: ignore[no-untyped-call]
-                self._made.append(conn)
+            if conn.is_connected and time.monotonic() - since > self.IDLE_PROBE_S:
+                try:
+                    # relies on Connection.can_read(): data waiting on an idle connection, or an
+                    # error for a socket the server closed
+                    stale = await conn.can_read()
+                except (rx.ConnectionError, rx.TimeoutError, OSError):
+                    stale = True
+                if stale:
+                    await conn.disconnect()
             if not conn.is_connected:
                 # connect() (not the send's own reconnect) is what finds a Sentinel's current master
                 await conn.connect()  # type: ignore[no-untyped-call]
             return conn
         except BaseException:
-            self._room.release()
+            # back to the idle list, unconnected: a Redis that is down for a while must not make the
+            # lane a new connection object on every failed attempt
+            self.release(conn)
             raise
 
     def release(self, conn: AbstractConnection) -> None:
