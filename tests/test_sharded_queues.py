@@ -191,7 +191,7 @@ def test_a_sharded_entry_serves_its_shards_not_its_name() -> None:
     served = ServedQueues({"hot": 5, "default": 1}, {"hot": 3})
     assert list(served) == ["default", *hot.names] and "hot" not in served and not served.serves("hot")
     assert served.weights() == {"default": 1, **dict.fromkeys(hot.names, 5)}
-    assert served.watch_budget() is None and served.literal_count == 4  # one blocking wait each
+    assert served.watch_budget() is None and served.fixed_count == 4  # one blocking wait each
     # fixed like literals: reading asynq:queues neither adds "hot" nor drops a shard
     assert served.update(["hot", "default"]) == ([], [])
     # a shard also listed as a literal is the literal's (its own weight), the rest stay the entry's

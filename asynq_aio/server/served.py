@@ -191,7 +191,7 @@ class ServedQueues(Collection[str]):
         return bool(self._matchers)
 
     @property
-    def literal_count(self) -> int:
+    def fixed_count(self) -> int:
         """How many queues are served from the start whatever exists: the literal names plus the
         shards of the sharded entries (each needs its own blocking wait, as a literal does)."""
         return len(self._fixed)
@@ -217,7 +217,7 @@ class ServedQueues(Collection[str]):
     def watch_budget(self) -> int | None:
         """How many blocking waits to make room for: None (one per fixed name, as without patterns)
         when there is no pattern, else the fixed names plus :data:`PATTERN_WATCH_ROOM`."""
-        return self.literal_count + PATTERN_WATCH_ROOM if self.has_patterns else None
+        return self.fixed_count + PATTERN_WATCH_ROOM if self.has_patterns else None
 
     def _match(self, queue: str) -> Entry | None:
         for entry, match in self._matchers:

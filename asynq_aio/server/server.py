@@ -93,7 +93,7 @@ class Server:
                         queue,
                         ", ".join(cfg.queues),
                     )
-        waits = served.watch_budget() or served.literal_count
+        waits = served.watch_budget() or served.fixed_count
         session = RedisSession.open(self._redis, retry=self._retry, blocking_waits=waits)
         try:
             await session.check_ready()
