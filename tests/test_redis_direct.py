@@ -10,12 +10,13 @@ import socket
 import anyio
 import pytest
 from conftest import RedisTarget
+from faultproxy import fault_proxy
 from redis import exceptions as rx
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from test_transport import opt_for
 
-from asynq_aio import parse_redis_url
+from asynq_aio import RedisClientOpt, parse_redis_url
 from asynq_aio.protocol._redis.ops import LuaScript, Op
 from asynq_aio.protocol._redis.redispy import _lanes, send_batch
 from asynq_aio.protocol._redis.transport import Transport
@@ -150,3 +151,34 @@ async def test_a_single_redis_lane_keeps_one_connection_object_while_redis_is_do
         assert len(_lanes[client]._made) == 1
     finally:
         await tr.aclose()
+
+
+async def test_a_write_into_a_stalled_node_times_out_and_leaves_the_connection_closed(
+    single_redis_url: str,
+) -> None:
+    """A batch bigger than the socket buffers, sent to a node that reads nothing (stalled), cannot be
+    written in full: the write must give up after the read timeout with redis-py's TimeoutError and
+    close the connection (half a command is on the wire), not wait for the node for ever. Once the
+    node runs again, the next batch goes through on a new connection."""
+    url = parse_redis_url(single_redis_url)
+    assert isinstance(url, RedisClientOpt)
+    host, port = url.addr.rsplit(":", 1)
+    key = queue_keys("direct-stalled").pending
+    with fault_proxy(host, int(port)) as proxy:
+        proxied = url.model_copy(update={"addr": f"127.0.0.1:{proxy.port}", "read_timeout": 0.5})
+        tr = Transport.connect(proxied)
+        client = _client(tr)
+        try:
+            (before,) = await send_batch(client, [("CLIENT", "ID")], [key])
+            proxy.stall()
+            big = [("ECHO", b"x" * (1 << 20)) for _ in range(64)]  # 64 MiB: more than any socket buffer
+            with anyio.fail_after(30):  # a hang guard, not a speed limit: the timeout is 0.5 s
+                with pytest.raises(rx.TimeoutError, match="writing"):
+                    await send_batch(client, big, [key] * len(big))
+            assert isinstance(client, Redis)
+            assert not any(c.is_connected for c in _lanes[client]._made)
+            proxy.resume()
+            (after,) = await send_batch(client, [("CLIENT", "ID")], [key])
+            assert after != before
+        finally:
+            await tr.aclose()

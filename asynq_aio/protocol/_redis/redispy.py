@@ -22,9 +22,10 @@ The internals relied on (redis-py 8.x, ``redis.asyncio``):
 - ``Sentinel.sentinels``: the clients of the Sentinel processes (:func:`sentinel_clients`);
 - for :func:`send_batch`: a client's ``connection_pool.make_connection()`` and ``max_connections``
   (single Redis, Sentinel master: connections kept in a lane of our own), a cluster node's
-  ``ClusterNode.acquire_connection()/release()``, and a connection's ``can_read()`` and
-  ``send_packed_command()/read_response()``, which disconnect the connection themselves on a
-  timeout, a lost connection or a cancellation.
+  ``ClusterNode.acquire_connection()/release()``, and a connection's ``connect()``,
+  ``can_read()``, ``socket_timeout``, ``_writer`` (its asyncio StreamWriter, written directly: see
+  :func:`_send`) and ``read_response()``, which disconnects the connection itself on a timeout, a
+  lost connection or a cancellation.
 """
 
 from __future__ import annotations
@@ -247,8 +248,8 @@ async def _exchange(conn: AbstractConnection, commands: Sequence[Command]) -> li
     connection disconnected (redis-py does that), so a later user never reads a stale reply."""
     # hiredis' stub types the argument as a 1-tuple; it takes a command of any length
     packed = [hiredis.pack_command(cmd) for cmd in commands]  # type: ignore[arg-type]
-    # relies on Connection.send_packed_command()/read_response(), which disconnect on any failure
-    await conn.send_packed_command(packed, check_health=False)
+    await _send(conn, packed)
+    # relies on Connection.read_response(), which disconnects on any failure
     replies: list[Any] = []
     for _ in commands:
         try:
@@ -256,3 +257,34 @@ async def _exchange(conn: AbstractConnection, commands: Sequence[Command]) -> li
         except rx.ResponseError as exc:  # an error reply: the connection is fine, the next reply follows
             replies.append(exc)
     return replies
+
+
+async def _send(conn: AbstractConnection, packed: list[bytes]) -> None:
+    """Write packed commands onto ``conn``, connecting it first if needed.
+
+    redis-py's ``send_packed_command`` runs every write under ``asyncio.wait_for``, which makes a
+    new task per write: ~25 us of a one-caller enqueue's ~190 us. The write itself does not wait
+    (the transport sends at once or buffers); only a drain of a full buffer can, and that one runs
+    under the socket timeout here. Any failure disconnects the connection, as redis-py's does, so
+    no later user reads a stale reply."""
+    if not conn.is_connected:
+        await conn.connect()  # type: ignore[no-untyped-call]
+    # relies on Connection._writer (an asyncio StreamWriter, set while connected)
+    writer: asyncio.StreamWriter | None = conn._writer
+    try:
+        if writer is None or writer.transport.is_closing():
+            raise rx.ConnectionError("Connection closed by the server before write")
+        writer.writelines(packed)
+        if writer.transport.get_write_buffer_size():
+            async with asyncio.timeout(conn.socket_timeout):
+                await writer.drain()
+    except BaseException as exc:
+        if writer is not None:
+            # abort, not close: a close would wait to flush what could not be written
+            writer.transport.abort()
+        await conn.disconnect(nowait=True)
+        if isinstance(exc, TimeoutError):
+            raise rx.TimeoutError("Timeout writing to socket") from None
+        if isinstance(exc, OSError):
+            raise rx.ConnectionError(f"Error while writing to socket: {exc}") from exc
+        raise
