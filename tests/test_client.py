@@ -8,7 +8,6 @@ import re
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
@@ -269,7 +268,7 @@ async def test_enqueue_many_returns_one_outcome_per_task_in_order(
     k = q(unique_queue)
     taken = await client.enqueue(Task("first", b"x"), queue=unique_queue, task_id="taken-id")
     ids = iter(["many-1", "taken-id", "many-3", "many-4"])
-    monkeypatch.setattr(asynq_aio._options, "uuid", SimpleNamespace(uuid4=lambda: next(ids)))
+    monkeypatch.setattr(asynq_aio._options, "new_task_id", lambda: next(ids))
 
     outcomes = await client.enqueue_many(
         [Task("m", b"1"), Task("m", b"2"), Task("m", b"3"), Task("m", b"4")], queue=unique_queue

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from asynq_aio import InvalidTaskError, Task, TaskState
-from asynq_aio._options import DEFAULT_MAX_RETRY, DEFAULT_TIMEOUT_S, EnqueueOptions, prepare
+from asynq_aio._options import DEFAULT_MAX_RETRY, DEFAULT_TIMEOUT_S, EnqueueOptions, new_task_id, prepare
 from asynq_aio._scheduler import EntryOptions
 from asynq_aio.protocol.codec import TIMEOUT_MS_HEADER, exact_deadline, exact_timeout
 from asynq_aio.server.aggregator import merged_message
@@ -104,3 +105,18 @@ def test_the_exact_limit_headers_come_from_the_options_only() -> None:
 def test_the_default_timeout_needs_no_header() -> None:
     req, _ = prepare(Task("t"), EnqueueOptions(), now=NOW)
     assert req.msg.timeout == DEFAULT_TIMEOUT_S and not req.msg.headers
+
+
+def test_task_ids_are_random_version_4_uuids_in_their_canonical_text() -> None:
+    """IDs are made by hand from 16 random bytes (cheaper than ``uuid.uuid4()``): each must still be
+    what uuid4 prints, version 4 and the RFC variant, and all distinct; over 4,000 IDs every
+    variant character (8, 9, a, b) shows up."""
+    ids = [new_task_id() for _ in range(4000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    assert {text[19] for text in ids} == set("89ab")
+    info = prepare(Task("t"), EnqueueOptions(), now=NOW)[1]
+    assert uuid.UUID(info.id).version == 4

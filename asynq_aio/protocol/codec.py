@@ -172,7 +172,8 @@ def task_info(
             "queue": msg.queue,
             "type": msg.type,
             "payload": msg.payload,
-            "headers": dict(msg.headers),
+            # an empty map skips the copy: dict() on protobuf's map goes through the Mapping ABC
+            "headers": dict(msg.headers) if msg.headers else {},
             "state": state,
             "max_retry": msg.retry,
             "retried": msg.retried,
