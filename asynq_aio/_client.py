@@ -195,6 +195,8 @@ class Client(AsyncClosing):
         # asynq:queues lives in its own slot, so it cannot join the enqueue script. Re-added at most
         # once a minute per queue: an operator's `queue rm` is healed by the next enqueue after that.
         now = time.monotonic()
+        if len(queues) == 1 and now - self._known_queues.get(queues[0], -1e9) <= 60:
+            return  # every enqueue's check: no set or list to build for one known queue
         stale = [q for q in set(queues) if now - self._known_queues.get(q, -1e9) > 60]
         if stale:
             await self._broker.register_queues(stale)
@@ -233,19 +235,27 @@ class Client(AsyncClosing):
             group=group,
         )
         req, info = prepare(task, options, now=time.time(), max_payload=self._max_payload)
-        info, hooks = self._open_hooks(task, req, info)
-        with hooks:
-            await self._ensure_registered([req.msg.queue])
-            if self._durable is None:
-                await self._batcher.submit(req)
-            else:
-                err = (await self._store_many([(req, info)]))[0]
-                if err is not None:
-                    raise err
+        if self._enqueue_hooks:
+            info, hooks = self._open_hooks(task, req, info)
+            with hooks:
+                await self._store_one(req, info)
+        else:  # no hook: no ExitStack to enter and leave on every call
+            await self._store_one(req, info)
         if log.isEnabledFor(logging.DEBUG):  # no per-enqueue cost unless debugging
             fields = {"task_id": info.id, "task_type": info.type, "queue": info.queue, "state": info.state}
             log.debug("enqueued task %s (%s) in %s", info.id, info.type, info.queue, extra=fields)
         return info
+
+    async def _store_one(self, req: EnqueueRequest, info: TaskInfo) -> None:
+        """Write one built task: through the coalescer (concurrent callers share round trips), or in
+        durable mode with the replicas' wait; raises that task's error."""
+        await self._ensure_registered([req.msg.queue])
+        if self._durable is None:
+            await self._batcher.submit(req)
+        else:
+            err = (await self._store_many([(req, info)]))[0]
+            if err is not None:
+                raise err
 
     async def enqueue_many(
         self,

@@ -101,10 +101,11 @@ class TaskOptions(BatchOptions, total=False):
     task_id: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class EnqueueOptions:
     """Enqueue options as a caller gives them; ``None`` leaves an option to its default. The same
-    names and meanings as :meth:`Client.enqueue`'s keyword arguments."""
+    names and meanings as :meth:`Client.enqueue`'s keyword arguments. Treated as immutable (every
+    change is a ``replace``); not ``frozen``, for the same per-enqueue cost as ResolvedOptions."""
 
     queue: str | ShardedQueue | None = None
     max_retry: int | None = None
