@@ -46,3 +46,30 @@ async def test_a_server_with_gc_freeze_freezes_after_start_and_one_without_does_
             return gc.get_freeze_count() > 0
 
         await wait_until(frozen, 10, what="start-up objects frozen")
+
+
+async def test_after_the_freeze_the_server_times_the_full_passes_and_restores_the_thresholds(
+    single_redis_url: str, unique_queue: str, monkeypatch: pytest.MonkeyPatch, thawed: None
+) -> None:
+    """The collector's own full passes are switched off while the server runs (their trigger keeps
+    firing every few seconds for the watchers' short-lived objects); the server runs one every
+    FULL_PASS_SECONDS instead, and the thresholds are what they were once it stops."""
+    monkeypatch.setattr(gc_freeze, "SETTLE_SECONDS", 0.2)
+    monkeypatch.setattr(gc_freeze, "FULL_PASS_SECONDS", 0.2)
+    before = gc.get_threshold()
+    opt = parse_redis_url(single_redis_url)
+    config = Config(queues={unique_queue: 1}, shutdown_timeout=1.0, gc_freeze=True)
+    async with Server(opt, config).serve(noop):
+
+        async def timed() -> bool:
+            return gc.get_threshold()[2] == gc_freeze._NO_AUTOMATIC_FULL_PASS
+
+        await wait_until(timed, 10, what="automatic full passes switched off")
+        assert gc.get_threshold()[:2] == before[:2]  # the young generations keep theirs
+        passes = gc.get_stats()[2]["collections"]
+
+        async def collected() -> bool:
+            return gc.get_stats()[2]["collections"] >= passes + 2
+
+        await wait_until(collected, 10, what="two timed full passes")
+    assert gc.get_threshold() == before
