@@ -279,6 +279,7 @@ async def _send(conn: AbstractConnection, packed: list[bytes]) -> None:
             async with asyncio.timeout(conn.socket_timeout):
                 await writer.drain()
     except BaseException as exc:
+        lost = writer is not None and writer.transport.is_closing()
         if writer is not None:
             # abort, not close: a close would wait to flush what could not be written
             writer.transport.abort()
@@ -287,4 +288,8 @@ async def _send(conn: AbstractConnection, packed: list[bytes]) -> None:
             raise rx.TimeoutError("Timeout writing to socket") from None
         if isinstance(exc, OSError):
             raise rx.ConnectionError(f"Error while writing to socket: {exc}") from exc
+        if isinstance(exc, TypeError | AttributeError) and lost:
+            # Python 3.12, 3.13 before 3.13.10 and 3.14.0 raise these from a transport that was lost
+            # mid-write (CPython gh-136234), as redis-py's own write path notes
+            raise rx.ConnectionError("Connection closed by the server while writing") from exc
         raise
