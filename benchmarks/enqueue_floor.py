@@ -50,7 +50,8 @@ N = %(n)d
 async def main():
     broker = Broker(Transport.connect(RedisClientOpt(addr="127.0.0.1:%(port)d")))
     now = time.time()
-    reqs = [prepare(Task("noop", payload(i)), EnqueueOptions(queue="%(queue)s"), now=now)[0] for i in range(N)]
+    options = EnqueueOptions(queue="%(queue)s")
+    reqs = [prepare(Task("noop", payload(i)), options, now=now)[0] for i in range(N)]
     packed = [hiredis.pack_command(broker.enqueue_op(r).wire(by_sha=True)) for r in reqs]
     loop = asyncio.get_running_loop()
     class Proto(asyncio.Protocol):
@@ -162,11 +163,8 @@ def main() -> None:
         print(f"{who:12s} {row['rate']:9,.0f} {row['call_p50_ms']:8.3f} {row['call_p99_ms']:8.3f}")
     load = os.getloadavg()
     out = ROOT / "benchmarks" / "results" / f"enqueue-floor-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.write_text(
-        json.dumps(
-            {"n": args.n, "rounds": args.rounds, "medians": table, "rates": rates, "loadavg_end": load}, indent=2
-        )
-    )
+    record = {"n": args.n, "rounds": args.rounds, "medians": table, "rates": rates, "loadavg_end": load}
+    out.write_text(json.dumps(record, indent=2))
     print(f"written to {out.relative_to(ROOT)}")
 
 
