@@ -66,10 +66,11 @@ async def test_after_the_freeze_the_server_times_the_full_passes_and_restores_th
 
         await wait_until(timed, 10, what="automatic full passes switched off")
         assert gc.get_threshold()[:2] == before[:2]  # the young generations keep theirs
-        passes = gc.get_stats()[2]["collections"]
+        passes: int = gc.get_stats()[2]["collections"]
 
         async def collected() -> bool:
-            return gc.get_stats()[2]["collections"] >= passes + 2
+            now: int = gc.get_stats()[2]["collections"]
+            return now >= passes + 2
 
         await wait_until(collected, 10, what="two timed full passes")
     assert gc.get_threshold() == before
