@@ -110,7 +110,7 @@ class Client(AsyncClosing):
         # the next batch fill while one is on the wire; more split the same load into smaller
         # batches without more throughput. A batch is cut further into script calls by the broker.
         self._batcher: Coalescer[EnqueueRequest, None] = Coalescer(
-            self._store_batch, max_batch=ENQUEUE_BATCH, max_inflight=2
+            self._store_batch, max_batch=ENQUEUE_BATCH, max_inflight=2, solo_below=1
         )
         self._max_payload = max_payload_bytes
         self._results = ResultWaiter(self._session, self._broker)

@@ -38,7 +38,15 @@ class Coalescer(Generic[I, R]):
     """Coalesces concurrent :meth:`submit` calls into batches of at most ``max_batch`` items, with
     at most ``max_inflight`` writes on the wire at once. ``shield`` protects a write that started
     from the cancellation of the caller whose task carries it (an outcome must be written even
-    while the server shuts down)."""
+    while the server shuts down).
+
+    A caller who finds nothing queued writes on its own task while fewer than ``solo_below`` writes
+    are in flight (default ``max_inflight``: every free write slot). ``solo_below=1`` writes alone
+    only when nothing is on the wire, so under load the callers queue for a flusher, which takes
+    everyone queued by its first turn: for many producers of one-task writes (the client's
+    enqueues) that made lone one-task writes rare, where they had been two writes in three. The
+    server's outcomes keep the default: there the extra flusher task per write cost more than the
+    larger batches saved (a no-op drain 0.89x)."""
 
     def __init__(
         self,
@@ -47,9 +55,11 @@ class Coalescer(Generic[I, R]):
         max_batch: int,
         max_inflight: int = 1,
         shield: bool = False,
+        solo_below: int | None = None,
     ) -> None:
         if max_inflight < 1 or max_batch < 1:
             raise ValueError("max_inflight and max_batch must be at least 1")
+        self._solo_below = max_inflight if solo_below is None else max(1, min(solo_below, max_inflight))
         self._write = write
         self._max_batch = max_batch
         self._max_inflight = max_inflight
@@ -67,7 +77,7 @@ class Coalescer(Generic[I, R]):
 
     async def submit(self, item: I) -> R:
         """Write ``item`` (alone or in a batch) and return its result, or raise its exception."""
-        if self._closed or (self._inflight < self._max_inflight and not self._queue):
+        if self._closed or (self._inflight < self._solo_below and not self._queue):
             # nothing to wait behind: write now, on the caller's own task; after aclose() too,
             # where no flusher would pick it up (the closed transport answers)
             self._inflight += 1

@@ -100,3 +100,26 @@ async def test_aclose_drains_then_fails_what_it_cannot_write() -> None:
     assert results[0] == 0
     assert all(isinstance(r, RedisUnavailableError) for r in results[1:])
     assert not c._flushers and not c._queue
+
+
+@pytest.mark.parametrize(
+    ("solo_below", "expected"), [(None, [[0], [1], [2, 3, 4, 5]]), (1, [[0], [1, 2, 3, 4, 5]])]
+)
+async def test_solo_below_one_queues_callers_behind_any_write_in_flight(
+    solo_below: int | None, expected: list[list[int]]
+) -> None:
+    """By default a caller who finds a free write slot and nothing queued writes alone (one item a
+    round trip); with ``solo_below=1`` (the client's enqueues) only when nothing is on the wire, so
+    the callers behind a write in flight share one batch."""
+    rec = Recorder()
+    rec.gate.clear()
+    c: Coalescer[int, int] = Coalescer(rec.write, max_batch=100, max_inflight=2, solo_below=solo_below)
+    first = asyncio.ensure_future(c.submit(0))
+    await asyncio.sleep(0)
+    rest = [asyncio.ensure_future(c.submit(i)) for i in range(1, 6)]
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    rec.gate.set()
+    await asyncio.gather(first, *rest, return_exceptions=True)
+    assert rec.batches == expected
+    assert not c._flushers
