@@ -75,8 +75,13 @@ async def test_a_huge_tenant_does_not_starve_the_small_ones(
         took = time.monotonic() - started
         assert huge_when_done is not None
         assert huge_when_done <= HUGE_BOUND, f"huge tenant started {huge_when_done} tasks first"
+        # The server ran on until the wait above noticed and it stopped, taking more huge tasks
+        # meanwhile (how many depends on the machine, not on fairness). What must hold: every huge
+        # task not started is still pending (nothing lost), and the huge queue is far from drained.
+        huge_at_stop = huge_started
         info = await inspector.get_queue_info(huge, memory=False)
-        assert info.pending >= HUGE_TASKS - HUGE_BOUND - 100  # the huge queue is far from drained
+        assert info.pending >= HUGE_TASKS - huge_at_stop
+        assert huge_at_stop <= HUGE_TASKS // 4, f"{huge_at_stop} huge tasks started before the stop"
         log.info("last small task started after %.2fs, %d huge tasks started by then", took, huge_when_done)
     finally:
         for q in [huge, *small]:
