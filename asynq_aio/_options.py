@@ -146,7 +146,7 @@ class EnqueueOptions:
         # never down to 0 (a 0.3 s timeout became 0, which means "the 30-minute default"; a 0.5 s
         # retention meant none). Timeout and deadline keep their milliseconds in headers too, for
         # asynq-aio workers (codec.exact_timeout / exact_deadline).
-        exact_t = 0.0 if self.timeout is None else seconds(self.timeout, "timeout")
+        exact_t = seconds(self.timeout, "timeout")
         if 0 < exact_t < 0.001:
             raise InvalidTaskError(f"timeout must be at least a millisecond, got {self.timeout!r}")
         t = math.ceil(exact_t)
@@ -183,7 +183,7 @@ class EnqueueOptions:
             deadline_ms=round(exact_d * 1000) if 0 < exact_d != d else None,
             process_at=at if at is not None and at > now else None,
             unique_ttl_s=unique_ttl,
-            retention_s=0 if self.retention is None else math.ceil(seconds(self.retention, "retention")),
+            retention_s=math.ceil(seconds(self.retention, "retention")),
             group=self.group or "",
         )
 
@@ -203,11 +203,7 @@ def prepare(
         )
     opts = options.resolve(now)
     # the exact-limit headers come from the options only (a task copied from another keeps none)
-    headers = (
-        {k: v for k, v in task.headers.items() if k not in (TIMEOUT_MS_HEADER, DEADLINE_MS_HEADER)}
-        if task.headers
-        else {}
-    )
+    headers = {k: v for k, v in task.headers.items() if k not in (TIMEOUT_MS_HEADER, DEADLINE_MS_HEADER)}
     if opts.timeout_ms is not None:
         headers[TIMEOUT_MS_HEADER] = str(opts.timeout_ms)
     if opts.deadline_ms is not None:
