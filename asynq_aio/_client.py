@@ -34,6 +34,8 @@ DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
 ENQUEUE_BATCH = 1024
 # How long aclose() lets writes in flight, and those queued behind them, finish.
 CLOSE_GRACE = 5.0
+# How often (s) a queue this client enqueues to is added to asynq:queues again.
+REGISTER_EVERY = 60.0
 
 
 @dataclass(slots=True)
@@ -193,11 +195,12 @@ class Client(AsyncClosing):
 
     async def _ensure_registered(self, queues: Sequence[str]) -> None:
         # asynq:queues lives in its own slot, so it cannot join the enqueue script. Re-added at most
-        # once a minute per queue: an operator's `queue rm` is healed by the next enqueue after that.
+        # once every REGISTER_EVERY seconds per queue: an operator's `queue rm` is healed by the next
+        # enqueue after that.
         now = time.monotonic()
-        if len(queues) == 1 and now - self._known_queues.get(queues[0], -1e9) <= 60:
+        if len(queues) == 1 and now - self._known_queues.get(queues[0], -1e9) <= REGISTER_EVERY:
             return  # every enqueue's check: no set or list to build for one known queue
-        stale = [q for q in set(queues) if now - self._known_queues.get(q, -1e9) > 60]
+        stale = [q for q in set(queues) if now - self._known_queues.get(q, -1e9) > REGISTER_EVERY]
         if stale:
             await self._broker.register_queues(stale)
             for q in stale:
