@@ -59,7 +59,9 @@ class Coalescer(Generic[I, R]):
     ) -> None:
         if max_inflight < 1 or max_batch < 1:
             raise ValueError("max_inflight and max_batch must be at least 1")
-        self._solo_below = max_inflight if solo_below is None else max(1, min(solo_below, max_inflight))
+        if solo_below is not None and not 1 <= solo_below <= max_inflight:
+            raise ValueError(f"solo_below must be from 1 to max_inflight ({max_inflight}), got {solo_below}")
+        self._solo_below = max_inflight if solo_below is None else solo_below
         self._write = write
         self._max_batch = max_batch
         self._max_inflight = max_inflight

@@ -123,3 +123,9 @@ async def test_solo_below_one_queues_callers_behind_any_write_in_flight(
     await asyncio.gather(first, *rest, return_exceptions=True)
     assert rec.batches == expected
     assert not c._flushers
+
+
+@pytest.mark.parametrize("solo_below", [0, 3])
+def test_solo_below_outside_one_to_max_inflight_is_refused(solo_below: int) -> None:
+    with pytest.raises(ValueError, match="solo_below must be from 1 to max_inflight"):
+        Coalescer(Recorder().write, max_batch=10, max_inflight=2, solo_below=solo_below)
