@@ -16,7 +16,7 @@ from asynq_aio._connection import RedisClient, RedisConnOpt, RetryPolicy
 from asynq_aio._errors import InvalidTaskError, NotDurableError
 from asynq_aio._inspection import CancelOutcome
 from asynq_aio._inspector import Inspector
-from asynq_aio._options import Duration, EnqueueOptions, prepare
+from asynq_aio._options import Duration, EnqueueOptions, prepare, prepare_many
 from asynq_aio._sharding import ShardedQueue
 from asynq_aio._task import Task, TaskInfo
 from asynq_aio._waiting import ResultWaiter
@@ -287,7 +287,7 @@ class Client(AsyncClosing):
             group=group,
         )
         now = time.time()
-        built = [prepare(t, options, now=now, max_payload=self._max_payload) for t in tasks]
+        built = prepare_many(tasks, options, now=now, max_payload=self._max_payload)
         if self._enqueue_hooks:
             return await self._enqueue_many_hooked(tasks, built)
         await self._ensure_registered([r.msg.queue for r, _ in built])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
@@ -194,6 +195,56 @@ def prepare(
     """The request that stores ``task`` with ``options`` (resolved at ``now``), and the TaskInfo
     the caller gets back once it is stored. Raises InvalidTaskError, InvalidQueueName or
     PayloadTooLargeError (over ``max_payload`` bytes); nothing is written here."""
+    opts = options.resolve(now)
+    return _build(
+        task, opts, opts.task_id, opts.queue, now=now, next_at=_next_at(opts, now), max_payload=max_payload
+    )
+
+
+def prepare_many(
+    tasks: Sequence[Task], options: EnqueueOptions, *, now: float, max_payload: int | None = None
+) -> list[tuple[EnqueueRequest, TaskInfo]]:
+    """:func:`prepare` for every task of one ``enqueue_many``, which shares one set of options.
+
+    The options are checked and resolved once, not once per task: per task only its ID is new,
+    and its queue is the next shard when the queue is a ShardedQueue. Resolving was a fifth of a
+    batched task's ~20 us of CPU. A task ID in the options names one task, so it takes one."""
+    if options.task_id is not None and len(tasks) > 1:
+        raise InvalidTaskError("task_id names one task; enqueue_many gives each task its own ID")
+    if not tasks:
+        return []
+    opts = options.resolve(now)
+    sharded = options.queue if isinstance(options.queue, ShardedQueue) else None
+    next_at = _next_at(opts, now)
+    out = [
+        _build(tasks[0], opts, opts.task_id, opts.queue, now=now, next_at=next_at, max_payload=max_payload)
+    ]
+    for task in tasks[1:]:
+        queue = opts.queue if sharded is None else sharded.next_name()  # shard names are valid
+        out.append(
+            _build(task, opts, new_task_id(), queue, now=now, next_at=next_at, max_payload=max_payload)
+        )
+    return out
+
+
+def _next_at(opts: ResolvedOptions, now: float) -> datetime | None:
+    """When a task built with ``opts`` at ``now`` is next processed (None while it waits in a group)."""
+    if opts.process_at is not None:
+        return from_unix(opts.process_at)
+    return None if opts.group else from_unix(now)
+
+
+def _build(
+    task: Task,
+    opts: ResolvedOptions,
+    task_id: str,
+    queue: str,
+    *,
+    now: float,
+    next_at: datetime | None,
+    max_payload: int | None,
+) -> tuple[EnqueueRequest, TaskInfo]:
+    """One task's request and TaskInfo from options already resolved, with its own ID and queue."""
     if not isinstance(task, Task):
         raise InvalidTaskError(f"enqueue takes a Task, got {type(task).__name__}")
     if max_payload is not None and len(task.payload) > max_payload:
@@ -201,7 +252,6 @@ def prepare(
             f"payload of {len(task.payload)} bytes (task type {task.type!r}) is over the limit of "
             f"{max_payload} bytes (Client max_payload_bytes)"
         )
-    opts = options.resolve(now)
     # the exact-limit headers come from the options only (a task copied from another keeps none)
     headers = {k: v for k, v in task.headers.items() if k not in (TIMEOUT_MS_HEADER, DEADLINE_MS_HEADER)}
     if opts.timeout_ms is not None:
@@ -209,23 +259,23 @@ def prepare(
     if opts.deadline_ms is not None:
         headers[DEADLINE_MS_HEADER] = str(opts.deadline_ms)
     msg = new_task_message(
-        task_id=opts.task_id,
+        task_id=task_id,
         task_type=task.type,
         payload=task.payload,
-        queue=opts.queue,
+        queue=queue,
         max_retry=opts.max_retry,
         timeout_s=opts.timeout_s,
         deadline_unix=opts.deadline_unix,
-        unique_key=queue_keys(opts.queue).unique(task.type, task.payload) if opts.unique_ttl_s else "",
+        unique_key=queue_keys(queue).unique(task.type, task.payload) if opts.unique_ttl_s else "",
         retention_s=opts.retention_s,
         group=opts.group,
         headers=headers,
     )
     req = EnqueueRequest(msg=msg, process_at=opts.process_at, unique_ttl=opts.unique_ttl_s)
     if opts.process_at is not None:
-        state, nxt = TaskState.SCHEDULED, from_unix(opts.process_at)
+        state = TaskState.SCHEDULED
     elif opts.group:
-        state, nxt = TaskState.AGGREGATING, None
+        state = TaskState.AGGREGATING
     else:
-        state, nxt = TaskState.PENDING, from_unix(now)
-    return req, task_info(msg, state, next_process_at=nxt)
+        state = TaskState.PENDING
+    return req, task_info(msg, state, next_process_at=next_at)

@@ -7,7 +7,8 @@ tree first on the path), against one local Redis:
   Server (concurrency 100): tasks/s from the first handler start to the last, and the worker
   process's CPU time per task (less sensitive than wall time to a noisy machine);
 - ``one_caller``: 5,000 enqueues, one awaited at a time: microseconds per call;
-- ``concurrent``: 20,000 enqueues from 64 coroutines: enqueues/s and CPU per enqueue.
+- ``concurrent``: 20,000 enqueues from 64 coroutines: enqueues/s and CPU per enqueue;
+- ``many``: 30 ``enqueue_many`` calls of 1,000 tasks each: tasks/s and CPU per task.
 
     python -m benchmarks.hotpath --baseline REV [--rounds 5]
 
@@ -85,6 +86,22 @@ async def main():
 uvloop.run(main())
 """
 
+MANY = """
+import time, uvloop
+from asynq_aio import Client, RedisClientOpt, Task
+async def main(calls=30):
+    async with Client(RedisClientOpt(addr="127.0.0.1:%(port)d")) as c:
+        tasks = [Task("noop", b"x" * 100) for _ in range(1000)]
+        for _ in range(3):
+            await c.enqueue_many(tasks, queue="hpm")
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(calls):
+            await c.enqueue_many(tasks, queue="hpm")
+        n = calls * len(tasks)
+        print(n / (time.perf_counter() - t0), 1e6 * (time.process_time() - c0) / n)
+uvloop.run(main())
+"""
+
 
 def tree_of(rev: str, into: Path) -> Path:
     """The package tree of ``rev`` (git archive), so the old code runs as it was."""
@@ -137,6 +154,9 @@ def main() -> None:
                     eps, ecpu = _run(trees[name], CONCURRENT, args.port)
                     got.setdefault("64 coroutines enqueues/s", []).append(eps)
                     got.setdefault("64 coroutines CPU us/enqueue", []).append(ecpu)
+                    mps, mcpu = _run(trees[name], MANY, args.port)
+                    got.setdefault("enqueue_many tasks/s", []).append(mps)
+                    got.setdefault("enqueue_many CPU us/task", []).append(mcpu)
                 subprocess.run(["redis-cli", "-p", str(args.port), "FLUSHALL"], stdout=subprocess.DEVNULL)
     finally:
         redis.terminate()

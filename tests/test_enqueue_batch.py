@@ -9,6 +9,8 @@ import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -18,15 +20,17 @@ from workerproc import RawRedis, conn_opt, q
 from asynq_aio import (
     Client,
     DuplicateTaskError,
+    InvalidTaskError,
     RedisClientOpt,
     RedisUnavailableError,
     RetryPolicy,
+    ShardedQueue,
     Task,
     TaskIDConflictError,
     TaskInfo,
 )
 from asynq_aio._client import OutgoingTask
-from asynq_aio._options import EnqueueOptions, prepare
+from asynq_aio._options import EnqueueOptions, prepare, prepare_many
 from asynq_aio.protocol.broker import ENQUEUE_CHUNK, EnqueueRequest
 
 pytestmark = pytest.mark.anyio
@@ -130,6 +134,43 @@ async def test_client_enqueue_many_larger_than_a_chunk(
     ids = [i.id for i in infos if isinstance(i, TaskInfo)]
     assert len(ids) == n
     assert await pending_ids(raw, unique_queue) == ids
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"process_in": 600},
+        {"group": "g1"},
+        {"timeout": 0.3, "retention": 60, "max_retry": 2},
+        {"deadline": datetime(2031, 1, 1, 0, 0, 0, 500_000, tzinfo=UTC)},
+    ],
+    ids=["plain", "scheduled", "grouped", "limits", "deadline"],
+)
+def test_a_batch_built_once_matches_tasks_built_one_by_one(kw: dict[str, Any]) -> None:
+    """prepare_many resolves the options once for the whole batch: every task must still come out
+    as prepare() builds it alone, its own ID aside (each task gets a new one)."""
+    tasks = [Task("t", f"p{i}".encode(), headers={"h": str(i)}) for i in range(5)]
+    now = time.time()
+    options = EnqueueOptions(queue="batch-q", **kw)
+    batch = prepare_many(tasks, options, now=now)
+    assert len({req.msg.id for req, _ in batch}) == len(tasks)
+    for task, (req, info) in zip(tasks, batch, strict=True):
+        alone_req, alone_info = prepare(task, replace(options, task_id=req.msg.id), now=now)
+        assert req.msg == alone_req.msg
+        assert (req.process_at, req.unique_ttl) == (alone_req.process_at, alone_req.unique_ttl)
+        assert info == alone_info
+
+
+def test_a_batch_deals_a_sharded_queue_and_refuses_one_task_id_for_many() -> None:
+    hot = ShardedQueue("hot-batch", 3)
+    batch = prepare_many([Task("t") for _ in range(7)], EnqueueOptions(queue=hot), now=time.time())
+    assert [req.msg.queue for req, _ in batch] == [hot.names[i % 3] for i in range(7)]
+    with pytest.raises(InvalidTaskError, match="task_id names one task"):
+        prepare_many([Task("t"), Task("t")], EnqueueOptions(task_id="same"), now=time.time())
+    (one,) = prepare_many([Task("t")], EnqueueOptions(task_id="only"), now=time.time())
+    assert one[0].msg.id == "only"
+    assert prepare_many([], EnqueueOptions(task_id="none"), now=time.time()) == []
 
 
 async def test_a_resent_batch_changes_nothing_and_reports_success(
