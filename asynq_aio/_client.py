@@ -17,6 +17,7 @@ from asynq_aio._errors import InvalidTaskError, NotDurableError
 from asynq_aio._inspection import CancelOutcome
 from asynq_aio._inspector import Inspector
 from asynq_aio._options import Duration, EnqueueOptions, prepare, prepare_many
+from asynq_aio._registration import QueueRegistry
 from asynq_aio._sharding import ShardedQueue
 from asynq_aio._task import Task, TaskInfo
 from asynq_aio._waiting import ResultWaiter
@@ -36,6 +37,9 @@ ENQUEUE_BATCH = 1024
 CLOSE_GRACE = 5.0
 # How often (s) a queue this client enqueues to is added to asynq:queues again.
 REGISTER_EVERY = 60.0
+# The most (s) an enqueue whose task is stored waits for its queue's listing in asynq:queues; a
+# listing still in flight then goes on in the background (see _registration.py).
+REGISTER_WAIT = 1.0
 
 
 @dataclass(slots=True)
@@ -117,7 +121,7 @@ class Client(AsyncClosing):
         self._max_payload = max_payload_bytes
         self._results = ResultWaiter(self._session, self._broker)
         self._inspector: Inspector | None = None  # for cancel(): shares this client's connections
-        self._known_queues: dict[str, float] = {}
+        self._queues = QueueRegistry(self._broker.register_queues, every=REGISTER_EVERY, wait=REGISTER_WAIT)
         self._enqueue_hooks: list[EnqueueHook] = list(enqueue_hooks)
 
     def add_enqueue_hook(self, hook: EnqueueHook) -> None:
@@ -171,6 +175,7 @@ class Client(AsyncClosing):
     async def aclose(self) -> None:
         """Let queued enqueues finish (up to CLOSE_GRACE seconds), then close the connections."""
         await self._batcher.aclose(grace=CLOSE_GRACE)
+        await self._queues.aclose()
         await self._results.aclose()
         if self._inspector is not None:
             await self._inspector.aclose()  # closes nothing of ours: it wraps our redis-py client
@@ -192,19 +197,6 @@ class Client(AsyncClosing):
         req.msg.headers.clear()
         req.msg.headers.update(out.headers)
         return info.model_copy(update={"headers": dict(out.headers)}), stack
-
-    async def _ensure_registered(self, queues: Sequence[str]) -> None:
-        # asynq:queues lives in its own slot, so it cannot join the enqueue script. Re-added at most
-        # once every REGISTER_EVERY seconds per queue: an operator's `queue rm` is healed by the next
-        # enqueue after that.
-        now = time.monotonic()
-        if len(queues) == 1 and now - self._known_queues.get(queues[0], -1e9) <= REGISTER_EVERY:
-            return  # every enqueue's check: no set or list to build for one known queue
-        stale = [q for q in set(queues) if now - self._known_queues.get(q, -1e9) > REGISTER_EVERY]
-        if stale:
-            await self._broker.register_queues(stale)
-            for q in stale:
-                self._known_queues[q] = now
 
     async def enqueue(
         self,
@@ -251,14 +243,16 @@ class Client(AsyncClosing):
 
     async def _store_one(self, req: EnqueueRequest, info: TaskInfo) -> None:
         """Write one built task: through the coalescer (concurrent callers share round trips), or in
-        durable mode with the replicas' wait; raises that task's error."""
-        await self._ensure_registered([req.msg.queue])
+        durable mode with the replicas' wait; raises that task's error. Its queue is listed in
+        asynq:queues beside the write (see _registration.py)."""
+        registration = self._queues.start([req.msg.queue])
         if self._durable is None:
             await self._batcher.submit(req)
         else:
-            err = (await self._store_many([(req, info)]))[0]
+            err = (await self._write_many([(req, info)]))[0]
             if err is not None:
                 raise err
+        await self._queues.settle(registration)
 
     async def enqueue_many(
         self,
@@ -290,11 +284,17 @@ class Client(AsyncClosing):
         built = prepare_many(tasks, options, now=now, max_payload=self._max_payload)
         if self._enqueue_hooks:
             return await self._enqueue_many_hooked(tasks, built)
-        await self._ensure_registered([r.msg.queue for r, _ in built])
         errors = await self._store_many(built)
         return [info if err is None else err for (_, info), err in zip(built, errors, strict=True)]
 
     async def _store_many(self, built: Sequence[tuple[EnqueueRequest, TaskInfo]]) -> list[Exception | None]:
+        """Write the tasks, listing their queues in asynq:queues beside the write; one outcome each."""
+        registration = self._queues.start([r.msg.queue for r, _ in built])
+        errors = await self._write_many(built)
+        await self._queues.settle(registration)
+        return errors
+
+    async def _write_many(self, built: Sequence[tuple[EnqueueRequest, TaskInfo]]) -> list[Exception | None]:
         """Write the tasks; in durable mode also wait for the replicas, and turn each stored task's
         outcome into a NotDurableError (carrying its info) when too few confirmed."""
         reqs = [r for r, _ in built]
@@ -326,7 +326,6 @@ class Client(AsyncClosing):
             for t, (req, info) in zip(tasks, built, strict=True):
                 hooked, stack = self._open_hooks(t, req, info)
                 opened.append((req, hooked, stack))
-            await self._ensure_registered([r.msg.queue for r, _, _ in opened])
             errors = await self._store_many([(r, info) for r, info, _ in opened])
         except BaseException:
             for _, _, stack in opened:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import time
 import uuid
@@ -302,6 +303,30 @@ async def test_enqueue_registers_the_queue(client: Client, raw: RawRedis, unique
     other = unique_queue + "_many"
     await client.enqueue_many([Task("x")], queue=other)
     assert await raw.cmd("SISMEMBER", "asynq:queues", other) == 1
+
+
+async def test_a_failed_queue_listing_does_not_fail_the_stored_enqueue_and_is_tried_again(
+    client: Client, raw: RawRedis, unique_queue: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The queue's listing in asynq:queues goes beside the write: when it fails (here asynq:queues is
+    not a set, so SADD answers WRONGTYPE), the task is still stored and the enqueue succeeds, the
+    failure is logged, and the next enqueue into the queue lists it."""
+    members = await raw.cmd("SMEMBERS", "asynq:queues")
+    await raw.cmd("DEL", "asynq:queues")
+    await raw.cmd("SET", "asynq:queues", "not a set")
+    try:
+        with caplog.at_level(logging.WARNING, logger="asynq_aio.client"):
+            info = await client.enqueue(Task("x"), queue=unique_queue)
+        assert await raw.cmd("LRANGE", q(unique_queue)("pending"), 0, -1) == [info.id.encode()]
+        assert f"could not add queue(s) {unique_queue} to asynq:queues" in caplog.text
+        assert "WRONGTYPE" in caplog.text
+    finally:
+        await raw.cmd("DEL", "asynq:queues")
+        if members:
+            await raw.cmd("SADD", "asynq:queues", *members)
+    assert await raw.cmd("SISMEMBER", "asynq:queues", unique_queue) == 0
+    await client.enqueue(Task("y"), queue=unique_queue)
+    assert await raw.cmd("SISMEMBER", "asynq:queues", unique_queue) == 1
 
 
 async def test_unreachable_redis_raises_redis_unavailable_naming_the_address() -> None:

@@ -22,7 +22,7 @@ from workerproc import RawRedis, wait_until
 from asynq_aio import Client, Config, RedisClusterClientOpt, ServeMux, Server, Task
 from asynq_aio.protocol._redis.transport import Transport
 from asynq_aio.protocol.admin import Admin
-from asynq_aio.protocol.keys import queue_keys
+from asynq_aio.protocol.keys import ALL_QUEUES, queue_keys
 from asynq_aio.protocol.topology import Shard, shard_for_slot
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster, pytest.mark.slow]
@@ -159,3 +159,52 @@ async def test_a_stalled_master_delays_only_its_own_queues(redis_cluster: Runnin
 
 async def test_a_slow_master_delays_only_its_own_queues(redis_cluster: RunningCluster) -> None:
     await _run_fault(redis_cluster, "slow")
+
+
+async def test_a_stalled_master_holding_the_queue_list_does_not_stop_enqueues_to_the_others(
+    redis_cluster: RunningCluster,
+) -> None:
+    """asynq:queues lives on one master. Its listing goes beside an enqueue, not before it: with that
+    master stalled, an enqueue into a queue on another master stores its task and returns (it used
+    to raise RedisUnavailableError once the retry budget ran out, the task not stored), and the
+    queue is listed once the master answers again."""
+    addrs = list(redis_cluster.addrs)
+    transport = Transport.connect(RedisClusterClientOpt(addrs=addrs))
+    try:
+        shards: list[Shard] = await Admin(transport).cluster_shards()
+    finally:
+        await transport.aclose()
+
+    def master_of(key: str) -> str:
+        shard = shard_for_slot(shards, key_slot(key.encode()))
+        assert shard is not None and shard.master is not None
+        return shard.master.addr
+
+    list_master = master_of(ALL_QUEUES)
+    tag = int(time.time())
+    queue = next(
+        n for n in (f"ql_{tag}_{i}" for i in range(50)) if master_of(queue_keys(n).pending) != list_master
+    )
+    raw = RawRedis("cluster", None, addrs)
+    try:
+        with proxied_cluster(addrs) as (proxies, opt):
+            async with Client(opt, enqueue_timeout=3.0) as client:
+                await client.ping()  # the slot map is known before the stall
+                proxies[list_master].stall()
+                try:
+                    with anyio.fail_after(20):
+                        info = await client.enqueue(Task("t", b"while stalled"), queue=queue)
+                    assert await raw.cmd("LRANGE", queue_keys(queue).pending, 0, -1) == [info.id.encode()]
+                    assert await raw.cmd("SISMEMBER", ALL_QUEUES, queue) == 0
+                finally:
+                    proxies[list_master].resume()
+                await client.enqueue(Task("t", b"after"), queue=queue)
+
+                async def listed() -> bool:
+                    return bool(await raw.cmd("SISMEMBER", ALL_QUEUES, queue))
+
+                await wait_until(listed, 15, what="the queue listed once its master answers")
+    finally:
+        await raw.cmd("SREM", ALL_QUEUES, queue)
+        await raw.cmd("DEL", queue_keys(queue).pending)
+        await raw.aclose()
