@@ -8,7 +8,9 @@ tree first on the path), against one local Redis:
   process's CPU time per task (less sensitive than wall time to a noisy machine);
 - ``one_caller``: 5,000 enqueues, one awaited at a time: microseconds per call;
 - ``concurrent``: 20,000 enqueues from 64 coroutines: enqueues/s and CPU per enqueue;
-- ``many``: 30 ``enqueue_many`` calls of 1,000 tasks each: tasks/s and CPU per task.
+- ``many``: 30 ``enqueue_many`` calls of 1,000 tasks each: tasks/s and CPU per task;
+- ``new_queue``: 2,000 enqueues, one awaited at a time, each into a queue this client has not used
+  yet (so each also lists its queue in ``asynq:queues``): microseconds per call.
 
     python -m benchmarks.hotpath --baseline REV [--rounds 5]
 
@@ -102,6 +104,20 @@ async def main(calls=30):
 uvloop.run(main())
 """
 
+NEW_QUEUE = """
+import time, uuid, uvloop
+from asynq_aio import Client, RedisClientOpt, Task
+async def main(n=2000):
+    async with Client(RedisClientOpt(addr="127.0.0.1:%(port)d")) as c:
+        await c.enqueue(Task("noop", b"x" * 100), queue="hpq")
+        tag = uuid.uuid4().hex[:8]
+        t0 = time.perf_counter()
+        for i in range(n):
+            await c.enqueue(Task("noop", b"x" * 100), queue=f"hpq{tag}{i}")
+        print(1e6 * (time.perf_counter() - t0) / n)
+uvloop.run(main())
+"""
+
 
 def tree_of(rev: str, into: Path) -> Path:
     """The package tree of ``rev`` (git archive), so the old code runs as it was."""
@@ -157,6 +173,9 @@ def main() -> None:
                     mps, mcpu = _run(trees[name], MANY, args.port)
                     got.setdefault("enqueue_many tasks/s", []).append(mps)
                     got.setdefault("enqueue_many CPU us/task", []).append(mcpu)
+                    got.setdefault("new queue us/enqueue", []).append(
+                        _run(trees[name], NEW_QUEUE, args.port)[0]
+                    )
                 subprocess.run(["redis-cli", "-p", str(args.port), "FLUSHALL"], stdout=subprocess.DEVNULL)
     finally:
         redis.terminate()
