@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -31,18 +32,28 @@ N = 600  # tasks per queue: more than the worker runs before the fault ends
 WORK = 0.05  # seconds per handler call
 
 
-async def _two_queues_on_two_masters(addrs: list[str], tag: str) -> tuple[str, str, str]:
-    """Queue names on different masters, and the address of the first one's master."""
+async def _master_of_key(addrs: list[str]) -> Callable[[str], str]:
+    """The address of the master that serves a key, as the cluster's shards say now."""
     transport = Transport.connect(RedisClusterClientOpt(addrs=addrs))
     try:
         shards: list[Shard] = await Admin(transport).cluster_shards()
     finally:
         await transport.aclose()
 
-    def master(queue: str) -> str:
-        shard = shard_for_slot(shards, key_slot(queue_keys(queue).pending.encode()))
+    def master_of(key: str) -> str:
+        shard = shard_for_slot(shards, key_slot(key.encode()))
         assert shard is not None and shard.master is not None
         return shard.master.addr
+
+    return master_of
+
+
+async def _two_queues_on_two_masters(addrs: list[str], tag: str) -> tuple[str, str, str]:
+    """Queue names on different masters, and the address of the first one's master."""
+    master_of = await _master_of_key(addrs)
+
+    def master(queue: str) -> str:
+        return master_of(queue_keys(queue).pending)
 
     names = [f"nf_{tag}_{i}" for i in range(50)]
     a = names[0]
@@ -169,17 +180,7 @@ async def test_a_stalled_master_holding_the_queue_list_does_not_stop_enqueues_to
     to raise RedisUnavailableError once the retry budget ran out, the task not stored), and the
     queue is listed once the master answers again."""
     addrs = list(redis_cluster.addrs)
-    transport = Transport.connect(RedisClusterClientOpt(addrs=addrs))
-    try:
-        shards: list[Shard] = await Admin(transport).cluster_shards()
-    finally:
-        await transport.aclose()
-
-    def master_of(key: str) -> str:
-        shard = shard_for_slot(shards, key_slot(key.encode()))
-        assert shard is not None and shard.master is not None
-        return shard.master.addr
-
+    master_of = await _master_of_key(addrs)
     list_master = master_of(ALL_QUEUES)
     tag = int(time.time())
     queue = next(
