@@ -207,8 +207,8 @@ def prepare_many(
     """:func:`prepare` for every task of one ``enqueue_many``, which shares one set of options.
 
     The options are checked and resolved once, not once per task: per task only its ID is new,
-    and its queue is the next shard when the queue is a ShardedQueue. Resolving was a fifth of a
-    batched task's ~20 us of CPU. A task ID in the options names one task, so it takes one."""
+    and its queue is the next shard when the queue is a ShardedQueue. Resolving took ~2.5 us of a
+    batched task's ~25 us of CPU. A task ID in the options names one task, so it takes one."""
     if options.task_id is not None and len(tasks) > 1:
         raise InvalidTaskError("task_id names one task; enqueue_many gives each task its own ID")
     if not tasks:

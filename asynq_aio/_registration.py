@@ -52,10 +52,9 @@ class QueueRegistry:
         due = [q for q in dict.fromkeys(queues) if now - self._listed.get(q, -1e9) > self._every]
         if not due:
             return None
-        joined = [self._running[q] for q in due if q in self._running]
         fresh = [q for q in due if q not in self._running]
         if not fresh:
-            return joined[0]  # another caller is listing it: wait for that one
+            return self._running[due[0]]  # another caller is listing it: wait for that one
         task = asyncio.get_running_loop().create_task(self._list(fresh))
         for q in fresh:
             self._running[q] = task
@@ -66,8 +65,8 @@ class QueueRegistry:
             await self._register(queues)
         except Exception as exc:
             log.warning(
-                "could not add queue(s) %s to asynq:queues: %s; their tasks are stored, but inspectors "
-                "and queue patterns do not list the queue(s) until a later enqueue adds them",
+                "could not add queue(s) %s to asynq:queues: %s; inspectors and queue patterns do not "
+                "list them until a later enqueue adds them (workers that name them serve them as usual)",
                 ", ".join(queues),
                 exc,
             )

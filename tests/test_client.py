@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -327,6 +329,29 @@ async def test_a_failed_queue_listing_does_not_fail_the_stored_enqueue_and_is_tr
     assert await raw.cmd("SISMEMBER", "asynq:queues", unique_queue) == 0
     await client.enqueue(Task("y"), queue=unique_queue)
     assert await raw.cmd("SISMEMBER", "asynq:queues", unique_queue) == 1
+
+
+async def test_concurrent_first_enqueues_share_one_queue_listing(
+    client: Client, raw: RawRedis, unique_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """64 callers enqueueing into a new queue at once list it once, and each returns with it listed."""
+    calls: list[list[str]] = []
+    register = client._broker.register_queues
+
+    async def counted(queues: Sequence[str]) -> None:
+        calls.append(list(queues))
+        await register(queues)
+
+    monkeypatch.setattr(client._queues, "_register", counted)
+
+    async def one(i: int) -> bool:
+        await client.enqueue(Task("x", str(i).encode()), queue=unique_queue)
+        return bool(await raw.cmd("SISMEMBER", "asynq:queues", unique_queue))
+
+    listed = await asyncio.gather(*(one(i) for i in range(64)))
+    assert calls == [[unique_queue]]
+    assert all(listed)
+    assert await raw.cmd("LLEN", q(unique_queue)("pending")) == 64
 
 
 async def test_unreachable_redis_raises_redis_unavailable_naming_the_address() -> None:
