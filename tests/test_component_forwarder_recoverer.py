@@ -90,6 +90,30 @@ async def test_due_tasks_move_and_the_loop_sleeps_until_the_next_due_at_most_max
     assert q.tasks[soon.id].state == "pending"
 
 
+async def test_a_round_that_wakes_just_before_a_due_time_sleeps_only_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """uvloop's timers fire up to ~0.6 ms early: the round that finds its task due 0.3 ms from now
+    sleeps those 0.3 ms, not a 5 ms floor the task would wait out too."""
+    clock = FakeClock(1_700_000_000.0)
+    broker = MemoryBroker(clock=clock)
+    broker.enqueue(make_message("a", "soon"), process_at=clock() + 0.002)  # scores keep milliseconds
+    clock.advance(0.0017)  # the round woke 0.3 ms before it is due
+    sleeps = await run_forwarder(monkeypatch, broker, clock, ["a"], rounds=2, max_sleep=10)
+    assert sleeps[0] == pytest.approx(0.0003, abs=1e-6)
+    assert broker.queue("a").pending == ["soon"]
+
+
+def test_the_sleep_rule() -> None:
+    now = 1_700_000_000.0
+    assert forwarder.sleep_until_due(None, now, 2.0) == 2.0
+    assert forwarder.sleep_until_due(now + 60, now, 2.0) == 2.0
+    assert forwarder.sleep_until_due(now + 0.5, now, 2.0) == pytest.approx(0.5)
+    assert forwarder.sleep_until_due(now + 0.0002, now, 2.0) == pytest.approx(0.0002, abs=1e-6)
+    assert forwarder.sleep_until_due(now, now, 2.0) == forwarder.PAST_DUE_PAUSE == 0.005
+    assert forwarder.sleep_until_due(now - 30, now, 2.0) == forwarder.PAST_DUE_PAUSE
+
+
 async def test_the_earliest_due_time_of_all_queues_sets_the_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock(1_700_000_000.0)
     broker = MemoryBroker(clock=clock)
