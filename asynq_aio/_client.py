@@ -35,11 +35,6 @@ DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
 ENQUEUE_BATCH = 1024
 # How long aclose() lets writes in flight, and those queued behind them, finish.
 CLOSE_GRACE = 5.0
-# How often (s) a queue this client enqueues to is added to asynq:queues again.
-REGISTER_EVERY = 60.0
-# The most (s) an enqueue whose task is stored waits for its queue's listing in asynq:queues; a
-# listing still in flight then goes on in the background (see _registration.py).
-REGISTER_WAIT = 1.0
 
 
 @dataclass(slots=True)
@@ -121,7 +116,7 @@ class Client(AsyncClosing):
         self._max_payload = max_payload_bytes
         self._results = ResultWaiter(self._session, self._broker)
         self._inspector: Inspector | None = None  # for cancel(): shares this client's connections
-        self._queues = QueueRegistry(self._broker.register_queues, every=REGISTER_EVERY, wait=REGISTER_WAIT)
+        self._queues = QueueRegistry(self._broker.register_queues, log)  # lists queues in asynq:queues
         self._enqueue_hooks: list[EnqueueHook] = list(enqueue_hooks)
 
     def add_enqueue_hook(self, hook: EnqueueHook) -> None:

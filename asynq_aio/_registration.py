@@ -21,23 +21,35 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-log = logging.getLogger("asynq_aio.client")
+__all__ = ["REGISTER_EVERY", "REGISTER_WAIT", "QueueRegistry"]
 
-__all__ = ["QueueRegistry"]
+#: How often (s) a queue a producer enqueues to is added to asynq:queues again.
+REGISTER_EVERY = 60.0
+#: The most (s) an enqueue whose task is stored waits for its queue's listing; a listing still in
+#: flight then goes on in the background.
+REGISTER_WAIT = 1.0
 
 
 class QueueRegistry:
-    """Which queues were listed lately, and the registrations in flight.
+    """Which queues were listed lately, and the registrations in flight (one per Client, and one per
+    Scheduler: both enqueue).
 
-    ``register`` adds names to ``asynq:queues`` (retrying as the transport does). A queue is listed
+    ``register`` adds names to ``asynq:queues`` (retrying as the transport does); a failure is
+    logged on ``log``. A queue is listed
     again at most every ``every`` seconds, so an operator's ``queue rm`` is healed by a later
     enqueue. ``wait`` bounds how long an enqueue waits for its queue's registration after its own
     write is done."""
 
     def __init__(
-        self, register: Callable[[list[str]], Awaitable[None]], *, every: float, wait: float
+        self,
+        register: Callable[[list[str]], Awaitable[None]],
+        log: logging.Logger,
+        *,
+        every: float = REGISTER_EVERY,
+        wait: float = REGISTER_WAIT,
     ) -> None:
         self._register = register
+        self._log = log
         self._every = every
         self._wait = wait
         self._listed: dict[str, float] = {}  # queue -> monotonic time it was last listed
@@ -64,7 +76,7 @@ class QueueRegistry:
         try:
             await self._register(queues)
         except Exception as exc:
-            log.warning(
+            self._log.warning(
                 "could not add queue(s) %s to asynq:queues: %s; inspectors and queue patterns do not "
                 "list them until a later enqueue adds them (workers that name them serve them as usual)",
                 ", ".join(queues),

@@ -36,6 +36,7 @@ from asynq_aio._client import DEFAULT_MAX_PAYLOAD
 from asynq_aio._connection import RedisClient, RedisConnOpt, RetryPolicy
 from asynq_aio._errors import DuplicateTaskError, TaskIDConflictError
 from asynq_aio._options import DEFAULT_QUEUE, Duration, EnqueueOptions, prepare
+from asynq_aio._registration import QueueRegistry
 from asynq_aio._task import Task, TaskInfo
 from asynq_aio.protocol.broker import Broker
 from asynq_aio.protocol.scheduler_store import (
@@ -224,7 +225,7 @@ class Scheduler:
         self._next: dict[str, datetime] = {}
         self._prev: dict[str, datetime] = {}
         self._clock = clock
-        self._registered: dict[str, float] = {}
+        self._queues: QueueRegistry | None = None  # lists the fires' queues in asynq:queues
         self._broker: Broker | None = None
         self._store: SchedulerStore | None = None
         self._wake = anyio.Event()
@@ -326,6 +327,7 @@ class Scheduler:
             await session.check_ready()
             started = True
             self._broker, self._store = broker, store
+            self._queues = QueueRegistry(broker.register_queues, log)
             now = datetime.fromtimestamp(self._clock(), tz=UTC)
             for eid, entry in self._entries.items():  # fires missed while stopped are not run
                 self._next[eid] = entry.schedule.next(now)
@@ -339,7 +341,10 @@ class Scheduler:
         finally:
             self._running = False
             self._broker = self._store = None
+            queues, self._queues = self._queues, None
             with anyio.move_on_after(5, shield=True):
+                if queues is not None:
+                    await queues.aclose()
                 if started:
                     try:
                         await store.clear_entries(self.id)
@@ -438,8 +443,8 @@ class Scheduler:
             await self._enqueue_fire(fire, fire_unix, ttl)
 
     async def _enqueue_fire(self, fire: Fire, fire_unix: int, ttl: float) -> None:
-        broker, store = self._broker, self._store
-        if broker is None or store is None:
+        broker, store, queues = self._broker, self._store, self._queues
+        if broker is None or store is None or queues is None:
             return
         entry, opts = fire.entry, fire.entry.options
         if self.pre_enqueue is not None:
@@ -454,10 +459,12 @@ class Scheduler:
                 now=time.time(),
                 max_payload=DEFAULT_MAX_PAYLOAD,
             )
-            await self._register_queue(broker, info.queue)
+            # listed beside the write: a stalled node holding asynq:queues must not stop the fires
+            registration = queues.start([info.queue])
             code = await store.enqueue_fire(
                 broker.enqueue_op(req), info.queue, entry.id, fire_unix, self.id, ttl
             )
+            await queues.settle(registration)
             if code == SETTLED_BY_OTHER:  # this scheduler took over a lease, the other one finished
                 log.debug("fire %s was enqueued by another scheduler", fire.task_id)
                 return
@@ -494,13 +501,6 @@ class Scheduler:
         except Exception as exc:
             log.warning("could not record the enqueue of %s in the history: %s", info.id, exc)
         await self._post(fire, info)
-
-    async def _register_queue(self, broker: Broker, queue: str) -> None:
-        """Add the queue to ``asynq:queues`` (its own slot) at most once a minute, as Client does."""
-        now = time.monotonic()
-        if now - self._registered.get(queue, -1e9) > 60:
-            await broker.register_queues([queue])
-            self._registered[queue] = now
 
     async def _post(self, fire: Fire, result: TaskInfo | Exception) -> None:
         if self.post_enqueue is None:

@@ -37,6 +37,7 @@ from asynq_aio.protocol._redis.transport import Transport
 from asynq_aio.protocol.asynq_pb2 import SchedulerEnqueueEvent, SchedulerEntry
 from asynq_aio.protocol.codec import decode_task_message
 from asynq_aio.protocol.keys import (
+    ALL_QUEUES,
     ALL_SCHEDULERS,
     fire_claim_key,
     queue_keys,
@@ -618,3 +619,42 @@ async def test_a_raising_pre_enqueue_hook_does_not_stop_the_fire(
             await wait_until(stored, 5, what="the fire enqueued despite the hook")
     assert "pre_enqueue hook raised" in caplog.text
     await raw.cmd("DEL", scheduler_history_key(eid))
+
+
+@pytest.mark.anyio
+async def test_a_failed_queue_listing_does_not_stop_the_fire(
+    opt: RedisConnOpt, raw: RawRedis, unique_queue: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The scheduler lists a fire's queue in asynq:queues beside the write, as the client does: when
+    the listing fails (asynq:queues is not a set here, so SADD answers WRONGTYPE), the fire is still
+    enqueued and the failure logged; once the set is fixed, a later fire lists the queue."""
+    q = unique_queue
+    members = await raw.cmd("SMEMBERS", ALL_QUEUES)
+    await raw.cmd("DEL", ALL_QUEUES)
+    await raw.cmd("SET", ALL_QUEUES, "not a set")
+    sched = Scheduler(opt)
+    eid = sched.register("@every 1s", Task("cron:listed", b""), queue=q)
+    try:
+        with caplog.at_level(logging.WARNING, logger="asynq_aio.scheduler"):
+            async with sched.serve():
+
+                async def stored() -> bool:
+                    return bool(await pending_ids(raw, q))
+
+                await wait_until(stored, 5, what="the fire enqueued while its listing fails")
+                assert f"could not add queue(s) {q} to asynq:queues" in caplog.text
+                await raw.cmd("DEL", ALL_QUEUES)
+                if members:
+                    await raw.cmd("SADD", ALL_QUEUES, *members)
+                    members = []
+
+                async def listed() -> bool:
+                    return bool(await raw.cmd("SISMEMBER", ALL_QUEUES, q))
+
+                await wait_until(listed, 5, what="a later fire lists the queue")
+    finally:
+        if await raw.cmd("TYPE", ALL_QUEUES) == b"string":
+            await raw.cmd("DEL", ALL_QUEUES)
+        if members:
+            await raw.cmd("SADD", ALL_QUEUES, *members)
+        await raw.cmd("DEL", scheduler_history_key(eid))
