@@ -196,9 +196,7 @@ def prepare(
     the caller gets back once it is stored. Raises InvalidTaskError, InvalidQueueName or
     PayloadTooLargeError (over ``max_payload`` bytes); nothing is written here."""
     opts = options.resolve(now)
-    return _build(
-        task, opts, opts.task_id, opts.queue, now=now, next_at=_next_at(opts, now), max_payload=max_payload
-    )
+    return _build(task, opts, opts.task_id, opts.queue, _stored_as(opts, now), max_payload=max_payload)
 
 
 def prepare_many(
@@ -215,23 +213,22 @@ def prepare_many(
         return []
     opts = options.resolve(now)
     sharded = options.queue if isinstance(options.queue, ShardedQueue) else None
-    next_at = _next_at(opts, now)
-    out = [
-        _build(tasks[0], opts, opts.task_id, opts.queue, now=now, next_at=next_at, max_payload=max_payload)
-    ]
+    stored_as = _stored_as(opts, now)
+    out = [_build(tasks[0], opts, opts.task_id, opts.queue, stored_as, max_payload=max_payload)]
     for task in tasks[1:]:
         queue = opts.queue if sharded is None else sharded.next_name()  # shard names are valid
-        out.append(
-            _build(task, opts, new_task_id(), queue, now=now, next_at=next_at, max_payload=max_payload)
-        )
+        out.append(_build(task, opts, new_task_id(), queue, stored_as, max_payload=max_payload))
     return out
 
 
-def _next_at(opts: ResolvedOptions, now: float) -> datetime | None:
-    """When a task built with ``opts`` at ``now`` is next processed (None while it waits in a group)."""
+def _stored_as(opts: ResolvedOptions, now: float) -> tuple[TaskState, datetime | None]:
+    """The state a task built with ``opts`` at ``now`` is stored in, and when it is next processed
+    (None while it waits in a group)."""
     if opts.process_at is not None:
-        return from_unix(opts.process_at)
-    return None if opts.group else from_unix(now)
+        return TaskState.SCHEDULED, from_unix(opts.process_at)
+    if opts.group:
+        return TaskState.AGGREGATING, None
+    return TaskState.PENDING, from_unix(now)
 
 
 def _build(
@@ -239,9 +236,8 @@ def _build(
     opts: ResolvedOptions,
     task_id: str,
     queue: str,
+    stored_as: tuple[TaskState, datetime | None],
     *,
-    now: float,
-    next_at: datetime | None,
     max_payload: int | None,
 ) -> tuple[EnqueueRequest, TaskInfo]:
     """One task's request and TaskInfo from options already resolved, with its own ID and queue."""
@@ -272,10 +268,5 @@ def _build(
         headers=headers,
     )
     req = EnqueueRequest(msg=msg, process_at=opts.process_at, unique_ttl=opts.unique_ttl_s)
-    if opts.process_at is not None:
-        state = TaskState.SCHEDULED
-    elif opts.group:
-        state = TaskState.AGGREGATING
-    else:
-        state = TaskState.PENDING
+    state, next_at = stored_as
     return req, task_info(msg, state, next_process_at=next_at)
