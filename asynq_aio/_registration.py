@@ -35,23 +35,13 @@ class QueueRegistry:
     Scheduler: both enqueue).
 
     ``register`` adds names to ``asynq:queues`` (retrying as the transport does); a failure is
-    logged on ``log``. A queue is listed
-    again at most every ``every`` seconds, so an operator's ``queue rm`` is healed by a later
-    enqueue. ``wait`` bounds how long an enqueue waits for its queue's registration after its own
-    write is done."""
+    logged on ``log``. A queue is listed again at most every :data:`REGISTER_EVERY` seconds, so an
+    operator's ``queue rm`` is healed by a later enqueue; :data:`REGISTER_WAIT` bounds how long an
+    enqueue waits for its queue's listing after its own write is done."""
 
-    def __init__(
-        self,
-        register: Callable[[list[str]], Awaitable[None]],
-        log: logging.Logger,
-        *,
-        every: float = REGISTER_EVERY,
-        wait: float = REGISTER_WAIT,
-    ) -> None:
+    def __init__(self, register: Callable[[list[str]], Awaitable[None]], log: logging.Logger) -> None:
         self._register = register
         self._log = log
-        self._every = every
-        self._wait = wait
         self._listed: dict[str, float] = {}  # queue -> monotonic time it was last listed
         self._running: dict[str, asyncio.Task[None]] = {}  # queue -> its registration in flight
 
@@ -59,9 +49,9 @@ class QueueRegistry:
         """Begin listing those of ``queues`` that are due; returns what to :meth:`settle` after the
         write (None when every queue is listed already: the common case, kept cheap)."""
         now = time.monotonic()
-        if len(queues) == 1 and now - self._listed.get(queues[0], -1e9) <= self._every:
+        if len(queues) == 1 and now - self._listed.get(queues[0], -1e9) <= REGISTER_EVERY:
             return None
-        due = [q for q in dict.fromkeys(queues) if now - self._listed.get(q, -1e9) > self._every]
+        due = [q for q in dict.fromkeys(queues) if now - self._listed.get(q, -1e9) > REGISTER_EVERY]
         if not due:
             return None
         fresh = [q for q in due if q not in self._running]
@@ -92,11 +82,11 @@ class QueueRegistry:
                     del self._running[q]
 
     async def settle(self, registration: asyncio.Task[None] | None) -> None:
-        """Wait up to ``wait`` seconds for a registration :meth:`start` returned (it goes on in the
-        background after that; a cancelled caller does not cancel it)."""
+        """Wait up to :data:`REGISTER_WAIT` seconds for a registration :meth:`start` returned (it
+        goes on in the background after that; a cancelled caller does not cancel it)."""
         if registration is None or registration.done():
             return
-        await asyncio.wait({registration}, timeout=self._wait)
+        await asyncio.wait({registration}, timeout=REGISTER_WAIT)
 
     async def aclose(self) -> None:
         """Stop the registrations still in flight (the connections are about to close)."""
