@@ -189,12 +189,16 @@ async def test_a_stalled_master_holding_the_queue_list_does_not_stop_enqueues_to
     raw = RawRedis("cluster", None, addrs)
     try:
         with proxied_cluster(addrs) as (proxies, opt):
-            async with Client(opt, enqueue_timeout=3.0) as client:
+            async with Client(opt, enqueue_timeout=15.0) as client:
                 await client.ping()  # the slot map is known before the stall
                 proxies[list_master].stall()
                 try:
-                    with anyio.fail_after(20):
+                    started = time.monotonic()
+                    with anyio.fail_after(30):
                         info = await client.enqueue(Task("t", b"while stalled"), queue=queue)
+                    # it waited for the listing at most REGISTER_WAIT (1 s), not the 15 s retry
+                    # budget the listing itself goes on with in the background
+                    assert time.monotonic() - started < 7.5
                     assert await raw.cmd("LRANGE", queue_keys(queue).pending, 0, -1) == [info.id.encode()]
                     assert await raw.cmd("SISMEMBER", ALL_QUEUES, queue) == 0
                 finally:
