@@ -1,15 +1,16 @@
 """Where an idle worker's pick-up time goes, step by step, and the socket floor under it.
 
-    python -m benchmarks.pickup_steps [--n 300] [--gap 0.02]
+    python -m benchmarks.pickup_steps [--n 300] [--gap 0.02] [--queues 1]
 
 Starts a private Redis, then:
 
 1. **floor**: two plain-socket processes, no asyncio, no redis-py. One blocks in ``BLMOVE`` on a
    list, the other ``LPUSH``es a timestamp every ``--gap`` seconds: the push's round trip, and
    push to the waiter's wake-up. What this machine's kernel and Redis cost, before any Python.
-2. **steps**: one asynq-aio worker (one queue, concurrency 100) in this process, its watcher's wake
-   and its dequeue wrapped to stamp them, and a producer process enqueueing ``--n`` tasks one at a
-   time ``--gap`` apart, each stamped with ``time.time()`` just before ``Client.enqueue``. Each
+2. **steps**: one asynq-aio worker (``--queues`` queues, concurrency 100) in this process, its
+   watchers' wakes and its dequeue wrapped to stamp them, and a producer process enqueueing ``--n``
+   tasks one at a time ``--gap`` apart (each into a random one of the queues), each stamped with
+   ``time.time()`` just before ``Client.enqueue``. Each
    task's pick-up is split into: stamp to the watcher's wake-up, wake-up to the dequeue's start,
    the dequeue, and its reply to the handler's start. The producer reports its own call time and
    the time from the stamp to its write.
@@ -25,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -102,7 +104,11 @@ def floor(port: int, n: int, gap: float) -> dict[str, Any]:
 # -- the stamped steps ------------------------------------------------------------------------------
 
 
-def _produce(port: int, n: int, gap: float) -> None:
+def _queue_names(queues: int) -> list[str]:
+    return ["steps"] if queues == 1 else [f"steps{i}" for i in range(queues)]
+
+
+def _produce(port: int, n: int, gap: float, queues: int) -> None:
     """The producer process: stamps, enqueues, reports its call times and stamp-to-write times."""
     import uvloop
 
@@ -118,6 +124,9 @@ def _produce(port: int, n: int, gap: float) -> None:
 
     redispy._send = stamped_send  # type: ignore[assignment]
 
+    names = _queue_names(queues)
+    rng = random.Random(queues)
+
     async def main() -> None:
         calls: list[float] = []
         to_write: list[float] = []
@@ -126,7 +135,7 @@ def _produce(port: int, n: int, gap: float) -> None:
             for i in range(n):
                 writes.clear()
                 ts = time.time()
-                await client.enqueue(Task("noop", {"i": i, "ts": ts}), queue="steps")
+                await client.enqueue(Task("noop", {"i": i, "ts": ts}), queue=rng.choice(names))
                 calls.append(time.time() - ts)
                 to_write.append(writes[0] - ts if writes else 0.0)
                 await asyncio.sleep(gap)
@@ -135,15 +144,16 @@ def _produce(port: int, n: int, gap: float) -> None:
     uvloop.run(main())
 
 
-def steps(port: int, n: int, gap: float) -> dict[str, Any]:
+def steps(port: int, n: int, gap: float, queues: int) -> dict[str, Any]:
     import uvloop
 
     from asynq_aio import Config, RedisClientOpt, Server, Task
     from asynq_aio._context import current_task
     from asynq_aio.protocol._redis.transport import Transport
     from asynq_aio.protocol.broker import Broker
+    from asynq_aio.protocol.keys import queue_keys
 
-    last_wake: list[float] = []
+    last_wake: dict[str, float] = {}  # pending list -> when its watcher woke
     stamps: dict[str, tuple[float, float, float]] = {}  # task id -> (wake, dequeue sent, reply)
     wait_nonempty = Transport.wait_nonempty
     dequeue = Broker.dequeue
@@ -151,16 +161,18 @@ def steps(port: int, n: int, gap: float) -> dict[str, Any]:
     async def stamped_wait(self: Transport, key: str, timeout: float) -> bytes | None:
         tail = await wait_nonempty(self, key, timeout)
         if tail is not None:
-            last_wake.append(time.time())
+            last_wake[key] = time.time()
         return tail
 
     async def stamped_dequeue(self: Broker, *args: Any, **kwargs: Any) -> Any:
         sent = time.time()
         got = await dequeue(self, *args, **kwargs)
-        if isinstance(got, list) and got and last_wake:
-            woke = last_wake.pop()
-            for item in got:
-                stamps[item.task_id] = (woke, sent, time.time())
+        replied = time.time()
+        if isinstance(got, list) and got:
+            woke = last_wake.pop(queue_keys(args[0]).pending, None)
+            if woke is not None:
+                for item in got:
+                    stamps[item.task_id] = (woke, sent, replied)
         return got
 
     Transport.wait_nonempty = stamped_wait  # type: ignore[method-assign]
@@ -176,12 +188,11 @@ def steps(port: int, n: int, gap: float) -> dict[str, Any]:
                 done.set()
 
         producer_cmd = [sys.executable, "-P", "-m", "benchmarks.pickup_steps", "produce"]
-        producer_cmd += ["--port", str(port), "--n", str(n), "--gap", str(gap)]
-        server = Server(
-            RedisClientOpt(addr=f"127.0.0.1:{port}"), Config(concurrency=100, queues={"steps": 1})
-        )
+        producer_cmd += ["--port", str(port), "--n", str(n), "--gap", str(gap), "--queues", str(queues)]
+        config = Config(concurrency=100, queues=dict.fromkeys(_queue_names(queues), 1), gc_freeze=True)
+        server = Server(RedisClientOpt(addr=f"127.0.0.1:{port}"), config)
         async with server.serve(handler):
-            await asyncio.sleep(1.5)  # idle when the first task arrives
+            await asyncio.sleep(1.5 + queues / 100)  # idle (every queue asked once) at the first task
             proc = await asyncio.create_subprocess_exec(*producer_cmd, cwd=ROOT, stdout=subprocess.PIPE)
             out, _ = await proc.communicate()
             await asyncio.wait_for(done.wait(), 30)
@@ -216,12 +227,13 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--gap", type=float, default=0.02)
     ap.add_argument("--port", type=int, default=23998)
+    ap.add_argument("--queues", type=int, default=1, help="queues the worker serves")
     args = ap.parse_args()
     if args.role[:1] == ["floor-role"]:
         _floor_role(args.port, args.role[1], args.n, args.gap)
         return
     if args.role[:1] == ["produce"]:
-        _produce(args.port, args.n, args.gap)
+        _produce(args.port, args.n, args.gap, args.queues)
         return
     redis = subprocess.Popen(
         ["redis-server", "--port", str(args.port), "--save", "", "--appendonly", "no"],
@@ -229,8 +241,9 @@ def main() -> None:
     )
     time.sleep(0.5)
     try:
-        result = {"n": args.n, "gap_s": args.gap, "floor": floor(args.port, args.n, args.gap)}
-        result["steps"] = steps(args.port, args.n, args.gap)
+        result = {"n": args.n, "gap_s": args.gap, "queues": args.queues}
+        result["floor"] = floor(args.port, args.n, args.gap)
+        result["steps"] = steps(args.port, args.n, args.gap, args.queues)
     finally:
         redis.terminate()
         redis.wait(10)
