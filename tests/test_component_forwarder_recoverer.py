@@ -132,7 +132,7 @@ async def test_a_queue_with_nothing_due_is_only_looked_at(monkeypatch: pytest.Mo
     broker.enqueue(make_message("a", "later"), process_at=clock() + 25)
     sleeps = await run_forwarder(monkeypatch, broker, clock, ["a", "b"], rounds=3, max_sleep=10)
     assert sleeps == [10.0, 10.0, 5.0]  # still woken for it on time
-    assert [broker.calls_on("next_due", q) for q in ("a", "b")] == [3, 3]
+    assert [broker.calls_on("next_dues", q) for q in ("a", "b")] == [3, 3]
     assert [broker.calls_on("forward", q) for q in ("a", "b")] == [0, 0]
     # once it is due, the round that sees it forwards it (and reads the next due time again)
     clock.advance(5.0)
@@ -149,6 +149,7 @@ async def test_one_queues_failing_or_hung_node_does_not_stop_the_others_forwardi
     now = clock()
     for q in ("a", "b", "c"):
         broker.enqueue(make_message(q, f"{q}1"), retry_at=now - 1)
+    broker.node_of = {"a": "n1", "b": "n2", "c": "n3"}  # each on a master of its own
     broker.fail("forward", times=None, queue="a")
     stall = broker.stall("forward", queue="b")
     sleeps = await run_forwarder(monkeypatch, broker, clock, ["a", "b", "c"], rounds=1, budget=0.05)
@@ -161,6 +162,23 @@ async def test_one_queues_failing_or_hung_node_does_not_stop_the_others_forwardi
     sleeps = await run_forwarder(monkeypatch, broker, clock, ["a", "b", "c"], rounds=1, budget=0.05)
     assert sleeps == [10.0]
     assert broker.queue("b").pending == ["b1"] and list(broker.queue("a").retry) == ["a1"]
+
+
+async def test_a_node_whose_look_hangs_holds_up_only_its_own_queues(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(1_700_000_000.0)
+    broker = MemoryBroker(clock=clock)
+    for q in ("a", "b", "c"):
+        broker.enqueue(make_message(q, f"{q}1"), retry_at=clock() - 1)
+    broker.node_of = {"a": "n1", "b": "n2", "c": "n1"}
+    stall = broker.stall("next_dues", queue="b")
+    with anyio.fail_after(5):
+        sleeps = await run_forwarder(monkeypatch, broker, clock, ["a", "b", "c"], rounds=1, budget=0.05)
+    assert sleeps == [10.0]
+    assert broker.queue("a").pending == ["a1"] and broker.queue("c").pending == ["c1"]
+    assert list(broker.queue("b").retry) == ["b1"] and stall.waiting == 0
+    stall.release()
+    await run_forwarder(monkeypatch, broker, clock, ["a", "b", "c"], rounds=1, budget=0.05)
+    assert broker.queue("b").pending == ["b1"]
 
 
 # -- recoverer ----------------------------------------------------------------------------------------
@@ -263,12 +281,26 @@ async def test_one_queues_hung_node_does_not_stop_the_others_recovery() -> None:
     (a,) = await expired(broker, "a", 1, ago=100)
     (b,) = await expired(broker, "b", 1, ago=100)
     (c,) = await expired(broker, "c", 1, ago=100)
+    broker.node_of = {"a": "n1", "b": "n2", "c": "n3"}  # each on a master of its own
     stall = broker.stall("expired_leases", queue="a")
     broker.fail("heal_orphans", times=None, queue="b")
     with anyio.fail_after(5):
         assert await recover_once(broker, ["a", "b", "c"], budget=0.05) == 1
     assert list(broker.queue("c").retry) == [c] and stall.waiting == 0
     assert broker.queue("a").active == [a] and broker.queue("b").active == [b]
+
+
+async def test_an_idle_queue_is_only_looked_at_by_the_recoverer() -> None:
+    """A queue with nothing in active and no lease costs one look in a batch, not the two calls of
+    its own (orphan check, expired leases) that a busy one gets."""
+    broker = MemoryBroker()
+    (tid,) = await expired(broker, "busy", 1, ago=100)
+    assert await recover_once(broker, ["idle", "busy"]) == 1
+    assert [broker.calls_on("holds_tasks", q) for q in ("idle", "busy")] == [1, 1]
+    assert broker.calls["holds_tasks"] == 1  # one look for both
+    assert [broker.calls_on("heal_orphans", q) for q in ("idle", "busy")] == [0, 1]
+    assert [broker.calls_on("expired_leases", q) for q in ("idle", "busy")] == [0, 1]
+    assert list(broker.queue("busy").retry) == [tid]
 
 
 async def test_an_id_in_active_without_a_lease_is_requeued() -> None:

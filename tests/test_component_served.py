@@ -296,8 +296,9 @@ async def test_the_background_loops_follow_the_live_set() -> None:
 
     broker = MemoryBroker()
     served = ServedQueues({"tenant:*": 1})
-    # the forwarder looks at an idle queue (next_due) and forwards only what is due
-    visits = ("next_due", "heal_orphans", "delete_expired_completed")
+    # the forwarder and recoverer look at an idle queue (next_dues, holds_tasks) and act only on what
+    # they find
+    visits = ("next_dues", "holds_tasks", "delete_expired_completed")
 
     def visited(q: str) -> bool:
         return all(broker.calls_on(m, q) > 0 for m in visits)
@@ -314,8 +315,8 @@ async def test_the_background_loops_follow_the_live_set() -> None:
             served.update(["tenant:b"])
             await anyio.sleep(0.1)  # a round already under way may still finish its visit
             before = {m: broker.calls_on(m, "tenant:a") for m in visits}
-            b_before = broker.calls_on("next_due", "tenant:b")
-            await until(lambda: broker.calls_on("next_due", "tenant:b") > b_before + 2)
+            b_before = broker.calls_on("next_dues", "tenant:b")
+            await until(lambda: broker.calls_on("next_dues", "tenant:b") > b_before + 2)
             assert {m: broker.calls_on(m, "tenant:a") for m in visits} == before
             tg.cancel_scope.cancel()
     agg = Aggregator(None, served, lambda group, tasks: tasks[0], None, interval=1.0)  # type: ignore[arg-type]

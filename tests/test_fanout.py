@@ -1,4 +1,4 @@
-"""server/fanout.py without Redis: bounded calls and per-queue fan-out.
+"""server/fanout.py without Redis: bounded calls and the per-node rounds over every queue.
 
 ``within`` exists because a cancel scope around a redis-py call could leave a stray cancellation
 that ended the caller's whole task group; these tests pin down that nothing escapes it.
@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
 
-from asynq_aio.server.fanout import BudgetExceeded, each_queue, within
+from asynq_aio.server.fanout import BudgetExceeded, each_node, within
 
 pytestmark = pytest.mark.anyio
 
@@ -87,43 +89,135 @@ async def test_a_cancellation_inside_the_call_does_not_escape_to_the_caller() ->
     await anyio.lowlevel.checkpoint()  # the caller is not being cancelled: it goes on
 
 
-async def test_each_queue_keeps_the_answers_in_time_and_logs_the_rest(
+def _nodes(node_of: dict[str, str]) -> Callable[[list[str]], Awaitable[list[str]]]:
+    async def nodes_of(queues: list[str]) -> list[str]:
+        return [node_of.get(q, "n1") for q in queues]
+
+    return nodes_of
+
+
+async def test_each_node_acts_where_the_look_asks_and_logs_each_queues_failure(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async def per_queue(q: str) -> str:
-        if q == "stalled":
+    """An idle queue is only looked at; a queue whose answer calls for it is acted on and its result
+    kept; a queue whose look or act failed is logged and left out, and the others go on."""
+    acted: list[str] = []
+
+    async def look(queues: list[str]) -> list[int | Exception]:
+        return [RuntimeError("WRONGTYPE") if q == "odd" else int(q[1:]) for q in queues]
+
+    async def work(q: str) -> int:
+        acted.append(q)
+        if q == "q3":
+            raise RuntimeError("script failed")
+        return 100
+
+    def act(q: str, n: int) -> Coroutine[Any, Any, int] | None:
+        return work(q) if n else None
+
+    queues = ["q0", "q2", "odd", "q3", "q5"]
+    with caplog.at_level(logging.ERROR, logger="asynq_aio.server"):
+        got = await each_node(queues, nodes_of=_nodes({}), look=look, act=act, budget=1.0, what="test")
+    assert got == {"q0": 0, "q2": 100, "q5": 100}
+    assert acted == ["q2", "q3", "q5"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("queue odd" in m and "WRONGTYPE" in m for m in messages)
+    assert any("queue q3" in m and "script failed" in m for m in messages)
+
+
+async def test_a_stalled_node_is_left_for_the_next_round_and_the_others_go_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One node's look hangs: its queues are left (all of them: each would wait out the same budget),
+    the other nodes' queues are answered, and the round ends at the budget, not after it per batch."""
+    node_of = {f"s{i}": "stalled" for i in range(250)} | {f"h{i}": "healthy" for i in range(250)}
+    looked: list[list[str]] = []
+
+    async def look(queues: list[str]) -> list[int | Exception]:
+        looked.append(queues)
+        if node_of[queues[0]] == "stalled":
             await asyncio.sleep(60)
-        if q == "broken":
-            raise RuntimeError("node down")
-        return q.upper()
+        return [0] * len(queues)
 
     with caplog.at_level(logging.ERROR, logger="asynq_aio.server"):
         with anyio.fail_after(5):
-            got = await each_queue(["a", "stalled", "broken", "b"], per_queue, budget=0.2, what="test")
-    assert got == {"a": "A", "b": "B"}
-    messages = [r.getMessage() for r in caplog.records]
-    assert any("stalled" in m and "no answer within 0.2s" in m for m in messages)
-    assert any("broken" in m and "node down" in m for m in messages)
+            started = anyio.current_time()
+            got = await each_node(
+                list(node_of),
+                nodes_of=_nodes(node_of),
+                look=look,
+                act=lambda q, n: None,
+                budget=0.3,
+                what="test",
+            )
+            took = anyio.current_time() - started
+    assert set(got) == {f"h{i}" for i in range(250)}
+    assert took < 2.0  # one budget for the stalled node, not one per batch of its 250 queues
+    assert sum(1 for batch in looked if batch[0].startswith("s")) == 1
+    assert any(
+        "node stalled" in r.getMessage() and "its 250 queue(s) wait" in r.getMessage() for r in caplog.records
+    )
 
 
-async def test_each_queue_runs_a_thousand_queues_on_limit_workers_not_a_task_per_queue() -> None:
-    """1,000 queues, at most ``limit`` at once, and never more tasks alive than the workers and
-    their calls: one task per queue made each round start 1,000 tasks in one go, which held the
-    event loop (and every pick-up behind it) for tens of milliseconds."""
+async def test_an_act_that_runs_out_of_budget_stops_its_node_only() -> None:
+    node_of = {"a1": "A", "a2": "A", "a3": "A", "b1": "B", "b2": "B"}
+
+    async def look(queues: list[str]) -> list[int | Exception]:
+        return [1] * len(queues)
+
+    async def work(q: str) -> int:
+        if q == "a2":
+            await asyncio.sleep(60)
+        return 7
+
+    got = await each_node(
+        list(node_of), nodes_of=_nodes(node_of), look=look, act=lambda q, n: work(q), budget=0.2, what="test"
+    )
+    assert got == {"a1": 7, "b1": 7, "b2": 7}
+
+
+async def test_each_node_looks_in_batches_one_call_at_a_time_per_node() -> None:
+    """1,000 queues on three nodes: batches of at most ``chunk``, never two calls at once on a node,
+    and no task per queue (one per node and the call it waits on): the one-call-per-queue fan-out
+    this replaced kept the event loop busy for much of each round."""
     queues = [f"q{i}" for i in range(1000)]
+    node_of = {q: f"n{i % 3}" for i, q in enumerate(queues)}
     base = len(asyncio.all_tasks())
-    running = most_running = most_tasks = 0
+    busy: dict[str, int] = {}
+    most_on_a_node = most_tasks = 0
+    sizes: list[int] = []
 
-    async def fn(queue: str) -> str:
-        nonlocal running, most_running, most_tasks
-        running += 1
-        most_running = max(most_running, running)
+    async def look(batch: list[str]) -> list[int | Exception]:
+        nonlocal most_on_a_node, most_tasks
+        node = node_of[batch[0]]
+        assert {node_of[q] for q in batch} == {node}
+        busy[node] = busy.get(node, 0) + 1
+        most_on_a_node = max(most_on_a_node, busy[node])
         most_tasks = max(most_tasks, len(asyncio.all_tasks()) - base)
+        sizes.append(len(batch))
         await anyio.lowlevel.checkpoint()
-        running -= 1
-        return queue
+        busy[node] -= 1
+        return [0] * len(batch)
 
-    results = await each_queue(queues, fn, budget=5.0, what="test", limit=16)
-    assert results == {q: q for q in queues}
-    assert most_running == 16
-    assert most_tasks <= 2 * 16  # the 16 workers and the call each is waiting on
+    got = await each_node(
+        queues, nodes_of=_nodes(node_of), look=look, act=lambda q, n: None, budget=5.0, what="t"
+    )
+    assert got == dict.fromkeys(queues, 0)
+    assert max(sizes) == 100 and sum(sizes) == 1000 and len(sizes) == 12  # 334 + 333 + 333 queues
+    assert most_on_a_node == 1
+    assert most_tasks <= 2 * 3
+
+
+async def test_each_node_skips_the_round_when_the_nodes_are_unknown(caplog: pytest.LogCaptureFixture) -> None:
+    async def nodes_of(queues: list[str]) -> list[str]:
+        raise ConnectionError("cluster unreachable")
+
+    async def look(queues: list[str]) -> list[int | Exception]:
+        raise AssertionError("not reached")
+
+    with caplog.at_level(logging.ERROR, logger="asynq_aio.server"):
+        got = await each_node(
+            ["a"], nodes_of=nodes_of, look=look, act=lambda q, n: None, budget=1.0, what="t"
+        )
+    assert got == {}
+    assert any("cluster unreachable" in r.getMessage() for r in caplog.records)

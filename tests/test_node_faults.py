@@ -213,3 +213,35 @@ async def test_a_stalled_master_holding_the_queue_list_does_not_stop_enqueues_to
         await raw.cmd("SREM", ALL_QUEUES, queue)
         await raw.cmd("DEL", queue_keys(queue).pending)
         await raw.aclose()
+
+
+async def test_a_task_due_on_a_healthy_master_is_forwarded_while_another_master_stalls(
+    redis_cluster: RunningCluster,
+) -> None:
+    """The forwarder looks at the queues in batches per node: with one master stalled for longer
+    than a round's budget (5 s), a task scheduled on another master still comes due and runs. A look
+    at all the queues in one batch would wait on the stalled master and lose every answer, so
+    nothing would be forwarded until the stall ends."""
+    addrs = list(redis_cluster.addrs)
+    qa, qb, master_a = await _two_queues_on_two_masters(addrs, f"due{int(time.time())}")
+    ran: list[float] = []
+
+    async def handler(task: Task) -> None:
+        ran.append(time.monotonic())
+
+    cfg = Config(concurrency=2, queues={qa: 1, qb: 1}, forward_interval=0.2, shutdown_timeout=1.0)
+    with proxied_cluster(addrs) as (proxies, opt):
+        async with Client(opt) as client, Server(opt, cfg).serve(handler):
+            await client.ping()  # the client knows the slot map before the stall
+            await anyio.sleep(1.0)  # the worker is up and looking
+            proxies[master_a].stall()
+            try:
+                stalled = time.monotonic()
+                await client.enqueue(Task("t", b"due soon"), queue=qb, process_in=1.0)
+                with anyio.fail_after(20):
+                    while not ran:
+                        await anyio.sleep(0.05)
+                # well before the stall ends (15 s): within a round's budget of falling due
+                assert ran[0] - stalled < 9.0
+            finally:
+                proxies[master_a].resume()

@@ -19,6 +19,7 @@ from workerproc import RawRedis, conn_opt, done_key, runs_key, started_key, wait
 from asynq_aio import Client, Config, ServeMux, Server, Task
 from asynq_aio.protocol.broker import Broker
 from asynq_aio.protocol.codec import decode_task_message
+from asynq_aio.server.forwarder import forward_loop
 from asynq_aio.server.recoverer import recover_once
 
 pytestmark = pytest.mark.anyio
@@ -327,3 +328,39 @@ async def test_stalled_worker_does_not_ack_a_task_another_server_recovered(
             p.kill()
             p.wait()
         await raw.aclose()
+
+
+async def test_the_background_looks_answer_per_queue_and_one_bad_queue_hides_nothing(
+    redis_target: RedisTarget, client: Client, raw: RawRedis, unique_queue: str
+) -> None:
+    """The forwarder's and recoverer's batched looks (next_due.lua, holds_tasks.lua): one answer per
+    queue; a queue whose key holds the wrong type has its error in its place, the others answer, and
+    a forwarder round still forwards the queue that is due."""
+    broker = client._broker
+    good, idle, bad = (f"{unique_queue}_{s}" for s in ("good", "idle", "bad"))
+    later = await client.enqueue(Task("r"), queue=good, process_in=60)
+    await raw.cmd("SET", k(bad)("scheduled"), "not a sorted set")
+    dues = await broker.next_dues([good, idle, bad])
+    assert dues[0] == pytest.approx(time.time() + 60, abs=2) and dues[1] is None
+    assert isinstance(dues[2], Exception) and "WRONGTYPE" in str(dues[2])
+    assert await broker.holds_tasks([good, idle]) == [False, False]
+    got = await broker.dequeue(good, 1, time.time() + 60)  # nothing pending: nothing taken
+    assert got == []
+    now = await client.enqueue(Task("r"), queue=good)
+    assert [d.task_id for d in await broker.dequeue(good, 1, time.time() + 60)] == [now.id]  # type: ignore[union-attr]
+    assert await broker.holds_tasks([good, idle]) == [True, False]
+
+    # a task due now in `good`, beside the broken `bad`: the round forwards it
+    await raw.cmd("ZADD", k(good)("scheduled"), time.time() - 1, later.id)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(forward_loop, broker, [bad, good, idle], 0.05)
+            while await raw.cmd("LRANGE", k(good)("pending"), 0, -1) != [later.id.encode()]:
+                await anyio.sleep(0.02)
+            tg.cancel_scope.cancel()
+
+    names = await broker.nodes_of([f"{unique_queue}_{i}" for i in range(30)])
+    if redis_target.kind == "single":
+        assert set(names) == {""}
+    else:  # 30 queue names land on all three masters
+        assert len(set(names)) == 3 and "" not in names

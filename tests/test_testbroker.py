@@ -285,26 +285,29 @@ async def test_dequeue_edges_scheduling_and_cleanup_agree(pair: Pair) -> None:
     await pair.same_state()
     assert await pair.dequeue(5, now + 60) == [("keep", keep.SerializeToString()), ("empty", b"")]
 
-    # scheduled and retry tasks come due with the clock (to the millisecond); the earliest is next_due
+    # scheduled and retry tasks come due with the clock (to the millisecond); the earliest is each
+    # queue's next due time (None for a queue with neither)
     later = make_message(q, "later")
     await pair.enqueue(later, process_at=now + 10.25)
     assert await pair.run(
         lambda b: [b.fail_op(keep, error="x", archive=False, retry_at=now + 5, attempt=pair.token(b, "keep"))]
     ) == [1]
-    assert await pair.same(lambda b: b.next_due(q)) == now + 5
+    assert await pair.same(lambda b: b.next_dues([q, f"{q}-idle"])) == [now + 5, None]
     assert await pair.same(lambda b: b.forward(q)) == 0
     pair.clock.advance(6)
     assert await pair.same(lambda b: b.forward(q)) == 1
-    assert await pair.same(lambda b: b.next_due(q)) == now + 10.25
+    assert await pair.same(lambda b: b.next_dues([q])) == [now + 10.25]
     pair.clock.advance(4.2)
     assert await pair.same(lambda b: b.forward(q)) == 0
     pair.clock.advance(0.1)
     assert await pair.same(lambda b: b.forward(q)) == 1
-    assert await pair.same(lambda b: b.next_due(q)) is None
+    assert await pair.same(lambda b: b.next_dues([q])) == [None]
 
     # completed with a retention: deleted once it has passed
     got = await pair.dequeue(1, pair.clock() + 60)
     assert got == [("keep", pair.mem.queue(q).message("keep").SerializeToString())]
+    # what the recoverer looks at: an ID in active (or a lease)
+    assert await pair.same(lambda b: b.holds_tasks([q, f"{q}-idle"])) == [True, False]
     reloaded = pair.mem.queue(q).message("keep")
     assert await pair.run(lambda b: [b.ack_op(reloaded, attempt=pair.token(b, "keep"))]) == [1]
     assert await pair.same(lambda b: b.delete_expired_completed(q)) == 0

@@ -234,6 +234,7 @@ class MemoryBroker:
         self.applied: list[Applied] = []  # every outcome run() applied and result written, in order
         self.runs: list[list[Op]] = []  # the ops of every run() call that got past its faults
         self.dequeued: list[Dequeued] = []  # every task a dequeue handed out
+        self.node_of: dict[str, str] = {}  # queue -> the node holding it (default: one node, "")
         self._faults: dict[str, list[_Fault]] = {}
         self._prefix = uuid.uuid4().hex[:12]
         self._attempts = itertools.count(1)
@@ -806,13 +807,29 @@ class MemoryBroker:
             raise lost
         return moved
 
-    async def next_due(self, queue: str) -> float | None:
-        lost = await self._enter("next_due", queue)
-        q = self.queue(queue)
-        scores = [min(z.values()) for z in (q.scheduled, q.retry) if z]
+    async def next_dues(self, queues: Sequence[str]) -> list[float | Exception | None]:
+        """next_due.lua for each queue, in one call (a fault on any of them fails the batch, as a
+        node's failure fails its batch)."""
+        lost = await self._enter("next_dues", *queues)
+        out: list[float | Exception | None] = []
+        for queue in queues:
+            q = self.queue(queue)
+            scores = [min(z.values()) for z in (q.scheduled, q.retry) if z]
+            out.append(min(scores) if scores else None)
         if lost is not None:
             raise lost
-        return min(scores) if scores else None
+        return out
+
+    async def holds_tasks(self, queues: Sequence[str]) -> list[bool | Exception]:
+        """holds_tasks.lua for each queue, in one call."""
+        lost = await self._enter("holds_tasks", *queues)
+        out: list[bool | Exception] = [bool(self.queue(q).active or self.queue(q).lease) for q in queues]
+        if lost is not None:
+            raise lost
+        return out
+
+    async def nodes_of(self, queues: Sequence[str]) -> list[str]:
+        return [self.node_of.get(q, "") for q in queues]
 
     async def delete_expired_completed(self, queue: str, *, batch: int = 500) -> int:
         lost = await self._enter("delete_expired_completed", queue)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Coroutine
+from typing import Any
 
 import anyio
 
 from asynq_aio._task import Task
 from asynq_aio.protocol.broker import SWEPT_STATES, MalformedRecord
-from asynq_aio.server.fanout import each_queue
+from asynq_aio.server.fanout import each_node
 from asynq_aio.server.storage import WorkerBroker
 
 log = logging.getLogger("asynq_aio.server")
@@ -78,8 +79,19 @@ async def recover_once(
             if found < batch or n == 0:
                 return recovered
 
-    # queues side by side, each within a budget: a stalled master delays only its own queues
-    done = await each_queue(list(queues), recover_queue, budget=budget, what="recoverer")
+    def act(q: str, holds: int) -> Coroutine[Any, Any, int] | None:
+        return recover_queue(q) if holds else None
+
+    # an idle queue (nothing in active, no lease) costs one read in a batch of its node's queues;
+    # the nodes side by side, each call within a budget: a stalled master delays only its own queues
+    done = await each_node(
+        list(queues),
+        nodes_of=broker.nodes_of,
+        look=broker.holds_tasks,
+        act=act,
+        budget=budget,
+        what="recoverer",
+    )
     return sum(done.values())
 
 

@@ -113,8 +113,17 @@ class WorkerBroker(Protocol):
     async def forward(self, queue: str, *, batch: int = 100) -> int:
         """Move due scheduled and retry tasks to pending or their group; returns how many moved."""
 
-    async def next_due(self, queue: str) -> float | None:
-        """The earliest score in scheduled or retry (unix s), or None when both are empty."""
+    async def next_dues(self, queues: Sequence[str]) -> list[float | Exception | None]:
+        """Each queue's earliest score in scheduled or retry (unix s; None when both are empty), in
+        one batch; a queue whose read failed has the error in its place."""
+
+    async def holds_tasks(self, queues: Sequence[str]) -> list[bool | Exception]:
+        """Whether each queue has an ID in active or a lease (what the recoverer looks at), in one
+        batch; a queue whose read failed has the error in its place."""
+
+    async def nodes_of(self, queues: Sequence[str]) -> list[str]:
+        """The node holding each queue's keys ("" on a single Redis): what a background round groups
+        its batches by, so a stalled node holds up only its own queues."""
 
     async def delete_expired_completed(self, queue: str, *, batch: int = 500) -> int:
         """Delete completed tasks whose retention has passed; returns how many."""

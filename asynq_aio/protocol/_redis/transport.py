@@ -466,6 +466,18 @@ class Transport:
 
         return await self._retrying("CLUSTER SHARDS", attempt)
 
+    async def node_names(self, keys: Sequence[str]) -> list[str]:
+        """The cluster node serving each key's slot, by name ("" on a single Redis, and for a slot no
+        node serves yet: a call routed there fails on its own)."""
+        if not isinstance(self.client, RedisCluster):
+            return [""] * len(keys)
+        await ensure_slot_map(self.client)
+        names = []
+        for key in keys:
+            node = self.client.get_node_from_key(key)
+            names.append("" if node is None else node.name)
+        return names
+
     def keyslot(self, key: str) -> int:
         """The cluster key slot of ``key`` (CRC16 of its hash tag mod 16384), computed locally."""
         from redis.crc import key_slot
