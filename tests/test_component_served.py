@@ -296,9 +296,9 @@ async def test_the_background_loops_follow_the_live_set() -> None:
 
     broker = MemoryBroker()
     served = ServedQueues({"tenant:*": 1})
-    # the forwarder and recoverer look at an idle queue (next_dues, holds_tasks) and act only on what
-    # they find
-    visits = ("next_dues", "holds_tasks", "delete_expired_completed")
+    # the forwarder, recoverer and janitor look at an idle queue (next_dues, holds_tasks,
+    # needs_cleanup) and act only on what they find
+    visits = ("next_dues", "holds_tasks", "needs_cleanup")
 
     def visited(q: str) -> bool:
         return all(broker.calls_on(m, q) > 0 for m in visits)

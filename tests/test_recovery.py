@@ -333,9 +333,9 @@ async def test_stalled_worker_does_not_ack_a_task_another_server_recovered(
 async def test_the_background_looks_answer_per_queue_and_one_bad_queue_hides_nothing(
     redis_target: RedisTarget, client: Client, raw: RawRedis, unique_queue: str
 ) -> None:
-    """The forwarder's and recoverer's batched looks (next_due.lua, holds_tasks.lua): one answer per
-    queue; a queue whose key holds the wrong type has its error in its place, the others answer, and
-    a forwarder round still forwards the queue that is due."""
+    """The background loops' batched looks (next_due.lua, holds_tasks.lua, cleanup_due.lua): one
+    answer per queue; a queue whose key holds the wrong type has its error in its place, the others
+    answer, and a forwarder round still forwards the queue that is due."""
     broker = client._broker
     good, idle, bad = (f"{unique_queue}_{s}" for s in ("good", "idle", "bad"))
     later = await client.enqueue(Task("r"), queue=good, process_in=60)
@@ -344,6 +344,9 @@ async def test_the_background_looks_answer_per_queue_and_one_bad_queue_hides_not
     assert dues[0] == pytest.approx(time.time() + 60, abs=2) and dues[1] is None
     assert isinstance(dues[2], Exception) and "WRONGTYPE" in str(dues[2])
     assert await broker.holds_tasks([good, idle]) == [False, False]
+    await raw.cmd("SET", k(bad)("completed"), "not a sorted set")
+    cleanup = await broker.needs_cleanup([good, bad])
+    assert cleanup[0] is False and isinstance(cleanup[1], Exception) and "WRONGTYPE" in str(cleanup[1])
     got = await broker.dequeue(good, 1, time.time() + 60)  # nothing pending: nothing taken
     assert got == []
     now = await client.enqueue(Task("r"), queue=good)

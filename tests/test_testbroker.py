@@ -311,8 +311,11 @@ async def test_dequeue_edges_scheduling_and_cleanup_agree(pair: Pair) -> None:
     reloaded = pair.mem.queue(q).message("keep")
     assert await pair.run(lambda b: [b.ack_op(reloaded, attempt=pair.token(b, "keep"))]) == [1]
     assert await pair.same(lambda b: b.delete_expired_completed(q)) == 0
+    assert await pair.same(lambda b: b.needs_cleanup([q])) == [False]  # the janitor's look
     pair.clock.advance(61)
+    assert await pair.same(lambda b: b.needs_cleanup([q, f"{q}-idle"])) == [True, False]
     assert await pair.same(lambda b: b.delete_expired_completed(q)) == 1
+    assert await pair.same(lambda b: b.needs_cleanup([q])) == [False]
 
     # an archived task past Asynq's 90 days goes, hash and all; a recent one stays
     for tid, age in (("ancient", 91 * 86400), ("recent", 60)):
@@ -322,7 +325,9 @@ async def test_dequeue_edges_scheduling_and_cleanup_agree(pair: Pair) -> None:
         pair.mem.queue(q).tasks[tid] = TaskHash(msg=b"x", state="archived")
         pair.mem.queue(q).archived[tid] = float(score)
         pair.ids.add(tid)
+    assert await pair.same(lambda b: b.needs_cleanup([q])) == [True]
     assert await pair.same(lambda b: b.trim_archive(q)) == 1
+    assert await pair.same(lambda b: b.needs_cleanup([q])) == [False]  # "recent" is within the limits
 
 
 async def test_state_sweeping_agrees(pair: Pair) -> None:

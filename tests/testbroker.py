@@ -843,6 +843,23 @@ class MemoryBroker:
             raise lost
         return len(ids)
 
+    async def needs_cleanup(self, queues: Sequence[str]) -> list[bool | Exception]:
+        """cleanup_due.lua for each queue, in one call."""
+        lost = await self._enter("needs_cleanup", *queues)
+        now = self.clock()
+        cutoff = now - ARCHIVE_TTL.total_seconds()
+        out: list[bool | Exception] = []
+        for queue in queues:
+            q = self.queue(queue)
+            out.append(
+                any(score <= int(now) for score in q.completed.values())
+                or len(q.archived) > ARCHIVE_MAX
+                or any(score < cutoff for score in q.archived.values())
+            )
+        if lost is not None:
+            raise lost
+        return out
+
     async def trim_archive(self, queue: str) -> int:
         """protocol/archive.py's limits: older than 90 days, or beyond the newest 10,000."""
         lost = await self._enter("trim_archive", queue)

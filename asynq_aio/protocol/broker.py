@@ -19,7 +19,7 @@ from asynq_aio.protocol import scripts
 from asynq_aio.protocol._redis.ops import EncodableArg
 from asynq_aio.protocol._redis.ops import Op as Op  # re-exported: the server's components hold script calls
 from asynq_aio.protocol._redis.transport import Transport
-from asynq_aio.protocol.archive import trim_archive
+from asynq_aio.protocol.archive import ARCHIVE_MAX, ARCHIVE_TTL, trim_archive
 from asynq_aio.protocol.codec import (
     ServerRecord,
     TaskMessage,
@@ -635,6 +635,20 @@ class Broker:
             Op.eval(scripts.SWEEP_STATE, [*keys, qk.task(tid)], [tid, where, now_ns]) for tid, where in found
         ]
         return [r if isinstance(r, int) else 0 for r in await self.transport.batch(ops)]
+
+    async def needs_cleanup(self, queues: Sequence[str]) -> list[bool | Exception]:
+        """Whether each queue has completed tasks past their retention or an archive beyond Asynq's
+        limits (the janitor's look, one batch of read-only calls as :meth:`next_dues`). A queue whose
+        read failed has the error in its place."""
+        now = self.clock()
+        args: list[EncodableArg] = [int(now), f"{now - ARCHIVE_TTL.total_seconds():.3f}", ARCHIVE_MAX]
+        replies = await self.transport.batch(
+            [
+                Op.eval(scripts.CLEANUP_DUE, [(qk := queue_keys(q)).completed, qk.archived], args)
+                for q in queues
+            ]
+        )
+        return [r if isinstance(r, Exception) else int(r) > 0 for r in replies]
 
     async def delete_expired_completed(self, queue: str, *, batch: int = 500) -> int:
         """Delete up to ``batch`` completed tasks whose retention has passed; returns how many went.

@@ -21,12 +21,14 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 
+from asynq_aio.server.fanout import each_node, within
 from asynq_aio.server.storage import WorkerBroker
 
 log = logging.getLogger("asynq_aio.server")
@@ -37,6 +39,9 @@ BUSY_INTERVAL = 1.0
 #: IDs per delete script call. 500 completed tasks (zset entry + hash) take well under a millisecond
 #: of Redis time on the benchmark box (benchmarks/soak.py prints the longest call it saw).
 DELETE_BATCH = 500
+#: Longest wait for one call (a look at a node's batch of queues, or one queue's cleanup) before its
+#: node is taken for stalled and left for the next round.
+CALL_BUDGET = 5.0
 
 
 @dataclass
@@ -56,17 +61,49 @@ async def janitor_round(
     *,
     batch: int = DELETE_BATCH,
     budget: float = 5.0,
+    call_budget: float = CALL_BUDGET,
 ) -> JanitorRound:
-    """One round over every queue; stops early (``backlog_left``) after ``budget`` seconds."""
+    """One round over every queue; stops early (``backlog_left``) after ``budget`` seconds, and
+    gives one call ``call_budget`` seconds before taking its node for stalled.
+
+    It first looks at the queues in batches per node (server/fanout.py): an idle queue costs one
+    read in a batch, and a queue with work gets its first delete batch and its archive trim. Queues
+    whose batch came back full then take turns, batch by batch, until they are done or the budget
+    is spent. A stalled node is left for the next round with its queues; the others are cleaned."""
     out = JanitorRound()
     deadline = time.monotonic() + budget
-    queues = list(queues)  # one snapshot per round: a live served set may change meanwhile
-    busy = list(queues)
+
+    async def clean(q: str) -> int:
+        n = await broker.delete_expired_completed(q, batch=batch)
+        out.calls += 1
+        out.deleted += n
+        try:
+            out.trimmed += await broker.trim_archive(q)
+        except Exception as exc:
+            log.error("janitor: archive of queue %s: %s", q, exc, extra={"queue": q})
+        return n
+
+    def act(q: str, due: int) -> Coroutine[Any, Any, int] | None:
+        return clean(q) if due else None
+
+    # one snapshot per round: a live served set may change meanwhile
+    first = await each_node(
+        list(queues),
+        nodes_of=broker.nodes_of,
+        look=broker.needs_cleanup,
+        act=act,
+        budget=call_budget,
+        what="janitor",
+    )
+    busy = [q for q, n in first.items() if n >= batch]
     while busy:
+        if time.monotonic() >= deadline:
+            out.backlog_left = True
+            break
         still_full: list[str] = []
         for q in busy:
             try:
-                n = await broker.delete_expired_completed(q, batch=batch)
+                n = await within(call_budget, broker.delete_expired_completed(q, batch=batch))
             except Exception as exc:
                 log.error("janitor: queue %s: %s", q, exc, extra={"queue": q})
                 continue
@@ -75,14 +112,6 @@ async def janitor_round(
             if n >= batch:
                 still_full.append(q)
         busy = still_full
-        if busy and time.monotonic() >= deadline:
-            out.backlog_left = True
-            break
-    for q in queues:
-        try:
-            out.trimmed += await broker.trim_archive(q)
-        except Exception as exc:
-            log.error("janitor: archive of queue %s: %s", q, exc, extra={"queue": q})
     try:
         out.pruned = await broker.prune_dead_servers()
     except Exception as exc:

@@ -125,6 +125,10 @@ class WorkerBroker(Protocol):
         """The node holding each queue's keys ("" on a single Redis): what a background round groups
         its batches by, so a stalled node holds up only its own queues."""
 
+    async def needs_cleanup(self, queues: Sequence[str]) -> list[bool | Exception]:
+        """Whether each queue has completed tasks past their retention or an archive beyond Asynq's
+        limits, in one batch; a queue whose read failed has the error in its place."""
+
     async def delete_expired_completed(self, queue: str, *, batch: int = 500) -> int:
         """Delete completed tasks whose retention has passed; returns how many."""
 
