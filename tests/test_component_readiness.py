@@ -22,7 +22,7 @@ from asynq_aio.protocol._redis.clients import EXTRA_CONNECTIONS
 from asynq_aio.protocol._redis.transport import Transport
 from asynq_aio.protocol.broker import Dequeued, Paused
 from asynq_aio.server.processor import WATCH_BLOCK
-from asynq_aio.server.readiness import FRUITLESS_LIMIT
+from asynq_aio.server.readiness import FIRST_WAIT_LOW, FRUITLESS_LIMIT, WAIT_LOW
 
 pytestmark = pytest.mark.anyio
 
@@ -46,8 +46,12 @@ async def test_a_fetch_asks_only_the_queues_that_may_have_work() -> None:
     # per task: the dequeue that took it, the one that found its queue empty again, and a new wait
     # on that queue; the old way asked every queue in turn and re-issued every wait at each wake-up
     assert broker.calls["dequeue"] - dequeues <= 2 * 20
-    # a watcher's wait also ends after WATCH_BLOCK seconds; on a slow machine that can happen once
-    timed_out = len(QUEUES) * int((time.monotonic() - started) / WATCH_BLOCK)
+    # a watcher's wait also ends on its own: the first within FIRST_WAIT_LOW to all of WATCH_BLOCK
+    # seconds, the later ones after at least WAIT_LOW of it
+    elapsed = time.monotonic() - started
+    timed_out = 0
+    if elapsed >= FIRST_WAIT_LOW * WATCH_BLOCK:
+        timed_out = len(QUEUES) * (1 + int(elapsed / (WAIT_LOW * WATCH_BLOCK)))
     assert broker.calls["wait_for_work"] - waits <= 20 + timed_out
 
 
@@ -124,14 +128,46 @@ class RecordsWaits(MemoryBroker):
         return await super().wait_for_work(queue, timeout)
 
 
+class WaitsReturnAtOnce(MemoryBroker):
+    """Every blocking wait returns empty-handed at once, its timeout recorded per queue."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: dict[str, list[float]] = {}
+
+    async def wait_for_work(self, queue: str, timeout: float) -> bool:
+        self.waits.setdefault(queue, []).append(timeout)
+        await anyio.sleep(0.001)
+        return False
+
+
+async def test_the_watchers_waits_end_at_random_points_so_many_queues_do_not_re_arm_together() -> None:
+    """With one fixed wait, 1,000 watchers started together re-armed in the same few milliseconds
+    every 5 s. Each first wait lies anywhere in the block, the later ones in its last quarter."""
+    broker = WaitsReturnAtOnce()
+    queues = {f"q{i}": 1 for i in range(50)}
+    async with serving(broker, config(queues=queues, idle_wait=1.0), nothing):
+        await until(lambda: len(broker.waits) == 50 and all(len(w) >= 3 for w in broker.waits.values()))
+    firsts = [w[0] for w in broker.waits.values()]
+    later = [t for w in broker.waits.values() for t in w[1:]]
+    assert all(FIRST_WAIT_LOW * WATCH_BLOCK <= t <= WATCH_BLOCK for t in firsts)
+    assert min(firsts) < WATCH_BLOCK / 2 < max(firsts)  # spread over the block, not bunched
+    assert all(WAIT_LOW * WATCH_BLOCK <= t <= WATCH_BLOCK for t in later)
+    assert len(set(later)) > len(later) // 2
+
+
 async def test_an_idle_queue_costs_one_wait_per_watch_block_and_the_pool_has_room_for_each() -> None:
-    """What docs/concepts.md states: a watcher's wait lasts WATCH_BLOCK (5 s) unless idle_wait is
-    longer, a blocking wait stays under half the read timeout, and the pool makes room for one
+    """What docs/concepts.md states: a watcher's wait lasts at most WATCH_BLOCK (5 s) unless idle_wait
+    is longer, a blocking wait stays under half the read timeout, and the pool makes room for one
     blocked wait per served queue."""
     broker = RecordsWaits()
     async with serving(broker, config(queues={"a": 1}, idle_wait=1.0), nothing):
         await until(lambda: bool(broker.wait_timeouts))
-    assert broker.wait_timeouts[0] == WATCH_BLOCK == 5.0
+    assert FIRST_WAIT_LOW * WATCH_BLOCK <= broker.wait_timeouts[0] <= WATCH_BLOCK == 5.0
+    broker = RecordsWaits()
+    async with serving(broker, config(queues={"a": 1}, idle_wait=6.0), nothing):
+        await until(lambda: bool(broker.wait_timeouts))
+    assert FIRST_WAIT_LOW * 6.0 <= broker.wait_timeouts[0] <= 6.0
 
     opt = RedisClientOpt(addr="127.0.0.1:1", read_timeout=4.0, pool_size=10)
     transport = Transport.connect(opt, blocking_waits=1000)
