@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -15,7 +16,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from asynq_aio.server.fanout import BudgetExceeded, each_node, within
+from asynq_aio.server.fanout import PROBE_CHUNK, BudgetExceeded, each_node, within
 
 pytestmark = pytest.mark.anyio
 
@@ -177,7 +178,7 @@ async def test_an_act_that_runs_out_of_budget_stops_its_node_only() -> None:
 
 
 async def test_each_node_looks_in_batches_one_call_at_a_time_per_node() -> None:
-    """1,000 queues on three nodes: batches of at most ``chunk``, never two calls at once on a node,
+    """1,000 queues on three nodes: batches of at most PROBE_CHUNK, never two calls at once on a node,
     and no task per queue (one per node and the call it waits on): the one-call-per-queue fan-out
     this replaced kept the event loop busy for much of each round."""
     queues = [f"q{i}" for i in range(1000)]
@@ -203,7 +204,8 @@ async def test_each_node_looks_in_batches_one_call_at_a_time_per_node() -> None:
         queues, nodes_of=_nodes(node_of), look=look, act=lambda q, n: None, budget=5.0, what="t"
     )
     assert got == dict.fromkeys(queues, 0)
-    assert max(sizes) == 100 and sum(sizes) == 1000 and len(sizes) == 12  # 334 + 333 + 333 queues
+    assert max(sizes) == PROBE_CHUNK and sum(sizes) == 1000
+    assert len(sizes) == sum(math.ceil(n / PROBE_CHUNK) for n in (334, 333, 333))
     assert most_on_a_node == 1
     assert most_tasks <= 2 * 3
 
