@@ -34,25 +34,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.pickup_steps import _pack, _summary
+
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK_SECONDS = 5
-
-
-def _pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))] * 1000
-
-
-def _summary(values: list[float]) -> dict[str, float]:
-    return {"p50_ms": _pct(values, 50), "p90_ms": _pct(values, 90), "p99_ms": _pct(values, 99)}
-
-
-def _pack(*args: object) -> bytes:
-    out = b"*%d\r\n" % len(args)
-    for a in args:
-        b = a if isinstance(a, bytes) else str(a).encode()
-        out += b"$%d\r\n%s\r\n" % (len(b), b)
-    return out
 
 
 def _connect(port: int) -> socket.socket:
