@@ -322,3 +322,21 @@ async def test_the_state_sweeper_walks_a_list_a_window_per_round() -> None:
     assert [await sweeper.sweep_once() for _ in range(4)] == [2, 2, 1, 0]
     assert {broker.queue("a").tasks[tid].state for tid in ids} == {"pending"}
     assert sweeper.fixed == 5
+
+
+async def test_a_stalled_node_holds_up_neither_the_sweep_of_the_others_nor_the_recoverer() -> None:
+    """The sweep runs between recovery rounds; going queue by queue, a stalled master kept it (and
+    so the recovery of every queue) waiting as long as its calls kept failing."""
+    broker = MemoryBroker()
+    ids = {q: broker.enqueue(make_message(q)).id for q in ("a", "b", "c")}
+    for q, tid in ids.items():
+        broker.queue(q).tasks[tid].state = "scheduled"  # a hand edit: listed in pending
+    broker.node_of = {"a": "n1", "b": "n2", "c": "n1"}
+    stall = broker.stall("sample_states", queue="b")
+    sweeper = StateSweeper(broker, ["a", "b", "c"], budget=0.2)
+    with anyio.fail_after(5):
+        assert await sweeper.sweep_once() == 2
+    assert broker.queue("a").tasks[ids["a"]].state == broker.queue("c").tasks[ids["c"]].state == "pending"
+    assert broker.queue("b").tasks[ids["b"]].state == "scheduled" and stall.waiting == 0
+    stall.release()
+    assert await sweeper.sweep_once() == 1

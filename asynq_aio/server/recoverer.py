@@ -30,6 +30,9 @@ LEASE_EXPIRED = "task lease expired"
 DEFAULT_RECOVERY_SKEW = 30.0
 #: Expired leases read and failed per call; a round keeps calling while it finds full batches.
 RECOVER_BATCH = 100
+#: Longest a queue's sweep (a window of each state list) may take before its node is taken for
+#: stalled and left for the next sweep.
+SWEEP_BUDGET = 5.0
 
 
 class LeaseExpiredError(Exception):
@@ -150,23 +153,49 @@ class StateSweeper:
     pipelined HGET per sampled ID per queue, so a long list is covered over several rounds.
     """
 
-    def __init__(self, broker: WorkerBroker, queues: Collection[str], batch: int = 100) -> None:
+    def __init__(
+        self, broker: WorkerBroker, queues: Collection[str], batch: int = 100, budget: float = SWEEP_BUDGET
+    ) -> None:
         self._broker = broker
         self._queues = queues
         self._batch = batch
+        self._budget = budget
         self._cursors: dict[tuple[str, str], int] = {}
         self.fixed = 0  # reconciled since start, for tests and operators
 
     async def sweep_once(self) -> int:
-        """Sweep one window of every state list of every queue; returns how many tasks were reconciled. A
-        failing list is logged and skipped, not raised."""
-        fixed = 0
-        for q in list(self._queues):  # a live served set may change while this round awaits
+        """Sweep one window of every state list of every queue; returns how many tasks were
+        reconciled. A failing list is logged and skipped, not raised.
+
+        The queues are taken node by node, the nodes side by side, each queue's sweep within the
+        budget (server/fanout.py): a node that does not answer is left for the next sweep with its
+        queues. The sweep runs between the recoverer's rounds, so when it went queue by queue a
+        stalled master held up the recovery of every queue for as long as its calls kept failing."""
+
+        async def every_queue(batch: list[str]) -> list[bool | Exception]:
+            return [True] * len(batch)  # nothing cheap to look at first: every queue gets its windows
+
+        async def sweep_queue(q: str) -> int:
+            fixed = 0
             for where in SWEPT_STATES:
                 try:
                     fixed += await self._sweep(q, where)
                 except Exception as exc:
                     log.error("state sweeper: queue %s, %s: %s", q, where, exc, extra={"queue": q})
+            return fixed
+
+        def act(q: str, _: int) -> Coroutine[Any, Any, int]:
+            return sweep_queue(q)
+
+        done = await each_node(
+            list(self._queues),  # a live served set may change while this round awaits
+            nodes_of=self._broker.nodes_of,
+            look=every_queue,
+            act=act,
+            budget=self._budget,
+            what="state sweeper",
+        )
+        fixed = sum(done.values())
         self.fixed += fixed
         return fixed
 
