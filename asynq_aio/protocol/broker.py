@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from asynq_aio._errors import DuplicateTaskError, MalformedTaskError, TaskIDConflictError
 from asynq_aio.protocol import scripts
@@ -39,6 +39,8 @@ from asynq_aio.protocol.keys import (
     workers_key,
 )
 from asynq_aio.protocol.replies import hash_fields, text
+
+T = TypeVar("T")
 
 STATS_TTL = timedelta(days=90)
 # Most tasks one enqueue.lua call stores: Redis runs nothing else while a script runs. A task
@@ -523,18 +525,18 @@ class Broker:
         one batch of read-only script calls: at 1,000 idle queues this look is most of what the
         forwarder does, and one batch costs a fraction of a call per queue. A queue whose read
         failed has the error in its place."""
-        replies = await self.transport.batch(
-            [Op.eval(scripts.NEXT_DUE, [(qk := queue_keys(q)).scheduled, qk.retry], []) for q in queues]
-        )
-        return [r if isinstance(r, Exception) else None if r is None else float(text(r)) for r in replies]
+        ops = [Op.eval(scripts.NEXT_DUE, [(qk := queue_keys(q)).scheduled, qk.retry], []) for q in queues]
+        return await self._each_answer(ops, lambda r: None if r is None else float(text(r)))
 
     async def holds_tasks(self, queues: Sequence[str]) -> list[bool | Exception]:
         """Whether each queue has an active ID or a lease, the only places the recoverer looks (one
         batch of read-only calls, as :meth:`next_dues`). A queue whose read failed has the error."""
-        replies = await self.transport.batch(
-            [Op.eval(scripts.HOLDS_TASKS, [(qk := queue_keys(q)).active, qk.lease], []) for q in queues]
-        )
-        return [r if isinstance(r, Exception) else int(r) > 0 for r in replies]
+        ops = [Op.eval(scripts.HOLDS_TASKS, [(qk := queue_keys(q)).active, qk.lease], []) for q in queues]
+        return await self._each_answer(ops, lambda r: int(r) > 0)
+
+    async def _each_answer(self, ops: Sequence[Op], answer: Callable[[Any], T]) -> list[T | Exception]:
+        """One batch of per-queue looks: each reply through ``answer``, a failed one as its error."""
+        return [r if isinstance(r, Exception) else answer(r) for r in await self.transport.batch(ops)]
 
     async def nodes_of(self, queues: Sequence[str]) -> list[str]:
         """The name of the node holding each queue's keys ("" on a single Redis): background rounds
@@ -642,13 +644,10 @@ class Broker:
         read failed has the error in its place."""
         now = self.clock()
         args: list[EncodableArg] = [int(now), f"{now - ARCHIVE_TTL.total_seconds():.3f}", ARCHIVE_MAX]
-        replies = await self.transport.batch(
-            [
-                Op.eval(scripts.CLEANUP_DUE, [(qk := queue_keys(q)).completed, qk.archived], args)
-                for q in queues
-            ]
-        )
-        return [r if isinstance(r, Exception) else int(r) > 0 for r in replies]
+        ops = [
+            Op.eval(scripts.CLEANUP_DUE, [(qk := queue_keys(q)).completed, qk.archived], args) for q in queues
+        ]
+        return await self._each_answer(ops, lambda r: int(r) > 0)
 
     async def delete_expired_completed(self, queue: str, *, batch: int = 500) -> int:
         """Delete up to ``batch`` completed tasks whose retention has passed; returns how many went.
