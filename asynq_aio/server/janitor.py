@@ -73,10 +73,14 @@ async def janitor_round(
     out = JanitorRound()
     deadline = time.monotonic() + budget
 
-    async def clean(q: str) -> int:
+    async def delete_batch(q: str) -> int:
         n = await broker.delete_expired_completed(q, batch=batch)
         out.calls += 1
         out.deleted += n
+        return n
+
+    async def clean(q: str) -> int:
+        n = await delete_batch(q)
         try:
             out.trimmed += await broker.trim_archive(q)
         except Exception as exc:
@@ -103,12 +107,10 @@ async def janitor_round(
         still_full: list[str] = []
         for q in busy:
             try:
-                n = await within(call_budget, broker.delete_expired_completed(q, batch=batch))
+                n = await within(call_budget, delete_batch(q))
             except Exception as exc:
                 log.error("janitor: queue %s: %s", q, exc, extra={"queue": q})
                 continue
-            out.calls += 1
-            out.deleted += n
             if n >= batch:
                 still_full.append(q)
         busy = still_full
